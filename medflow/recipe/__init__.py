@@ -1,0 +1,1 @@
+"""Recipes: the pydantic model, YAML loading with positions, composition and diagnostics."""

@@ -1,0 +1,153 @@
+"""The recipe model (pydantic v2). The JSON Schema in ``schemas/`` is generated from it.
+
+The ``steps:`` list is a discriminated union (on ``step``) over the step registry and
+``outputs.writers`` one (on ``kind``) over the writer registry, so the model, the
+schema and the registry can never disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+
+from medflow.steps.registry import all_steps
+from medflow.writers.registry import all_writers
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeriesFilter(_Strict):
+    """Which files and series of a DICOM folder enter the dataset."""
+
+    include: list[str] = Field(
+        default_factory=lambda: ["**"],
+        description="Glob patterns (relative to the source folder, '**' crosses folders) a file must match.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to leave out.")
+    modality: list[str] | None = Field(
+        None, description="Keep only series whose Modality (0008,0060) is one of these, e.g. [CT, MR]."
+    )
+    series_description: list[str] | None = Field(
+        None,
+        description="Keep only series whose SeriesDescription (0008,103E) matches one of these glob "
+        "patterns (case-insensitive).",
+    )
+    exclude_localizers: bool = Field(
+        True, description="Leave out localizer/scout images (ImageType contains LOCALIZER)."
+    )
+
+
+class DicomSource(_Strict):
+    """A folder of DICOM files, read recursively; items are series (and multi-frame instances)."""
+
+    dicom: str = Field(description="Folder of DICOM files, relative to the recipe file or absolute.")
+    filter: SeriesFilter = Field(default_factory=SeriesFilter, description="What enters the dataset.")
+    duplicates: Literal["first", "error"] = Field(
+        "first",
+        description="Slices at the same position: 'first' keeps the one with the lowest "
+        "(InstanceNumber, SOPInstanceUID) and reports the rest; 'error' fails the item.",
+    )
+
+
+class SampleSource(_Strict):
+    """An embedded synthetic dataset that medflow writes as real DICOM files."""
+
+    sample: Literal["ct-phantom"] = Field(
+        description="Name of the embedded dataset: 'ct-phantom' (2 patients, 3 CT series, fake PHI)."
+    )
+    filter: SeriesFilter = Field(default_factory=SeriesFilter, description="What enters the dataset.")
+
+
+def _source_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "sample" in value:
+            return "sample"
+        if "dicom" in value:
+            return "dicom"
+        return None
+    return "sample" if isinstance(value, SampleSource) else "dicom"
+
+
+Source = Annotated[
+    Union[Annotated[DicomSource, Tag("dicom")], Annotated[SampleSource, Tag("sample")]],  # noqa: UP007
+    Discriminator(
+        _source_tag,
+        custom_error_type="source_kind",
+        custom_error_message="source needs exactly one of the keys 'dicom' (a folder) or 'sample' (an embedded dataset)",
+    ),
+]
+
+
+class Engine(_Strict):
+    """How the build runs."""
+
+    workers: int | Literal["auto"] = Field(
+        "auto", description="Parallel worker processes; 'auto' = number of CPU cores; 1 = in this process."
+    )
+    cache_dir: str | None = Field(
+        None, description="Cache folder, relative to the recipe file; default '.medflow/cache' inside outputs.dir."
+    )
+    keep_going: bool = Field(
+        True, description="Build every item even when some fail (failures are listed and the exit code is 1)."
+    )
+
+
+def _union_of(models: list[type[BaseModel]], discriminator: str):
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator=discriminator)]  # noqa: UP007
+
+
+@functools.cache
+def recipe_model() -> type[BaseModel]:
+    """Build the Recipe model over the current step and writer registries."""
+    step_union = _union_of([spec.params_model for spec in all_steps()], "step")
+    writer_union = _union_of([spec.params_model for spec in all_writers()], "kind")
+
+    Outputs = create_model(
+        "Outputs",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__="Where and how the dataset is written.",
+        dir=(str, Field(description="Output folder, relative to the recipe file or absolute.")),
+        writers=(
+            list[writer_union],
+            Field(
+                default_factory=lambda: [{"kind": "npy"}],
+                validate_default=True,
+                min_length=1,
+                description="Output kinds to write; default one .npy per item.",
+            ),
+        ),
+    )
+    Recipe = create_model(
+        "Recipe",
+        __config__=ConfigDict(extra="forbid", frozen=True, title="medflow recipe"),
+        __doc__="A medflow recipe: a source, a list of steps and the outputs to write.",
+        medflow=(Literal[1], Field(description="Recipe schema version; this medflow reads version 1.")),
+        name=(str, Field(min_length=1, description="Short name of the dataset this recipe builds.")),
+        description=(str, Field("", description="What the dataset is for; free text.")),
+        source=(Source, Field(description="Where the items come from.")),
+        steps=(list[step_union], Field(default_factory=list, description="Steps applied to each item, in order.")),
+        outputs=(Outputs, Field(description="Where and how the dataset is written.")),
+        engine=(Engine, Field(default_factory=Engine, description="How the build runs.")),
+    )
+    return Recipe
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe (draft 2020-12), as checked into ``schemas/recipe.schema.json``."""
+    schema = recipe_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://medflow.dev/schemas/recipe.schema.json"
+    # `extends:` is resolved before validation; editors must still accept it.
+    schema["properties"]["extends"] = {
+        "description": "Base recipe(s) to deep-merge under this one, relative to this file; lists are replaced.",
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
+    return schema

@@ -1,0 +1,1 @@
+"""Sources: dataset discovery (items and their files) and content fingerprints."""

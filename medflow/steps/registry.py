@@ -1,0 +1,113 @@
+"""The step registry: name -> (params model, version, pure function).
+
+A step module defines a params model (subclass of :class:`StepParams` with a
+``step: Literal["name"]`` field, the discriminator of the recipe's ``steps:`` list)
+and a function ``(Sample, params) -> Sample``, and registers both with
+:func:`register`. Adding a step touches only its own module (plus one import line
+in ``medflow/steps/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from medflow.sample import Sample
+
+
+class StepParams(BaseModel):
+    """Base of every step's params model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def canonical_params(self) -> dict[str, Any]:
+        """The params that define the step's output (JSON-able, without ``step``)."""
+        return self.model_dump(mode="json", exclude={"step"})
+
+
+StepFunction = Callable[[Sample, Any], Sample]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A registered step.
+
+    Attributes:
+        name: stable name used in recipes.
+        version: bump whenever the output for the same input and params changes;
+            it joins the cache key.
+        params_model: the pydantic model of the step's params.
+        function: pure ``(Sample, params) -> Sample``.
+        summary: one line saying what the step does.
+        pointwise: output value of each pixel depends only on that pixel's value
+            (lets the engine fold the step into a lookup table).
+        checkpoint: the engine caches the Sample after this step (expensive steps).
+    """
+
+    name: str
+    version: int
+    params_model: type[StepParams]
+    function: StepFunction
+    summary: str
+    pointwise: bool = False
+    checkpoint: bool = False
+
+
+_REGISTRY: dict[str, StepSpec] = {}
+
+
+def register(
+    name: str,
+    version: int,
+    params: type[StepParams],
+    *,
+    pointwise: bool = False,
+    checkpoint: bool = False,
+) -> Callable[[StepFunction], StepFunction]:
+    """Decorator registering ``function`` as step ``name`` at ``version``.
+
+    The function's docstring's first line is the step's summary.
+
+    Raises:
+        ValueError: duplicate name, bad version, or a params model whose ``step``
+            field is not ``Literal[name]``.
+    """
+
+    def decorate(function: StepFunction) -> StepFunction:
+        if name in _REGISTRY:
+            raise ValueError(f"step {name!r} is registered twice")
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"step {name!r}: version must be an integer >= 1")
+        annotation = params.model_fields.get("step")
+        if annotation is None or typing.get_args(annotation.annotation) != (name,):
+            raise ValueError(f"step {name!r}: params model must declare step: Literal[{name!r}]")
+        summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+        if not summary:
+            raise ValueError(f"step {name!r}: the function needs a docstring (its first line is the summary)")
+        _REGISTRY[name] = StepSpec(name, version, params, function, summary, pointwise, checkpoint)
+        return function
+
+    return decorate
+
+
+def get_step(name: str) -> StepSpec:
+    """The registered step ``name``; KeyError if unknown."""
+    _ensure_loaded()
+    return _REGISTRY[name]
+
+
+def all_steps() -> list[StepSpec]:
+    """Every registered step, sorted by name."""
+    _ensure_loaded()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def _ensure_loaded() -> None:
+    import medflow.steps  # noqa: F401  (importing the package registers every step module)
+
+
+__all__ = ["Literal", "StepParams", "StepSpec", "all_steps", "get_step", "register"]

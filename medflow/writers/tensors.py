@@ -1,0 +1,72 @@
+"""Tensor writers: one ``.npy`` per item, and ``.npz`` shards over all items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from medflow.sample import Sample
+from medflow.writers.atomic import atomic_write
+from medflow.writers.registry import WriterParams, WrittenFile, register_writer
+
+
+class NpyParams(WriterParams):
+    """One ``.npy`` file per item: ``<folder>/<item_id>.npy``."""
+
+    kind: Literal["npy"]
+    folder: str = Field("tensors", description="Subfolder of the output folder for the .npy files.")
+
+
+@register_writer("npy", 1, NpyParams)
+def write_npy(sample: Sample, params: NpyParams, out_dir: Path) -> list[WrittenFile]:
+    """Write the item's final array as one .npy file (memory-mappable)."""
+    relative = Path(params.folder) / f"{sample.item_id}.npy"
+    array = np.ascontiguousarray(sample.pixels)
+    sha = atomic_write(out_dir / relative, lambda f: np.lib.format.write_array(f, array, allow_pickle=False))
+    return [WrittenFile(relative.as_posix(), sha, (out_dir / relative).stat().st_size)]
+
+
+class NpzShardsParams(WriterParams):
+    """``.npz`` shards grouping several items' arrays, keyed by item id (needs an ``npy`` writer)."""
+
+    kind: Literal["npz_shards"]
+    items_per_shard: int = Field(64, ge=1, description="Number of items per shard file.")
+    folder: str = Field("shards", description="Subfolder of the output folder for the shard files.")
+    compressed: bool = Field(False, description="Use zip deflate compression (smaller, slower).")
+
+
+@register_writer("npz_shards", 1, NpzShardsParams, per_item=False)
+def write_npz_shards(item_files: list[tuple[str, Path]], params: NpzShardsParams, out_dir: Path) -> list[WrittenFile]:
+    """Group the items' .npy outputs into .npz shards, items sorted by id."""
+    written = []
+    ordered = sorted(item_files)
+    for shard_index in range(0, len(ordered), params.items_per_shard):
+        chunk = ordered[shard_index : shard_index + params.items_per_shard]
+        relative = Path(params.folder) / f"shard-{shard_index // params.items_per_shard:05d}.npz"
+        arrays = {item_id: np.load(path, mmap_mode="r") for item_id, path in chunk}
+        sha = atomic_write(out_dir / relative, lambda f, arrays=arrays: _save_npz(f, params.compressed, arrays))
+        written.append(WrittenFile(relative.as_posix(), sha, (out_dir / relative).stat().st_size))
+    return written
+
+
+def _save_npz(fileobj, compressed: bool, arrays) -> None:
+    """Write an .npz (zip of .npy members) with fixed member timestamps, so equal arrays give equal bytes.
+
+    ``np.savez`` stamps each member with the current time, which would break
+    "same recipe, same inputs -> same bytes".
+    """
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+    fileobj.write(buffer.getbuffer())
