@@ -1,6 +1,12 @@
-"""Steps: one module per family; importing this package registers them all.
+"""Steps: one module per family; importing this package registers every step.
 
-To add a step family, write ``medflow/steps/<family>.py`` and add it to the import below.
+Every module in this package (other than ``registry``) is imported here, so
+adding a step family means adding one module and nothing else.
 """
 
-from medflow.steps import intensity, layout  # noqa: F401  (registration side effect)
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "registry" and not _module.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module}")
