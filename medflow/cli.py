@@ -1,0 +1,258 @@
+"""The command line: run, validate, plan, steps, schema.
+
+Exit codes: 0 every item built; 1 some items failed; 2 the recipe or the command
+line is invalid (nothing was built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_INVALID = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID
+    from medflow.errors import InputError, RecipeError, UsageError
+
+    try:
+        return args.handler(args)
+    except RecipeError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"recipe invalid: {len(exc.issues)} error(s); nothing was built", file=sys.stderr)
+        return EXIT_INVALID
+    except UsageError as exc:
+        print(f"medflow: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except InputError as exc:
+        print(f"medflow: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished items are kept; run again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medflow", description="Build reproducible training datasets from DICOM with a declarative recipe."
+    )
+    parser.add_argument("--version", action="version", version=f"medflow {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="build the dataset of a recipe")
+    _recipe_args(run)
+    run.add_argument("--workers", help="worker processes (an integer or 'auto'); overrides engine.workers")
+    going = run.add_mutually_exclusive_group()
+    going.add_argument("--keep-going", dest="keep_going", action="store_true", default=None,
+                       help="build every item even when some fail (default)")
+    going.add_argument("--fail-fast", dest="keep_going", action="store_false",
+                       help="stop dispatching items after the first failure")
+    run.add_argument("--verify", action="store_true", help="rehash inputs and outputs instead of trusting size+mtime")
+    run.add_argument("--dry-run", action="store_true", help="show the plan; compute and write nothing")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check recipes; report every error as FILE:LINE:COL")
+    validate.add_argument("recipes", nargs="+", metavar="RECIPE")
+    validate.set_defaults(handler=_cmd_validate)
+
+    plan = sub.add_parser("plan", help="show what a run would take from the cache and what it would recompute")
+    _recipe_args(plan)
+    plan.add_argument("--verify", action="store_true", help="rehash inputs and outputs")
+    plan.set_defaults(handler=_cmd_plan)
+
+    steps = sub.add_parser("steps", help="list the registered steps, or show one in full")
+    steps.add_argument("name", nargs="?")
+    steps.set_defaults(handler=_cmd_steps)
+
+    schema = sub.add_parser("schema", help="print the recipe's JSON Schema")
+    schema.add_argument("--write", metavar="PATH", help="write it to PATH instead of printing")
+    schema.set_defaults(handler=_cmd_schema)
+    return parser
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", metavar="RECIPE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a recipe value, e.g. --set steps[0].width=350 (repeatable)")
+
+
+def _version() -> str:
+    from medflow import __version__
+
+    return __version__
+
+
+def _load(args: argparse.Namespace):
+    from medflow.recipe.loader import load_recipe
+
+    return load_recipe(args.recipe, overrides=args.overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from medflow.errors import UsageError
+
+    loaded = _load(args)
+    if args.dry_run:
+        return _print_plan(loaded, verify=args.verify)
+    workers = args.workers
+    if workers is not None and workers != "auto":
+        try:
+            workers = int(workers)
+        except ValueError:
+            raise UsageError(f"--workers must be an integer >= 1 or 'auto' (got {workers!r})") from None
+        if workers < 1:
+            raise UsageError(f"--workers must be an integer >= 1 or 'auto' (got {workers})")
+    from medflow.engine.build import build
+
+    report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
+                   show_progress=not args.quiet)
+    _print_summary(report)
+    return report.exit_code
+
+
+def _print_summary(report) -> None:
+    out = sys.stdout
+    print(
+        f"{report.ok}/{report.total} items ok, {len(report.failed)} failed, "
+        f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s",
+        file=out,
+    )
+    print(f"output: {report.out_dir}  (manifest: {report.out_dir / 'manifest.json'})", file=out)
+    if report.skipped:
+        print(f"{len(report.skipped)} file(s) skipped (not image DICOM); listed in the manifest", file=out)
+    for who, reason in report.failed:
+        print(f"FAILED {who}: {reason}", file=out)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from medflow.recipe.loader import validate_recipe_files
+
+    issues = validate_recipe_files(args.recipes)
+    for issue in issues:
+        print(issue.format(), file=sys.stderr)
+    if issues:
+        print(f"{len(issues)} error(s)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{len(args.recipes)} recipe(s) valid")
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    return _print_plan(_load(args), verify=args.verify)
+
+
+def _print_plan(loaded, *, verify: bool) -> int:
+    from medflow.engine.build import prepare
+
+    prepared = prepare(loaded, verify=verify)
+    up_to_date = [p for p in prepared.plans if p.up_to_date]
+    todo = [p for p in prepared.plans if not p.up_to_date]
+    print(f"{len(prepared.plans)} items: {len(up_to_date)} up to date, {len(todo)} to build")
+    for plan in todo:
+        names = [link.name for link in plan.links]
+        cached = names[: plan.start]
+        computed = names[plan.start :]
+        from_cache = f"from cache: {' > '.join(cached)}; " if cached else ""
+        what = f"compute: {' > '.join(computed)}" if computed else "write outputs only"
+        print(f"  {plan.item.item_id}: {'; '.join(plan.reasons)}")
+        print(f"      {from_cache}{what}")
+    for plan in up_to_date:
+        print(f"  {plan.item.item_id}: up to date")
+    for file, reason in prepared.unreadable:
+        print(f"  unreadable input {file}: {reason}")
+    return EXIT_OK
+
+
+def _cmd_steps(args: argparse.Namespace) -> int:
+    from medflow.steps.registry import all_steps, get_step
+
+    if args.name:
+        try:
+            spec = get_step(args.name)
+        except KeyError:
+            import difflib
+
+            names = [s.name for s in all_steps()]
+            close = difflib.get_close_matches(args.name, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known steps: {', '.join(names)}"
+            print(f"medflow: error: unknown step '{args.name}'{hint}", file=sys.stderr)
+            return EXIT_INVALID
+        print(_describe_step(spec, full=True))
+        return EXIT_OK
+    for spec in all_steps():
+        print(_describe_step(spec, full=False))
+        print()
+    return EXIT_OK
+
+
+def _describe_step(spec, *, full: bool) -> str:
+    flags = []
+    if spec.pointwise:
+        flags.append("pointwise")
+    if spec.checkpoint:
+        flags.append("checkpointed")
+    head = f"{spec.name} (version {spec.version}{', ' + ', '.join(flags) if flags else ''}): {spec.summary}"
+    lines = [head]
+    if full:
+        doc = (spec.function.__doc__ or "").strip().splitlines()[1:]
+        body = "\n".join(doc).strip()
+        if body:
+            lines.append("")
+            lines.extend("  " + line.strip() for line in body.splitlines())
+            lines.append("")
+        lines.append("  parameters:")
+    schema = spec.params_model.model_json_schema()
+    required = set(schema.get("required", []))
+    for name, field in spec.params_model.model_fields.items():
+        if name == "step":
+            continue
+        prop = schema["properties"].get(name, {})
+        type_text = _type_text(prop)
+        unit = prop.get("unit")
+        default = "required" if name in required else f"default {json.dumps(prop.get('default', field.default))}"
+        unit_text = f" [{unit}]" if unit else ""
+        line = f"    {name}: {type_text}{unit_text}, {default}"
+        if full and field.description:
+            line += f"\n        {field.description}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _type_text(prop: dict) -> str:
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    if "anyOf" in prop:
+        return " | ".join(_type_text(p) for p in prop["anyOf"])
+    if prop.get("type") == "array":
+        if "prefixItems" in prop:
+            return "[" + ", ".join(_type_text(p) for p in prop["prefixItems"]) + "]"
+        return f"list[{_type_text(prop.get('items', {}))}]"
+    return str(prop.get("type", "object"))
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from medflow.recipe.model import recipe_json_schema
+
+    text = json.dumps(recipe_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.write:
+        from medflow.writers.atomic import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.write), text.encode())
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

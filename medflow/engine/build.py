@@ -1,0 +1,330 @@
+"""Build orchestration: discover -> plan -> run items (sequential or joblib) -> shards -> manifest.
+
+The parent process never holds pixels: workers return small :class:`ItemResult`
+records (streamed, unordered) and write their outputs and cache entries themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medflow.engine import keys
+from medflow.engine.cache import Cache
+from medflow.engine.manifest import environment, previous_items, read_manifest, write_manifest
+from medflow.engine.manifest import MANIFEST_VERSION
+from medflow.engine.plan import ItemPlan, plan_item
+from medflow.engine.progress import Progress
+from medflow.engine.run import ItemResult, ItemTask, run_item
+from medflow.errors import InputError
+from medflow.recipe.loader import LoadedRecipe, resolve_path
+from medflow.recipe.model import SampleSource
+from medflow.sources.base import ItemRef
+from medflow.sources.fingerprint import FingerprintMemo
+from medflow.writers.registry import get_writer
+
+
+@dataclass
+class Prepared:
+    """Everything known before any pixel is read."""
+
+    loaded: LoadedRecipe
+    out_dir: Path
+    cache: Cache
+    source_root: Path
+    items: list[ItemRef]
+    file_hashes: dict[str, dict[str, str]]  # item id -> {relative path: sha256}
+    skipped: list[tuple[str, str]]
+    unreadable: list[tuple[str, str]]
+    plans: list[ItemPlan]
+    reader_params: dict[str, Any]
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    total: int
+    ok: int
+    failed: list[tuple[str, str]]  # (item id or file, one-line reason)
+    computed: int
+    from_cache: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def output_dir(loaded: LoadedRecipe) -> Path:
+    return resolve_path(loaded, loaded.recipe.outputs.dir)
+
+
+def cache_dir(loaded: LoadedRecipe) -> Path:
+    engine = loaded.recipe.engine
+    if engine.cache_dir:
+        return resolve_path(loaded, engine.cache_dir)
+    return output_dir(loaded) / ".medflow" / "cache"
+
+
+def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
+    """Discover the items, fingerprint them and plan every item against the cache.
+
+    Raises:
+        InputError: the source folder does not exist (a recipe-level error: no work starts).
+    """
+    from medflow.sources.discovery import discover_dicom
+
+    recipe = loaded.recipe
+    out_dir = output_dir(loaded)
+    cache = Cache(cache_dir(loaded))
+    memo = FingerprintMemo(cache.root / "fingerprints.json", verify=verify)
+    source = recipe.source
+    if isinstance(source, SampleSource):
+        from medflow.sources.sample_data import materialize_sample
+
+        root = materialize_sample(source.sample, cache.root / "samples")
+        reader_params = {"duplicates": "first"}
+    else:
+        root = resolve_path(loaded, source.dicom)
+        if not root.is_dir():
+            raise InputError(str(root), "source folder does not exist")
+        reader_params = {"duplicates": source.duplicates}
+    discovery = discover_dicom(root, source.filter, memo)
+    file_hashes = {
+        item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
+    }
+    memo.save()
+    unreadable, skipped = _split_skipped(root, discovery.skipped)
+
+    previous = previous_items(read_manifest(out_dir))
+    plans = []
+    for item in discovery.items:
+        old = previous.get(item.item_id)
+        plans.append(
+            plan_item(item, reader_params, list(recipe.steps), _per_item_writers(recipe), cache, out_dir, old, verify)
+        )
+    return Prepared(loaded, out_dir, cache, root, discovery.items, file_hashes, skipped, unreadable, plans, reader_params)
+
+
+def build(
+    loaded: LoadedRecipe,
+    *,
+    workers: int | str | None = None,
+    keep_going: bool | None = None,
+    verify: bool = False,
+    show_progress: bool = True,
+) -> BuildReport:
+    """Build the dataset of ``loaded``; returns the report (the manifest is written)."""
+    started_wall = dt.datetime.now(dt.timezone.utc)
+    started = time.perf_counter()
+    prepared = prepare(loaded, verify=verify)
+    recipe = loaded.recipe
+    n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
+    keep_going = recipe.engine.keep_going if keep_going is None else keep_going
+
+    tasks = [_task(prepared, plan) for plan in prepared.plans if not plan.up_to_date]
+    results: dict[str, ItemResult] = {}
+    progress = Progress(len(tasks), enabled=show_progress)
+    for result in execute(tasks, n_workers):
+        results[result.item_id] = result
+        progress.update(result.status == "ok")
+        if result.status != "ok" and not keep_going:
+            break
+
+    manifest_items = []
+    failed: list[tuple[str, str]] = [(file, reason) for file, reason in prepared.unreadable]
+    ok = 0
+    for plan in prepared.plans:
+        item_id = plan.item.item_id
+        if plan.up_to_date:
+            entry = _manifest_item(prepared, plan, "ok", plan.record["outputs"], plan.record["meta"], None)
+            ok += 1
+        elif item_id in results:
+            result = results[item_id]
+            entry = _manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error)
+            if result.status == "ok":
+                ok += 1
+            else:
+                failed.append((item_id, result.error or "failed"))
+        else:
+            entry = _manifest_item(prepared, plan, "not built", [], {}, "stopped after an earlier failure")
+            failed.append((item_id, "not built: stopped after an earlier failure"))
+        manifest_items.append(entry)
+
+    shard_outputs = _write_dataset_writers(prepared, manifest_items)
+    finished_wall = dt.datetime.now(dt.timezone.utc)
+    seconds = time.perf_counter() - started
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "environment": environment(),
+        "recipe": {
+            "name": recipe.name,
+            "hash": keys.hash_json(loaded.resolved),
+            "resolved": loaded.resolved,
+        },
+        "cache_format": keys.CACHE_FORMAT_VERSION,
+        "items": manifest_items,
+        "dataset_outputs": shard_outputs,
+        "inputs_skipped": [{"file": f, "reason": r} for f, r in prepared.skipped],
+        "inputs_unreadable": [{"file": f, "reason": r} for f, r in prepared.unreadable],
+        "summary": {"items": len(prepared.plans), "ok": ok, "failed": len(failed)},
+        "run": {
+            "started": started_wall.isoformat(timespec="seconds"),
+            "finished": finished_wall.isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "workers": n_workers,
+            "computed": sorted(results),
+            "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
+        },
+    }
+    write_manifest(prepared.out_dir, manifest)
+    return BuildReport(
+        out_dir=prepared.out_dir,
+        total=len(prepared.plans),
+        ok=ok,
+        failed=failed,
+        computed=len(results),
+        from_cache=sum(p.up_to_date for p in prepared.plans),
+        skipped=prepared.skipped,
+        seconds=seconds,
+        manifest=manifest,
+    )
+
+
+def resolve_workers(workers: int | str) -> int:
+    """``'auto'`` -> number of usable CPU cores; an int >= 1 as is."""
+    if workers == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:
+            return max(1, os.cpu_count() or 1)
+    return max(1, int(workers))
+
+
+def execute(tasks: list[ItemTask], workers: int) -> Iterator[ItemResult]:
+    """Run ``tasks`` and yield results as they finish (unordered when parallel).
+
+    One worker runs in this process; more use joblib's loky processes, streaming
+    results so the parent holds only small records.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield run_item(task)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(
+        n_jobs=min(workers, len(tasks)),
+        backend="loky",
+        return_as="generator_unordered",
+        pre_dispatch="2*n_jobs",
+    )
+    yield from parallel(delayed(run_item)(task) for task in tasks)
+
+
+def _per_item_writers(recipe: Any) -> list[Any]:
+    return [w for w in recipe.outputs.writers if get_writer(w.kind).per_item]
+
+
+def _task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
+    recipe = prepared.loaded.recipe
+    return ItemTask(
+        item=plan.item,
+        links=plan.links,
+        steps=list(recipe.steps),
+        writers=_per_item_writers(recipe),
+        output_key=plan.output_key,
+        start=plan.start,
+        reader_params=prepared.reader_params,
+        out_dir=str(prepared.out_dir),
+        cache_dir=str(prepared.cache.root),
+    )
+
+
+def _manifest_item(
+    prepared: Prepared,
+    plan: ItemPlan,
+    status: str,
+    outputs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    error: str | None,
+) -> dict[str, Any]:
+    item = plan.item
+    hashes = prepared.file_hashes[item.item_id]
+    return {
+        "id": item.item_id,
+        "kind": item.kind,
+        "modality": item.modality,
+        "fingerprint": item.fingerprint,
+        "files": [[rel, hashes[rel]] for rel in item.files],
+        "steps": [
+            {"name": link.name, "version": link.version, "params": link.params, "key": link.key}
+            for link in plan.links
+        ],
+        "output_key": plan.output_key,
+        "outputs": outputs,
+        "status": status,
+        "error": error,
+        "meta": meta,
+    }
+
+
+def _write_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
+    written = []
+    npy_files = [
+        (entry["id"], prepared.out_dir / out["path"], out["sha256"])
+        for entry in manifest_items
+        if entry["status"] == "ok"
+        for out in entry["outputs"]
+        if out["path"].endswith(".npy")
+    ]
+    for params in prepared.loaded.recipe.outputs.writers:
+        spec = get_writer(params.kind)
+        if spec.per_item:
+            continue
+        key = keys.hash_json(
+            {"kind": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
+             "inputs": [[item_id, sha] for item_id, _, sha in npy_files]}
+        )
+        record = prepared.cache.get_record(key)
+        if record and all((prepared.out_dir / o["path"]).is_file() for o in record["outputs"]):
+            written.extend(record["outputs"])
+            continue
+        files = spec.function([(item_id, path) for item_id, path, _ in npy_files], params, prepared.out_dir)
+        outputs = [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files]
+        prepared.cache.put_record(key, {"outputs": outputs})
+        written.extend(outputs)
+    return written
+
+
+def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Separate files that look like DICOM but cannot be read (failures) from files that are not ours to read."""
+    unreadable, other = [], []
+    for rel, reason in skipped:
+        if _looks_like_dicom(root / rel) and not _is_benign(reason):
+            unreadable.append((rel, reason))
+        else:
+            other.append((rel, reason))
+    return unreadable, other
+
+
+def _is_benign(reason: str) -> bool:
+    reason = reason.lower()
+    return any(word in reason for word in ("localizer", "no pixel", "dicomdir", "media directory", "excluded", "filter"))
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"

@@ -1,0 +1,51 @@
+"""Canonical hashing and cache keys.
+
+Cache key of link k of an item's chain (link 0 is the read) =
+sha256(canonical JSON of {previous key, step name, version, params}), and link 0's
+key covers the cache format version, the item's content fingerprint and the
+reader's version and params. Canonical JSON sorts keys, so key order in a recipe
+never changes a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+CACHE_FORMAT_VERSION = 1
+
+
+def canonical_json(value: Any) -> bytes:
+    """UTF-8 JSON with sorted keys and no whitespace; NaN/inf are refused (not JSON)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def hash_json(value: Any) -> str:
+    """sha256 hex digest of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def read_key(fingerprint: str, reader: str, reader_version: int, reader_params: dict[str, Any]) -> str:
+    """Key of an item's read checkpoint."""
+    return hash_json(
+        {
+            "format": CACHE_FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "reader": reader,
+            "version": reader_version,
+            "params": reader_params,
+        }
+    )
+
+
+def step_key(previous_key: str, name: str, version: int, params: dict[str, Any]) -> str:
+    """Key of the Sample after applying step ``name`` to the Sample under ``previous_key``."""
+    return hash_json({"prev": previous_key, "step": name, "version": version, "params": params})
+
+
+def output_key(final_key: str, writers: list[dict[str, Any]]) -> str:
+    """Key of an item's output record: the final Sample's key plus every per-item writer (kind, version, params)."""
+    return hash_json({"final": final_key, "writers": writers})

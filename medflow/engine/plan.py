@@ -1,0 +1,160 @@
+"""The plan: per item, the chain of (step, version, params) -> cache keys, and what to recompute and why.
+
+No pixel is read here. The plan decides staleness by keys alone: an item whose
+output record is in the cache (and whose output files are present) is up to date;
+otherwise it resumes after the last cached checkpoint of its chain. Reasons are
+found by comparing with the previous build's manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medflow.engine import keys
+from medflow.engine.cache import Cache
+from medflow.sources.base import ItemRef
+from medflow.steps.registry import get_step
+from medflow.writers.atomic import sha256_file
+from medflow.writers.registry import get_writer
+
+READER_NAME = "dicom_read"
+READER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of an item's chain: the read (index 0) or a step."""
+
+    name: str
+    version: int
+    params: dict[str, Any]
+    key: str
+    checkpoint: bool
+
+
+@dataclass
+class ItemPlan:
+    """What the build does for one item.
+
+    Attributes:
+        links: the chain; ``links[0]`` is the read.
+        output_key: key of the item's output record (final Sample + writers).
+        start: index of the first link to compute (``len(links)``: none).
+        write_outputs: the item's output files must be (re)written.
+        reasons: why the item is (re)computed, for ``medflow plan``; empty when up to date.
+        record: the cached output record when up to date.
+    """
+
+    item: ItemRef
+    links: list[Link]
+    output_key: str
+    start: int
+    write_outputs: bool
+    reasons: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.write_outputs and self.start == len(self.links)
+
+
+def item_links(item: ItemRef, reader_params: dict[str, Any], steps: list[Any]) -> list[Link]:
+    """The chain of links of ``item`` for the recipe's ``steps`` (params models)."""
+    key = keys.read_key(item.fingerprint, READER_NAME, READER_VERSION, reader_params)
+    links = [Link(READER_NAME, READER_VERSION, reader_params, key, True)]
+    for index, params in enumerate(steps):
+        spec = get_step(params.step)
+        canonical = params.canonical_params()
+        key = keys.step_key(key, spec.name, spec.version, canonical)
+        last = index == len(steps) - 1
+        links.append(Link(spec.name, spec.version, canonical, key, spec.checkpoint or last))
+    return links
+
+
+def writer_specs(writers: list[Any]) -> list[dict[str, Any]]:
+    """Canonical (kind, version, params) of the per-item writers."""
+    out = []
+    for params in writers:
+        spec = get_writer(params.kind)
+        if spec.per_item:
+            out.append({"kind": spec.kind, "version": spec.version, "params": params.model_dump(mode="json")})
+    return out
+
+
+def plan_item(
+    item: ItemRef,
+    reader_params: dict[str, Any],
+    steps: list[Any],
+    writers: list[Any],
+    cache: Cache,
+    out_dir: Path,
+    previous: dict[str, Any] | None,
+    verify: bool = False,
+) -> ItemPlan:
+    """Plan one item against the cache and, for the reasons, the previous manifest entry."""
+    links = item_links(item, reader_params, steps)
+    out_key = keys.output_key(links[-1].key, writer_specs(writers))
+    record = cache.get_record(out_key)
+    missing = _missing_outputs(record, out_dir, verify) if record else None
+    if record is not None and not missing:
+        return ItemPlan(item, links, out_key, len(links), False, [], record)
+
+    start = 0
+    for index in range(len(links) - 1, -1, -1):
+        if links[index].checkpoint and cache.has(links[index].key):
+            start = index + 1
+            break
+    reasons = _reasons(item, links, previous, missing)
+    return ItemPlan(item, links, out_key, start, True, reasons, None)
+
+
+def _missing_outputs(record: dict[str, Any], out_dir: Path, verify: bool) -> list[str]:
+    missing = []
+    for written in record.get("outputs", []):
+        path = out_dir / written["path"]
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            missing.append(written["path"])
+            continue
+        if stat.st_size != written["size"] or (verify and sha256_file(path) != written["sha256"]):
+            missing.append(written["path"])
+    return missing
+
+
+def _reasons(
+    item: ItemRef, links: list[Link], previous: dict[str, Any] | None, missing: list[str] | None
+) -> list[str]:
+    if missing:
+        return [f"missing or changed output: {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")]
+    if previous is None:
+        return ["new input (not in the previous build)"]
+    if previous.get("fingerprint") != item.fingerprint:
+        old_files = dict(previous.get("files", []))
+        changed = sorted(set(item.files) ^ set(old_files)) or list(item.files)
+        return [f"changed input ({len(changed)} file(s), e.g. {changed[0]})" if changed else "changed input"]
+    old_steps = previous.get("steps", [])
+    for index, link in enumerate(links):
+        if index >= len(old_steps):
+            return [f"step {index} '{link.name}' added"]
+        old = old_steps[index]
+        if old["name"] != link.name:
+            return [f"step {index} changed from '{old['name']}' to '{link.name}'"]
+        if old["version"] != link.version:
+            return [f"changed version of step {index} '{link.name}' ({old['version']} -> {link.version})"]
+        if old["params"] != link.params:
+            diffs = _param_diffs(old["params"], link.params)
+            return [f"changed parameter of step {index} '{link.name}': {diffs}"]
+    if len(old_steps) > len(links):
+        return [f"steps removed after step {len(links) - 1}"]
+    return ["outputs changed or not in the cache"]
+
+
+def _param_diffs(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            parts.append(f"{name} {old.get(name)!r} -> {new.get(name)!r}")
+    return ", ".join(parts)
