@@ -1,0 +1,33 @@
+"""Shared test fixtures.
+
+Real DICOM data lives in ``../shared/data`` (next to the repository, read-only).
+Tests that need it use the ``shared_data`` fixture: they skip with a clear reason when
+the folder is absent, and fail instead when ``MEDFLOW_REQUIRE_SHARED_DATA=1`` (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_data_path(*parts: str) -> Path:
+    """Path inside ../shared/data; skips (or fails under MEDFLOW_REQUIRE_SHARED_DATA=1) when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"real DICOM test data not found at {path} (set MEDFLOW_SHARED_DATA to its folder)"
+        if os.environ.get("MEDFLOW_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message + "; MEDFLOW_REQUIRE_SHARED_DATA=1 makes it mandatory")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The ../shared/data folder (skip or fail when absent, see module docstring)."""
+    return shared_data_path()

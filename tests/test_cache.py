@@ -1,0 +1,65 @@
+"""The content-addressed cache: round trip, atomicity, corruption detection."""
+
+import os
+
+import numpy as np
+import pytest
+
+from medflow.engine.cache import Cache
+from medflow.errors import CacheError
+
+
+def test_round_trip_keeps_dtype_shape_and_bytes(tmp_path):
+    cache = Cache(tmp_path)
+    array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    cache.put("ab" * 32, {"axes": "zyx"}, array)
+    header, loaded = cache.get("ab" * 32)
+    assert header == {"axes": "zyx"}
+    assert loaded.dtype == np.int16 and loaded.shape == (2, 3, 4)
+    assert np.array_equal(loaded, array)
+
+
+def test_absent_key_is_none(tmp_path):
+    assert Cache(tmp_path).get("cd" * 32) is None
+    assert Cache(tmp_path).get_record("cd" * 32) is None
+
+
+def test_corrupt_entry_raises_and_is_deleted(tmp_path):
+    cache = Cache(tmp_path)
+    key = "ef" * 32
+    cache.put(key, {}, np.ones((8, 8), np.float32))
+    path = tmp_path / "objects" / key[:2] / f"{key}.mfc"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # flip one pixel byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="corrupt cache entry"):
+        cache.get(key)
+    assert not path.exists()
+    assert cache.get(key) is None
+
+
+def test_truncated_entry_is_corrupt(tmp_path):
+    cache = Cache(tmp_path)
+    key = "01" * 32
+    cache.put(key, {"a": 1}, np.ones(100, np.float64))
+    path = tmp_path / "objects" / key[:2] / f"{key}.mfc"
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CacheError):
+        cache.get(key)
+
+
+def test_writes_leave_no_temp_files(tmp_path):
+    cache = Cache(tmp_path)
+    cache.put("23" * 32, {}, np.zeros(3))
+    cache.put_record("45" * 32, {"x": 1})
+    leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_corrupt_record_reads_as_absent(tmp_path):
+    cache = Cache(tmp_path)
+    cache.put_record("67" * 32, {"x": 1})
+    path = tmp_path / "records" / "67" / f"{'67' * 32}.json"
+    path.write_text("{not json")
+    assert cache.get_record("67" * 32) is None
+    assert not path.exists()
