@@ -125,6 +125,7 @@ def build(
     started_wall = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()
     prepared = prepare(loaded, verify=verify)
+    _remove_stale_temp_files(prepared.out_dir)
     recipe = loaded.recipe
     n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
     keep_going = recipe.engine.keep_going if keep_going is None else keep_going
@@ -180,7 +181,7 @@ def build(
             "finished": finished_wall.isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
             "workers": n_workers,
-            "computed": sorted(results),
+            "computed": {item_id: results[item_id].computed for item_id in sorted(results)},
             "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
         },
     }
@@ -328,3 +329,16 @@ def _looks_like_dicom(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _remove_stale_temp_files(out_dir: Path) -> None:
+    """Delete temp files a killed build left behind (atomic writes name them ``.<name>.<random>.tmp``)."""
+    if not out_dir.is_dir():
+        return
+    for path in out_dir.rglob(".*.tmp"):
+        if ".medflow" in path.relative_to(out_dir).parts:
+            continue  # the cache may be shared with a build that is running now
+        try:
+            path.unlink()
+        except OSError:
+            pass
