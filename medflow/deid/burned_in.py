@@ -1,0 +1,49 @@
+"""Risk of identifying text burned into the pixels, and the recipe's policy for it.
+
+PS3.3 C.7.6.1.1.1 Burned In Annotation (0028,0301) says whether the image has burned-in text;
+when it is absent, modalities and SOP classes that are usually screen captures or documents
+(ultrasound, secondary capture, "other", encapsulated documents) are treated as at risk too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydicom import Dataset
+
+from medflow.deid.errors import BurnedInTextError
+
+RISKY_MODALITIES = frozenset({"US", "SC", "OT"})
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+ENCAPSULATED_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104"
+
+
+def burned_in_risk(ds: Dataset) -> tuple[bool, str]:
+    """(at risk, reason) for one instance, from its header only."""
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        return True, "BurnedInAnnotation is YES"
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in RISKY_MODALITIES:
+        return True, f"modality {modality} often carries burned-in text"
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
+        return True, f"secondary capture SOP class {sop_class}"
+    if sop_class.startswith(ENCAPSULATED_DOCUMENT_PREFIX):
+        return True, f"encapsulated document SOP class {sop_class}"
+    return False, ""
+
+
+def apply_burned_in_policy(
+    at_risk: bool, reason: str, policy: Literal["quarantine", "fail", "allow"], item: str
+) -> Literal["write", "quarantine"]:
+    """What the caller does with an instance: ``write`` it or ``quarantine`` it.
+
+    Raises:
+        BurnedInTextError: at risk and policy ``fail``.
+    """
+    if not at_risk or policy == "allow":
+        return "write"
+    if policy == "fail":
+        raise BurnedInTextError(item, reason)
+    return "quarantine"

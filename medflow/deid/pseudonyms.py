@@ -1,0 +1,80 @@
+"""Keyed, deterministic pseudonyms: UIDs, patient IDs, date offsets and audit hashes.
+
+Every value is an HMAC-SHA256 under the secret key with a distinct domain label, so the same
+input gives the same output on every machine, process and worker count, and nobody without the
+key can recompute (or test guesses of) the mapping.
+
+* UID: ``2.25.`` + the decimal integer of the first 128 bits of HMAC(key, "uid" | original UID).
+  PS3.5 B.2 allows a UUID-derived ``2.25.`` root for a 128-bit integer; 128 bits are at most 39
+  decimal digits, so the UID has at most 44 characters (limit 64) and, being a decimal integer
+  written without leading zeros, it is a valid UID component.
+* Patient pseudonym: ``MF-`` + 16 base32 characters (the first 80 bits of
+  HMAC(key, "patient" | original PatientID)); PatientName gets the same string.
+* Date offset: a whole number of days in [-365, -1] U [1, 365] from
+  HMAC(key, "date-offset" | original PatientID): one offset per patient, never zero.
+* Audit hash: hex of the first 64 bits of HMAC(key, "audit" | value bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+UID_ROOT = "2.25."
+UID_BITS = 128
+PATIENT_PREFIX = "MF-"
+MAX_OFFSET_DAYS = 365
+
+
+def _mac(key: bytes, label: bytes, value: bytes) -> bytes:
+    return hmac.new(key, label + b"\x00" + value, hashlib.sha256).digest()
+
+
+def keyed_uid(key: bytes, uid: str) -> str:
+    """The pseudonym UID of ``uid`` (see module docstring); stable for a given key."""
+    digest = _mac(key, b"uid", uid.strip("\x00 ").encode("ascii", "surrogateescape"))
+    return UID_ROOT + str(int.from_bytes(digest[: UID_BITS // 8], "big"))
+
+
+def patient_pseudonym(key: bytes, patient_id: str) -> str:
+    """``MF-`` + base32 of 80 HMAC bits of the original PatientID (trailing spaces ignored)."""
+    digest = _mac(key, b"patient", patient_id.strip().encode("utf-8"))
+    return PATIENT_PREFIX + base64.b32encode(digest[:10]).decode("ascii")
+
+
+def date_offset_days(key: bytes, patient_id: str) -> int:
+    """Whole-day offset in [-365, -1] U [1, 365], one per patient."""
+    digest = _mac(key, b"date-offset", patient_id.strip().encode("utf-8"))
+    n = int.from_bytes(digest[:8], "big") % (2 * MAX_OFFSET_DAYS)
+    return n - MAX_OFFSET_DAYS if n < MAX_OFFSET_DAYS else n - MAX_OFFSET_DAYS + 1
+
+
+def audit_hash(key: bytes, value: bytes) -> str:
+    """16 hex characters of HMAC(key, "audit" | value): links records without the value."""
+    return _mac(key, b"audit", value).hex()[:16]
+
+
+class Pseudonymizer:
+    """The keyed mappings of one key, with a per-instance memo of UIDs (the hot path)."""
+
+    def __init__(self, key: bytes):
+        if not isinstance(key, bytes | bytearray) or len(key) < 16:
+            raise ValueError("the de-identification key must be at least 16 bytes")
+        self.key = bytes(key)
+        self._uids: dict[str, str] = {}
+
+    def uid(self, uid: str) -> str:
+        new = self._uids.get(uid)
+        if new is None:
+            new = self._uids[uid] = keyed_uid(self.key, uid)
+        return new
+
+    def patient(self, patient_id: str) -> str:
+        return patient_pseudonym(self.key, patient_id)
+
+    def date_offset(self, patient_id: str) -> int:
+        return date_offset_days(self.key, patient_id)
+
+    def hash(self, value: bytes) -> str:
+        return audit_hash(self.key, value)
