@@ -1,0 +1,429 @@
+"""Discovery of a DICOM folder: which files are images, and how they group into items.
+
+Only headers are read here (once per file); pixels are read by
+:func:`medflow.sources.series.read_item` when an item is built.
+
+Rules, in the order they are applied to each file under ``root`` (walked
+recursively, folders in sorted order, symlinked folders not followed):
+
+1. The POSIX path relative to ``root`` must pass ``filter.include`` /
+   ``filter.exclude`` (see :mod:`medflow.sources.filters`); files left out here are
+   not read and not reported.
+2. Hidden files and folders (name starting with ``.``) and media directory files
+   (``DICOMDIR``, Philips ``DIRFILE``, or any file whose MediaStorageSOPClassUID is
+   Media Storage Directory Storage) are skipped and reported.
+3. The header is read with ``pydicom.dcmread(stop_before_pixels=True)``
+   (:func:`read_image_header`). A file is an image when that read stops *at* a
+   Pixel Data element (7FE0,0010): the next four bytes of the file are that tag.
+   A file that ends before any pixel data is reported as ``"truncated header: ..."``
+   when it is visibly cut (no data set element at all, a last element shorter than
+   its declared length, or image attributes Rows/Columns without pixel data),
+   otherwise as ``"no pixel data (<SOP class>)"`` (SR, presentation states...).
+   Files without the ``DICM`` marker at byte 128 are only tried as a raw data set
+   when they start like one (a group 0002 or 0008 tag); anything else is
+   ``"not a DICOM file"``.
+4. ``filter.exclude_localizers``: ImageType (0008,0008) containing ``LOCALIZER`` is
+   skipped as ``"localizer"``. ``filter.modality`` (exact, case-insensitive) and
+   ``filter.series_description`` (glob, case-insensitive) skip the files of series
+   they do not select.
+
+Grouping: a file with NumberOfFrames > 1 is an item of its own (kind
+``"multiframe"``, id from SeriesInstanceUID and SOPInstanceUID). Single-frame files
+group by SeriesInstanceUID (kind ``"series"``); a series is split into several
+items when its files differ in ImageOrientationPatient (by more than
+``ORIENTATION_TOLERANCE`` = 1e-3 in a direction cosine), in Rows/Columns, or in
+EchoNumbers (multi-echo acquisitions store every position once per echo). A split item's id hashes the
+distinguishing values too (e.g. ``EchoNumbers=2``), so each is stable on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from medflow.errors import InputError
+from medflow.recipe.model import SeriesFilter
+from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
+from medflow.sources.filters import description_selected, modality_selected, path_selected
+from medflow.sources.fingerprint import FingerprintMemo
+
+MEDIA_DIRECTORY_NAMES = frozenset({"DICOMDIR", "DIRFILE"})
+MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"
+
+# (7FE0,0010) Pixel Data, (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data,
+# as the 4 tag bytes appear in little- and big-endian files.
+_PIXEL_DATA_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"}
+_FLOAT_PIXEL_DATA_TAG_BYTES = {b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08", b"\xe0\x7f\x09\x00", b"\x7f\xe0\x00\x09"}
+# A data set written without preamble starts with a group 0002 or 0008 element.
+_RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Direction cosines closer than this (about 0.06 degrees) are the same orientation.
+ORIENTATION_TOLERANCE = 1e-3
+
+
+class HeaderProblem(Exception):
+    """A file is not a usable image; ``reason`` is one line for the user."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover_dicom` found.
+
+    Attributes:
+        items: the items, sorted by ``item_id``.
+        skipped: ``(relative POSIX path, one-line reason)`` for every file (or hidden
+            folder, with a trailing ``/``) that was looked at and left out.
+    """
+
+    items: list[ItemRef] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _truncation(ds: Dataset, size: int) -> str | None:
+    """Why a header that ended without pixel data looks cut short, or ``None``."""
+    if len(ds) == 0:
+        return f"truncated header: file ends at byte {size} before any data set element"
+    last_tag = list(ds.keys())[-1]
+    elem = ds.get_item(last_tag)
+    if (
+        isinstance(elem, RawDataElement)
+        and elem.length != _UNDEFINED_LENGTH
+        and elem.value is not None
+        and len(elem.value) < elem.length
+    ):
+        return f"truncated header: file ends at byte {size} inside element {last_tag}"
+    if "Rows" in ds and "Columns" in ds:
+        return f"truncated header: file ends at byte {size} before the pixel data (Rows/Columns present)"
+    return None
+
+
+_LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+
+
+def _pixel_data_problem(fp, size: int, implicit_vr: bool, little_endian: bool) -> str | None:
+    """Check that the Pixel Data element at ``fp``'s position lies wholly inside the file.
+
+    Native data: the declared length must fit in the file. Encapsulated data
+    (undefined length, PS3.5 A.4): every fragment item must fit and the sequence
+    delimitation item (FFFE,E0DD) must be present; JPEG decoders otherwise decode a
+    cut-off last fragment without complaint.
+    """
+    start = fp.tell()
+    head = fp.read(8)
+    if len(head) < 8:
+        return "truncated pixel data: file ends inside the Pixel Data element header"
+    endian = "<" if little_endian else ">"
+    if implicit_vr:
+        (length,), value_start = struct.unpack(endian + "L", head[4:8]), start + 8
+    elif head[4:6] in _LONG_LENGTH_VRS:
+        extra = fp.read(4)
+        if len(extra) < 4:
+            return "truncated pixel data: file ends inside the Pixel Data element header"
+        (length,), value_start = struct.unpack(endian + "L", extra), start + 12
+    else:
+        (length,), value_start = struct.unpack(endian + "H", head[6:8]), start + 8
+    if length != _UNDEFINED_LENGTH:
+        if value_start + length > size:
+            return f"truncated pixel data: {size - value_start} of {length} bytes present"
+        return None
+    fp.seek(value_start)
+    while True:
+        item = fp.read(8)
+        if len(item) < 8:
+            return "truncated pixel data: file ends before the sequence delimiter (FFFE,E0DD)"
+        group, element, length = struct.unpack("<HHL", item)  # encapsulated is always little endian
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return None
+        if (group, element) != (0xFFFE, 0xE000):
+            return f"corrupt pixel data: tag ({group:04X},{element:04X}) among the fragments"
+        if length == _UNDEFINED_LENGTH or fp.tell() + length > size:
+            return "truncated pixel data: a fragment runs past the end of the file"
+        fp.seek(length, 1)
+
+
+def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
+    """Read the header of an image file (everything before Pixel Data), once.
+
+    Args:
+        path: the file.
+        check_pixel_data: also check that the pixel data is wholly present
+            (:func:`_pixel_data_problem`); a few seeks, no decoding.
+
+    Returns:
+        The data set without pixel data (file meta in ``ds.file_meta``).
+
+    Raises:
+        HeaderProblem: not DICOM, a media directory, truncated, unreadable, or no
+            (integer) pixel data; ``reason`` says which, on one line.
+    """
+    problem = None
+    try:
+        with open(path, "rb") as fp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's value warnings would flood a big scan
+            size = os.fstat(fp.fileno()).st_size
+            head = fp.read(132)
+            fp.seek(0)
+            has_marker = len(head) == 132 and head[128:132] == b"DICM"
+            if not has_marker and not head.startswith(_RAW_DATASET_STARTS):
+                raise HeaderProblem("not a DICOM file")
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_marker)
+            except InvalidDicomError as exc:
+                raise HeaderProblem("not a DICOM file") from exc
+            meta = getattr(ds, "file_meta", None)
+            if str(getattr(meta, "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+                # The data set is inflated into memory, so file positions mean nothing:
+                # read it whole and look for the element instead.
+                full = pydicom.dcmread(path)
+                has_pixels = "PixelData" in full
+                next_tag = next(iter(_PIXEL_DATA_TAG_BYTES)) if has_pixels else b""
+            else:
+                pixel_pos = fp.tell()
+                next_tag = fp.read(4)
+                if check_pixel_data and next_tag in _PIXEL_DATA_TAG_BYTES:
+                    fp.seek(pixel_pos)
+                    implicit_vr, little_endian = ds.original_encoding
+                    problem = _pixel_data_problem(fp, size, bool(implicit_vr), bool(little_endian))
+    except HeaderProblem:
+        raise
+    except OSError as exc:
+        raise HeaderProblem(f"cannot read file: {_one_line(exc)}") from exc
+    except Exception as exc:  # pydicom raises many types on malformed headers
+        raise HeaderProblem(f"unreadable header: {_one_line(exc)}") from exc
+
+    if not has_marker and "SOPClassUID" not in ds and "Rows" not in ds:
+        raise HeaderProblem("not a DICOM file")
+    media_class = str(getattr(meta, "MediaStorageSOPClassUID", ""))
+    if media_class == MEDIA_STORAGE_DIRECTORY_UID or "DirectoryRecordSequence" in ds:
+        raise HeaderProblem("DICOM media directory (DICOMDIR), not an image")
+    if next_tag in _FLOAT_PIXEL_DATA_TAG_BYTES:
+        raise HeaderProblem("float pixel data (7FE0,0008/0009) is not supported")
+    if next_tag not in _PIXEL_DATA_TAG_BYTES:
+        truncated = _truncation(ds, size)
+        if truncated:
+            raise HeaderProblem(truncated)
+        sop_class = ds.get("SOPClassUID")
+        name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
+        raise HeaderProblem(f"no pixel data ({name})")
+    if problem:
+        raise HeaderProblem(problem)
+    return ds
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    rel: str
+    modality: str
+    series_uid: str
+    sop_uid: str
+    description: str
+    image_type: tuple[str, ...]
+    n_frames: int
+    orientation: tuple[float, ...] | None
+    size: tuple[int, int]
+    echo: str
+
+
+def _file_info(rel: str, ds: Dataset) -> _FileInfo:
+    try:
+        iop = ds.get("ImageOrientationPatient")
+        orientation = tuple(float(v) for v in iop) if iop else None
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        echo = ds.get("EchoNumbers")
+        echo_text = "\\".join(str(v) for v in echo) if isinstance(echo, list | tuple) else str(echo or "")
+        image_type = ds.get("ImageType") or ()
+        image_type = (image_type,) if isinstance(image_type, str) else tuple(image_type)
+        return _FileInfo(
+            rel=rel,
+            modality=str(ds.get("Modality") or "").strip(),
+            series_uid=str(ds.get("SeriesInstanceUID") or "").strip(),
+            sop_uid=str(ds.get("SOPInstanceUID") or "").strip(),
+            description=str(ds.get("SeriesDescription") or ""),
+            image_type=tuple(str(v).strip().upper() for v in image_type),
+            n_frames=int(ds.get("NumberOfFrames") or 1),
+            orientation=orientation,
+            size=(rows, cols),
+            echo=echo_text,
+        )
+    except (TypeError, ValueError) as exc:
+        raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
+
+
+def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
+    """Yield ``(relative POSIX path, absolute path)`` of candidate files, in sorted order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        hidden = sorted(d for d in dirnames if d.startswith("."))
+        for name in hidden:
+            skipped.append((f"{prefix}{name}/", "hidden folder, not searched"))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            rel = prefix + name
+            if not path_selected(rel, flt.include, flt.exclude):
+                continue
+            if name.startswith("."):
+                skipped.append((rel, "hidden file"))
+            elif name.upper() in MEDIA_DIRECTORY_NAMES:
+                skipped.append((rel, "DICOM media directory (DICOMDIR), not an image"))
+            else:
+                yield rel, Path(dirpath) / name
+
+
+def _select(info: _FileInfo, flt: SeriesFilter) -> str | None:
+    """Reason a readable image file is left out by the series-level filter, or ``None``."""
+    if not info.series_uid:
+        return "no SeriesInstanceUID (0020,000E)"
+    if info.size[0] <= 0 or info.size[1] <= 0:
+        return "no Rows/Columns (0028,0010/0011)"
+    if flt.exclude_localizers and "LOCALIZER" in info.image_type:
+        return "localizer"
+    if not modality_selected(info.modality, flt.modality):
+        return f"modality {info.modality or '(none)'} not selected by the filter"
+    if not description_selected(info.description, flt.series_description):
+        return "series description not selected by the filter"
+    return None
+
+
+def _orientation_group(
+    orientation: tuple[float, ...] | None, seen: list[tuple[float, ...]]
+) -> tuple[float, ...] | None:
+    """The first orientation in ``seen`` equal to ``orientation`` within
+    ORIENTATION_TOLERANCE per direction cosine (appending it when new).
+
+    A tolerance, not rounding: rounding would split values that straddle a rounding
+    boundary (0.12344 vs 0.12346) however close they are.
+    """
+    if orientation is None:
+        return None
+    for known in seen:
+        if len(known) != len(orientation):
+            continue
+        if max(abs(a - b) for a, b in zip(known, orientation, strict=True)) <= ORIENTATION_TOLERANCE:
+            return known
+    seen.append(orientation)
+    return orientation
+
+
+def _split_label(key, varying: list[int]) -> str:
+    orientation, (rows, cols), echo = key
+    parts = []
+    if 0 in varying:
+        parts.append("ImageOrientationPatient=" + ("\\".join(f"{v:.4f}" for v in orientation) if orientation else "none"))
+    if 1 in varying:
+        parts.append(f"Rows={rows},Columns={cols}")
+    if 2 in varying:
+        parts.append(f"EchoNumbers={echo or 'none'}")
+    return ";".join(parts)
+
+
+def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], notes, memo) -> ItemRef:
+    infos = sorted(infos, key=lambda i: i.rel)
+    first = infos[0]
+    files = tuple(i.rel for i in infos)
+    return ItemRef(
+        item_id=make_item_id(first.modality, *id_parts),
+        root=os.fspath(root),
+        files=files,
+        kind=kind,
+        modality=first.modality,
+        series_description=first.description,
+        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in files]),
+        notes=tuple(notes),
+    )
+
+
+def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> Discovery:  # noqa: A002
+    """Find the image items of a DICOM folder (rules in the module docstring).
+
+    Args:
+        root: the source folder.
+        filter: which files and series enter the dataset.
+        memo: file sha256 memo used for the items' fingerprints.
+
+    Returns:
+        A :class:`Discovery` with the items sorted by ``item_id`` and every skipped
+        file with its reason (a skipped file is never an error).
+
+    Raises:
+        InputError: ``root`` is not a folder.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise InputError(os.fspath(root), "DICOM source is not a folder")
+    skipped: list[tuple[str, str]] = []
+    series: dict[str, list[_FileInfo]] = defaultdict(list)
+    multiframe: dict[str, _FileInfo] = {}
+    for rel, path in _walk(root, filter, skipped):
+        try:
+            info = _file_info(rel, read_image_header(path))
+        except HeaderProblem as problem:
+            skipped.append((rel, problem.reason))
+            continue
+        reason = _select(info, filter)
+        if reason:
+            skipped.append((rel, reason))
+        elif info.n_frames > 1:
+            key = f"{info.series_uid}\\{info.sop_uid}"
+            if key in multiframe:
+                skipped.append((rel, f"same SOPInstanceUID as {multiframe[key].rel}"))
+            else:
+                multiframe[key] = info
+        else:
+            series[info.series_uid].append(info)
+
+    items = [
+        _make_item(root, [info], "multiframe", [info.series_uid, info.sop_uid], (), memo)
+        for info in multiframe.values()
+    ]
+    for series_uid, infos in series.items():
+        groups: dict[tuple, list[_FileInfo]] = defaultdict(list)
+        orientations: list[tuple[float, ...]] = []
+        for info in infos:
+            groups[(_orientation_group(info.orientation, orientations), info.size, info.echo)].append(info)
+        if len(groups) == 1:
+            items.append(_make_item(root, infos, "series", [series_uid], (), memo))
+            continue
+        keys = list(groups)
+        varying = [k for k in range(3) if len({key[k] for key in keys}) > 1]
+        for key, members in groups.items():
+            label = _split_label(key, varying)
+            note = f"series split into {len(groups)} items by differing attributes; this one: {label}"
+            items.append(_make_item(root, members, "series", [series_uid, label], (note,), memo))
+    items.sort(key=lambda item: item.item_id)
+    return Discovery(items=items, skipped=skipped)
+
+
+def read_headers_for(item: ItemRef) -> list[Dataset]:
+    """Headers (no pixel data) of an item's files, in ``item.files`` order.
+
+    Raises:
+        InputError: a file is missing or no longer a readable image (absolute path named).
+    """
+    headers = []
+    for rel in item.files:
+        path = Path(item.root) / rel
+        try:
+            headers.append(read_image_header(path))
+        except HeaderProblem as problem:
+            raise InputError(os.fspath(path), problem.reason) from problem
+    return headers

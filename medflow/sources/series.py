@@ -1,0 +1,550 @@
+"""Exact assembly of one item (a series or a multi-frame instance) into a `Sample`.
+
+Rules (they are the contract of :func:`read_item`):
+
+* **Order.** Slices are sorted by the projection of ImagePositionPatient on the slice
+  normal ``n = row x column`` (ImageOrientationPatient, PS3.3 C.7.6.2.1.1), ascending;
+  never by InstanceNumber or file name.
+* **Positions are exact.** ``geometry.slice_positions[i]`` is slice ``i``'s own
+  ImagePositionPatient; nothing is resampled, so a tilted, uneven or gapped stack
+  stays exactly where the scanner put it, and findings are reported as notes.
+* **Duplicates.** Slices whose projections differ by at most ``DUPLICATE_TOLERANCE_MM``
+  share a position. ``"first"`` keeps the one with the lowest (InstanceNumber,
+  SOPInstanceUID compared component by component as integers; frame number for a
+  multi-frame file) and reports the others; ``"error"`` raises :class:`InputError`.
+* **Spacing.** The nominal step is the most common step along the normal when at
+  least half the steps agree with it; otherwise the largest of SliceThickness /
+  SpacingBetweenSlices of which every step is a whole multiple. Steps agree when
+  they differ by at most ``max(0.01 mm, 1 %)`` of the nominal step.
+  ``slice_spacing`` is the mean step when all steps agree with the nominal step,
+  else ``None``. A step of ``k >= 2`` nominal steps is a gap (``k - 1`` missing
+  slices); other disagreeing steps are reported as uneven spacing.
+* **Gantry tilt.** The angle between the stack's mean step vector and the normal;
+  reported above ``TILT_REPORT_DEGREES`` together with GantryDetectorTilt (0018,1120)
+  when present (its sign convention is the vendor's, so only the geometry is used).
+* **Values.** ``stored * RescaleSlope + RescaleIntercept`` per slice
+  (:func:`medflow.ops.intensity.rescale`, PS3.3 C.11.1.1.2), from the frame's Pixel
+  Value Transformation functional group for multi-frame files (per-frame, else
+  shared, else top level); a Modality LUT Sequence is applied by pydicom's
+  ``apply_modality_lut``. Color images (SamplesPerPixel 3, or PALETTE COLOR) become
+  ``"zyxc"`` RGB without rescale; YBR is converted to RGB by pydicom.
+* **Memory.** Headers are read first (no pixels); the float32 output is allocated
+  once and filled one decoded slice (frame) at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, iter_pixels, pixel_array
+
+from medflow.errors import InputError
+from medflow.ops.intensity import rescale
+from medflow.sample import Geometry, Sample
+from medflow.sources.base import ItemRef
+from medflow.sources.discovery import ORIENTATION_TOLERANCE, HeaderProblem, read_image_header
+
+DUPLICATE_TOLERANCE_MM = 0.01
+SPACING_ABS_TOLERANCE_MM = 0.01
+SPACING_REL_TOLERANCE = 0.01
+TILT_REPORT_DEGREES = 0.1
+BULK_DATA_THRESHOLD = 1024  # bytes of a binary value above which a header leaves it out
+_BULK_MARKER = "medflow:bulk-data-left-out"
+_PER_FRAME_TAG = "52009230"  # PerFrameFunctionalGroupsSequence in the DICOM JSON model
+
+
+# ---------------------------------------------------------------------------
+# Pure geometry (numpy in, numbers and sentences out)
+# ---------------------------------------------------------------------------
+
+
+def slice_normal(orientation: np.ndarray) -> np.ndarray:
+    """Unit normal ``row x column`` of ImageOrientationPatient (6 direction cosines), float64."""
+    orientation = np.asarray(orientation, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return normal / np.linalg.norm(normal)
+
+
+def spacing_tolerance(step: float) -> float:
+    """How far (mm) a step may be from ``step`` and still count as equal: max(0.01 mm, 1 %)."""
+    return max(SPACING_ABS_TOLERANCE_MM, SPACING_REL_TOLERANCE * abs(step))
+
+
+def nominal_step(steps: np.ndarray, hints: list[float] = ()) -> float | None:
+    """The stack's nominal step along the normal (mm), or ``None`` (rule in the module docstring).
+
+    Args:
+        steps: positive steps between consecutive slices along the normal, mm.
+        hints: SliceThickness and SpacingBetweenSlices values (mm), any order.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    if steps.size == 0:
+        return None
+    best, best_count = None, 0
+    for candidate in np.sort(steps):  # ascending: ties go to the smaller step
+        agree = np.abs(steps - candidate) <= spacing_tolerance(candidate)
+        if agree.sum() > best_count:
+            best, best_count = float(np.mean(steps[agree])), int(agree.sum())
+    if 2 * best_count >= steps.size:
+        return best
+    for hint in sorted({float(h) for h in hints if h and h > 0}, reverse=True):
+        k = np.round(steps / hint)
+        if np.all(k >= 1) and np.all(np.abs(steps - k * hint) <= spacing_tolerance(hint)):
+            return hint
+    return None
+
+
+def spacing_findings(steps: np.ndarray, hints: list[float] = ()) -> tuple[float | None, list[str]]:
+    """Uniform spacing or the notes explaining why not.
+
+    Args:
+        steps: steps between consecutive sorted slices along the normal, mm (float64).
+        hints: SliceThickness / SpacingBetweenSlices, mm.
+
+    Returns:
+        ``(slice_spacing, notes)``: the mean step if every step agrees with the
+        nominal one, else ``None`` with one note per gap and one for uneven steps.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    if steps.size == 0:
+        return None, []
+    nominal = nominal_step(steps, hints)
+    if nominal is not None and np.all(np.abs(steps - nominal) <= spacing_tolerance(nominal)):
+        return float(np.mean(steps)), []
+    notes, uneven = [], []
+    for i, step in enumerate(steps):
+        k = round(step / nominal) if nominal else 0
+        if nominal and k >= 2 and abs(step - k * nominal) <= spacing_tolerance(nominal):
+            missing = k - 1
+            notes.append(
+                f"gap of {step:.2f} mm between z-index {i} and {i + 1} "
+                f"(≈{missing} missing slice{'s' if missing > 1 else ''} at the {nominal:.2f} mm step); "
+                "slices after the gap keep their true positions"
+            )
+        elif not nominal or abs(step - nominal) > spacing_tolerance(nominal):
+            uneven.append(step)
+    if uneven or nominal is None:
+        counts = Counter(f"{s:.2f}" for s in (steps if nominal is None else uneven))
+        listed = ", ".join(f"{value} mm (x{n})" for value, n in counts.items())
+        base = f"; the usual step is {nominal:.2f} mm" if nominal else ""
+        notes.append(f"uneven slice spacing along the normal: steps of {listed}{base}; slice_spacing is None")
+    return None, notes
+
+
+def tilt_degrees(positions: np.ndarray, normal: np.ndarray) -> float | None:
+    """Angle (degrees, 0..90) between the mean step vector of a sorted stack and the normal.
+
+    ``None`` for fewer than 2 slices or coincident ends. A gantry-tilted CT has a
+    step vector along the table while the normal follows the tilted gantry.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if len(positions) < 2:
+        return None
+    step = positions[-1] - positions[0]
+    length = np.linalg.norm(step)
+    if length == 0:
+        return None
+    cosine = min(1.0, abs(float(step @ normal)) / length)
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def tilt_findings(angle: float | None, tag: float | None) -> list[str]:
+    """Notes on gantry tilt from the measured ``angle`` and GantryDetectorTilt ``tag`` (degrees)."""
+    tag_text = f" (GantryDetectorTilt {tag:+g}°)" if tag is not None else ""
+    if angle is not None and angle > TILT_REPORT_DEGREES:
+        return [
+            f"gantry tilt detected: the slice step makes {angle:.2f}° with the slice normal{tag_text}; "
+            "each slice keeps its own ImagePositionPatient, so the stack's slice axis is sheared, not resampled"
+        ]
+    if tag is not None and abs(tag) > TILT_REPORT_DEGREES:
+        where = "one slice, so no shear can be measured" if angle is None else "the slices step along the normal"
+        return [f"GantryDetectorTilt is {tag:+g}° but {where}"]
+    return []
+
+
+def _uid_key(uid: str) -> tuple:
+    try:
+        return (0, tuple(int(part) for part in uid.split(".")))
+    except ValueError:
+        return (1, uid)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Slice:
+    """One slice (a file, or one frame of a multi-frame file) before pixels are read."""
+
+    label: str  # what a user sees: the relative path, or "frame 3"
+    rel: str
+    frame: int
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float
+    intercept: float
+    tie_key: tuple
+
+
+def _floats(value, count: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        values = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return values if values.size == count and np.all(np.isfinite(values)) else None
+
+
+def _number(value, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _header(path: Path) -> Dataset:
+    try:
+        return read_image_header(path, check_pixel_data=True)
+    except HeaderProblem as problem:
+        raise InputError(os.fspath(path), problem.reason) from problem
+
+
+def _header_json(ds: Dataset) -> dict[str, Any]:
+    """DICOM JSON model dict (PS3.18 F.2) without pixel data and without bulk binary values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = ds.to_json_dict(
+            bulk_data_threshold=BULK_DATA_THRESHOLD,
+            bulk_data_element_handler=lambda _elem: _BULK_MARKER,
+            suppress_invalid_tags=True,
+        )
+    return _prune_bulk(data)
+
+
+def _prune_bulk(node: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for tag, element in node.items():
+        if tag.upper().startswith("7FE0") or element.get("BulkDataURI") == _BULK_MARKER:
+            continue
+        if element.get("vr") == "SQ" and "Value" in element:
+            element = {**element, "Value": [_prune_bulk(item) for item in element["Value"]]}
+        out[tag] = element
+    return out
+
+
+def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
+    slices, headers = [], []
+    first_size = None
+    for rel in item.files:
+        path = Path(item.root) / rel
+        ds = _header(path)
+        size = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise InputError(
+                os.fspath(path),
+                f"Rows/Columns {size[0]}x{size[1]} differ from {first_size[0]}x{first_size[1]} "
+                f"of {item.files[0]} in the same item",
+            )
+        instance = ds.get("InstanceNumber")
+        slices.append(
+            _Slice(
+                label=rel,
+                rel=rel,
+                frame=0,
+                position=_floats(ds.get("ImagePositionPatient"), 3),
+                orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+                pixel_spacing=_pair(ds.get("PixelSpacing")),
+                slope=_number(ds.get("RescaleSlope"), 1.0),
+                intercept=_number(ds.get("RescaleIntercept"), 0.0),
+                tie_key=(_number(instance, float("inf")), _uid_key(str(ds.get("SOPInstanceUID") or "")), rel),
+            )
+        )
+        headers.append(ds)
+    return slices, headers
+
+
+def _pair(value) -> tuple[float, float] | None:
+    values = _floats(value, 2)
+    return None if values is None else (float(values[0]), float(values[1]))
+
+
+def _group_value(frame_group: Dataset | None, shared: Dataset | None, sequence: str, keyword: str):
+    """A value from a frame's functional group, else the shared group (PS3.3 C.7.6.16)."""
+    for group in (frame_group, shared):
+        if group is not None and sequence in group and len(group[sequence].value):
+            item = group[sequence].value[0]
+            if keyword in item:
+                return item.get(keyword)
+    return None
+
+
+def _multiframe_slices(item: ItemRef, ds: Dataset) -> list[_Slice]:
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared_seq = ds.get("SharedFunctionalGroupsSequence") or []
+    shared = shared_seq[0] if len(shared_seq) else None
+    if per_frame and len(per_frame) != n_frames:
+        raise InputError(
+            os.fspath(Path(item.root) / item.files[0]),
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
+        )
+    slices = []
+    for index in range(n_frames):
+        group = per_frame[index] if per_frame else None
+
+        def value(sequence: str, keyword: str, group=group):
+            found = _group_value(group, shared, sequence, keyword)
+            return ds.get(keyword) if found is None else found
+
+        slices.append(
+            _Slice(
+                label=f"frame {index + 1}",
+                rel=item.files[0],
+                frame=index,
+                position=_floats(value("PlanePositionSequence", "ImagePositionPatient"), 3),
+                orientation=_floats(value("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+                pixel_spacing=_pair(value("PixelMeasuresSequence", "PixelSpacing")),
+                slope=_number(value("PixelValueTransformationSequence", "RescaleSlope"), 1.0),
+                intercept=_number(value("PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
+                tie_key=(index,),
+            )
+        )
+    return slices
+
+
+def _order(
+    item: ItemRef, slices: list[_Slice], duplicates: str
+) -> tuple[list[_Slice], np.ndarray | None, list[_Slice], list[str]]:
+    """Sort along the normal and resolve duplicate positions.
+
+    Returns ``(kept slices in order, normal or None, dropped slices, notes)``.
+    """
+    first_path = os.fspath(Path(item.root) / item.files[0])
+    placed = [s for s in slices if s.position is not None and s.orientation is not None]
+    if len(placed) < len(slices):
+        if item.kind == "series" and len(slices) > 1:
+            missing = next(s for s in slices if s.position is None or s.orientation is None)
+            raise InputError(
+                os.fspath(Path(item.root) / missing.rel),
+                f"no usable ImagePositionPatient/ImageOrientationPatient: cannot place it among "
+                f"the {len(slices)} images of its series",
+            )
+        return slices, None, [], ["no ImagePositionPatient/ImageOrientationPatient: geometry unknown, file order kept"]
+    reference = placed[0].orientation
+    for s in placed:
+        if np.max(np.abs(s.orientation - reference)) > ORIENTATION_TOLERANCE:
+            where = os.fspath(Path(item.root) / s.rel)
+            raise InputError(
+                where,
+                f"{s.label}: ImageOrientationPatient differs from that of {placed[0].label}; "
+                "one item must have one orientation",
+            )
+    normal = slice_normal(reference)
+    ordered = sorted(slices, key=lambda s: (float(s.position @ normal), s.tie_key))
+    kept, dropped, notes = [], [], []
+    i = 0
+    while i < len(ordered):
+        j = i + 1
+        while j < len(ordered) and (ordered[j].position - ordered[j - 1].position) @ normal <= DUPLICATE_TOLERANCE_MM:
+            j += 1
+        group = sorted(ordered[i:j], key=lambda s: s.tie_key)
+        if len(group) > 1:
+            names = ", ".join(s.label for s in group)
+            if duplicates == "error":
+                raise InputError(first_path, f"slices at the same position: {names}")
+            dropped.extend(group[1:])
+            notes.append(
+                f"duplicate position at z-index {len(kept)} ({float(group[0].position @ normal):.2f} mm along "
+                f"the normal): kept {group[0].label}, dropped {', '.join(s.label for s in group[1:])} "
+                "(rule: lowest InstanceNumber, then SOPInstanceUID)"
+            )
+        kept.append(group[0])
+        i = j
+    return kept, normal, dropped, notes
+
+
+def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str], first: Dataset) -> Geometry | None:
+    if normal is None:
+        return None
+    spacings = {s.pixel_spacing for s in kept}
+    if None in spacings:
+        notes.append("no PixelSpacing (0028,0030): physical geometry unknown")
+        return None
+    if len(spacings) > 1:
+        raise InputError(
+            os.fspath(Path(item.root) / item.files[0]),
+            f"PixelSpacing differs between slices of one item: {sorted(spacings)}",
+        )
+    positions = np.array([s.position for s in kept], dtype=np.float64)
+    hints = [_number(first.get(k), 0.0) for k in ("SliceThickness", "SpacingBetweenSlices")]
+    slice_spacing, spacing_notes = spacing_findings(np.diff(positions @ normal), hints)
+    tag = first.get("GantryDetectorTilt")
+    tilt_notes = tilt_findings(tilt_degrees(positions, normal), None if tag in (None, "") else float(tag))
+    notes[:0] = tilt_notes + spacing_notes
+    orientation = kept[0].orientation
+    return Geometry(
+        row_direction=tuple(float(v) for v in orientation[:3]),
+        column_direction=tuple(float(v) for v in orientation[3:]),
+        pixel_spacing=kept[0].pixel_spacing,
+        slice_positions=tuple(tuple(float(v) for v in s.position) for s in kept),
+        slice_spacing=slice_spacing,
+        notes=tuple(notes),
+    )
+
+
+def _decode_error(path: Path, exc: Exception) -> InputError:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return InputError(os.fspath(path), f"cannot decode pixel data: {text[:300]}")
+
+
+def _values(arr: np.ndarray, s: _Slice, ds: Dataset, color: bool) -> np.ndarray:
+    """Decoded stored values of one slice -> the float32 values the Sample holds."""
+    if color:
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+        return arr.astype(np.float32)
+    if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    return rescale(arr, s.slope, s.intercept)
+
+
+def _units(modality: str, first: Dataset, color: bool) -> str:
+    if color:
+        return "stored RGB"
+    if "ModalityLUTSequence" in first and "RescaleSlope" not in first:
+        return "HU" if str(first.ModalityLUTSequence[0].get("ModalityLUTType", "")) == "HU" else "modality LUT"
+    if modality == "CT" and ("RescaleSlope" in first or "RescaleIntercept" in first):
+        return "HU"
+    return "stored*slope+intercept"
+
+
+def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") -> Sample:
+    """Read an item's pixels and exact geometry (rules in the module docstring).
+
+    Args:
+        item: from :func:`medflow.sources.discovery.discover_dicom`.
+        duplicates: what to do with slices at the same position.
+
+    Returns:
+        A Sample: float32 ``pixels`` with axes ``"zyx"`` (``"zyxc"``, channels r, g, b
+        for color), ``geometry`` (``None`` when the files carry no patient geometry),
+        per-slice ``headers`` in z order, and ``meta`` with keys modality, units,
+        photometric_interpretation, notes, n_slices, dropped_files (relative paths;
+        plus dropped_frames, 1-based, for a multi-frame item).
+
+    Raises:
+        InputError: a file is unreadable, truncated or corrupt; slices disagree in
+            Rows/Columns, orientation or PixelSpacing; or duplicates are found with
+            ``duplicates="error"``. The message names the absolute file path.
+    """
+    if duplicates not in ("first", "error"):
+        raise ValueError(f"duplicates must be 'first' or 'error', got {duplicates!r}")
+    if not item.files:
+        raise InputError(item.root, f"item {item.item_id} has no files")
+    if item.kind == "multiframe":
+        path = Path(item.root) / item.files[0]
+        first = _header(path)
+        headers_by_slice = None
+        slices = _multiframe_slices(item, first)
+    else:
+        slices, headers = _series_slices(item)
+        first = headers[0]
+        headers_by_slice = {s.rel: ds for s, ds in zip(slices, headers, strict=True)}
+    kept, normal, dropped, notes = _order(item, slices, duplicates)
+    geometry = _geometry(item, kept, normal, notes, first)
+
+    rows, cols = int(first.Rows), int(first.Columns)
+    photometric = str(first.get("PhotometricInterpretation", "")).strip()
+    color = int(first.get("SamplesPerPixel") or 1) == 3 or photometric == "PALETTE COLOR"
+    shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
+    pixels = np.empty(shape, dtype=np.float32)
+    if item.kind == "multiframe":
+        _fill_frames(pixels, path, kept, first, color)
+        headers_json = _frame_headers(first, kept)
+    else:
+        for rank, s in enumerate(kept):
+            slice_path = Path(item.root) / s.rel
+            try:
+                arr = pixel_array(slice_path)
+            except Exception as exc:  # decoders raise many types
+                raise _decode_error(slice_path, exc) from exc
+            ds = headers_by_slice[s.rel]
+            if arr.shape[:2] != (rows, cols):
+                raise InputError(
+                    os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}"
+                )
+            pixels[rank] = _values(arr, s, ds, color)
+        headers_json = [_header_json(headers_by_slice[s.rel]) for s in kept]
+
+    modality = item.modality or str(first.get("Modality") or "")
+    meta: dict[str, Any] = {
+        "modality": modality,
+        "units": _units(modality, first, color),
+        "photometric_interpretation": photometric,
+        "notes": list(notes),
+        "n_slices": len(kept),
+        "dropped_files": sorted(s.rel for s in dropped) if item.kind == "series" else [],
+    }
+    if item.kind == "multiframe":
+        meta["dropped_frames"] = sorted(s.frame + 1 for s in dropped)
+    return Sample(
+        item_id=item.item_id,
+        pixels=pixels,
+        axes="zyxc" if color else "zyx",
+        channels=("r", "g", "b") if color else (),
+        geometry=geometry,
+        headers=headers_json,
+        meta=meta,
+    )
+
+
+def _fill_frames(pixels: np.ndarray, path: Path, kept: list[_Slice], ds: Dataset, color: bool) -> None:
+    """Decode a multi-frame file one frame at a time into ``pixels`` (z order of ``kept``)."""
+    rank_of = {s.frame: rank for rank, s in enumerate(kept)}
+    by_frame = {s.frame: s for s in kept}
+    seen = 0
+    try:
+        for index, frame in enumerate(iter_pixels(path)):
+            seen += 1
+            if index in rank_of:
+                pixels[rank_of[index]] = _values(frame, by_frame[index], ds, color)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _decode_error(path, exc) from exc
+    expected = int(ds.get("NumberOfFrames") or 1)
+    if seen != expected:
+        raise InputError(os.fspath(path), f"decoded {seen} frames, NumberOfFrames says {expected}")
+
+
+def _frame_headers(ds: Dataset, kept: list[_Slice]) -> list[dict[str, Any]]:
+    """One header per kept frame: the file's header with only that frame's functional groups.
+
+    The shared part is converted once and shared between the frame dicts.
+    """
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    base_ds = Dataset()
+    for element in ds:
+        if element.tag != 0x52009230:
+            base_ds.add(element)
+    base = _header_json(base_ds)
+    out = []
+    for s in kept:
+        header = dict(base)
+        if per_frame:
+            header[_PER_FRAME_TAG] = {"vr": "SQ", "Value": [_header_json(per_frame[s.frame])]}
+        out.append(header)
+    return out
