@@ -280,8 +280,9 @@ def _message(error: dict, located: _Located) -> str:
         return f"must have at {word} {n} item{'s' if n != 1 else ''} (got {ctx.get('actual_length')})"
     if kind in ("value_error", "assertion_error"):
         return re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
-    text = re.sub(r"^Input should be ", "must be ", error["msg"])
-    return f"{text[:1].lower()}{text[1:]} {got}" if "input" in error and kind != "missing" else text
+    if error["msg"].startswith("Input should be "):  # pydantic's own wording: say what was given
+        return f"must be {error['msg'][len('Input should be ') :]} {got}"
+    return error["msg"]  # custom errors (e.g. the source's) are already written for users
 
 
 # ----------------------------------------------------------------------------- issues

@@ -317,6 +317,24 @@ def line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
+def _too_deep(text: str, max_depth: int) -> yaml.Mark | None:
+    """Where nesting first exceeds ``max_depth``, from the parser's events (the composer recurses)."""
+    depth = 0
+    loader = RecipeYamlLoader(text)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > max_depth:
+                    return event.start_mark
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> LoadedYaml:
     """Load one YAML document safely, with positions; never raises for bad input.
 
@@ -329,19 +347,25 @@ def load_yaml(text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: in
     Returns:
         The data (``None`` for an empty document), positions and issues.
     """
+    try:
+        too_deep = _too_deep(text, max_depth)
+    except yaml.YAMLError as error:
+        return LoadedYaml(None, Positions(), [_syntax_issue(error, file, text)], fatal=True)
+    if too_deep is not None:
+        issue = RecipeIssue(
+            file,
+            too_deep.line + 1,
+            too_deep.column + 1,
+            "",
+            f"document is nested more than {max_depth} levels deep",
+        )
+        return LoadedYaml(None, Positions(), [issue], fatal=True)
     loader = RecipeYamlLoader(text)
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as error:
             return LoadedYaml(None, Positions(), [_syntax_issue(error, file, text)], fatal=True)
-        except RecursionError:
-            return LoadedYaml(
-                None,
-                Positions(),
-                [RecipeIssue(file, 1, 1, "", "YAML syntax error: nesting too deep")],
-                fatal=True,
-            )
         if node is None:
             return LoadedYaml(None, Positions(), empty=True)
         builder = _Builder(loader, file, max_nodes, max_depth)
