@@ -48,7 +48,9 @@ def test_validate_reports_the_same_lines_as_load(monkeypatch):
     monkeypatch.chdir(GOLDEN)
     issues = validate_recipe_files(["several_errors.yaml", "bad_layout_literal.yaml"])
     lines = [issue.format() for issue in issues]
-    expected = (GOLDEN / "several_errors.expected").read_text() + (GOLDEN / "bad_layout_literal.expected").read_text()
+    expected = (GOLDEN / "several_errors.expected").read_text() + (
+        GOLDEN / "bad_layout_literal.expected"
+    ).read_text()
     assert lines == expected.splitlines()
 
 
@@ -132,7 +134,8 @@ def test_deep_nesting_is_an_issue_not_a_crash(tmp_path):
         load_recipe(recipe)
     [issue] = caught.value.issues
     assert issue.message == "document is nested more than 64 levels deep"
-    assert (issue.line, issue.col) == (5, 14 + 64)  # the 65th '[' of the value starting at col 14
+    # the top-level mapping is level 1, so the 64th "[" (col 14 + 63) is level 65
+    assert (issue.line, issue.col) == (5, 14 + 63)
 
 
 def test_missing_step_key_lists_the_registered_steps(tmp_path):
@@ -160,7 +163,9 @@ def test_unknown_step_without_close_match_lists_the_known_ones(tmp_path):
 def test_missing_recipe_file_is_an_issue(tmp_path):
     missing = tmp_path / "nope.yaml"
     issues = validate_recipe_files([missing])
-    assert [(i.file, i.message) for i in issues] == [(str(missing), f"cannot read recipe '{missing}': file not found")]
+    assert [(i.file, i.message) for i in issues] == [
+        (str(missing), f"cannot read recipe '{missing}': file not found")
+    ]
 
 
 def test_non_utf8_file_is_located(tmp_path):
