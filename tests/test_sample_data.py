@@ -301,7 +301,7 @@ def test_unknown_name_raises_value_error_listing_available_names(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_leftover_temp_folder_of_a_killed_run_does_not_break_a_new_call(tmp_path):
+def test_leftover_temp_folder_of_a_killed_run_does_not_break_a_new_call(fast_writer, tmp_path):
     recent = tmp_path / f".{NAME}.tmp-99999-dead"
     old = tmp_path / f".{NAME}.tmp-99998-older"
     for leftover in (recent, old):
@@ -316,9 +316,36 @@ def test_leftover_temp_folder_of_a_killed_run_does_not_break_a_new_call(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name not in (NAME, recent.name)]
 
 
-def test_outdated_or_damaged_copy_is_replaced(root, tmp_path):
-    target = _copy_of(root, tmp_path)
-    victim = next(target.rglob("*.dcm"))
+def test_a_run_killed_midway_never_leaves_a_copy_that_looks_complete(tmp_path):
+    code = "import sys; from pathlib import Path; from medflow.sources.sample_data import materialize_sample as m; m('ct-phantom', Path(sys.argv[1]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f".{NAME}.tmp-*/P01/ST01/SE002/*.dcm")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.wait()
+    target = tmp_path / NAME
+    assert not target.exists() or sample_data.is_complete(target, generator_key(NAME))
+    assert materialize_sample(NAME, tmp_path) == target
+    assert sample_data.is_complete(target, generator_key(NAME))
+
+
+@pytest.fixture
+def fast_writer(monkeypatch):
+    """Replace the DICOM writer by a two-file stub: install/replace logic tests need no pixels."""
+
+    def write(root: Path) -> list[str]:
+        (root / "P01").mkdir()
+        (root / "P01" / "a.dcm").write_bytes(b"a" * 100)
+        (root / "P01" / "b.dcm").write_bytes(b"b" * 200)
+        return ["P01/a.dcm", "P01/b.dcm"]
+
+    monkeypatch.setattr(sample_data, "_write_ct_phantom", write)
+
+
+def test_outdated_or_damaged_copy_is_replaced(fast_writer, tmp_path):
+    target = materialize_sample(NAME, tmp_path)
+    victim = target / "P01" / "a.dcm"
     victim.unlink()
     assert materialize_sample(NAME, tmp_path) == target and victim.is_file()
 
