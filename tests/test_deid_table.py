@@ -48,7 +48,6 @@ VERIFIED = {
     "(0018,1007)": ("X", {"retain-device-identity": "K"}),  # Cassette ID
     "(0018,700A)": ("X/D", {"retain-device-identity": "K"}),  # Detector ID
     "(0008,1010)": ("X/Z/D", {"retain-device-identity": "K"}),  # Station Name
-    "(0008,0050)": ("Z", {}),
     "(0018,4000)": ("X", {"clean-descriptors": "C"}),  # Acquisition Comments
     "(0018,1400)": ("X/D", {"clean-descriptors": "C"}),  # Acquisition Device Processing Description
     "(0008,1080)": ("X", {"clean-descriptors": "C"}),  # Admitting Diagnoses Description
