@@ -98,3 +98,81 @@ WINDOW_FUNCTIONS = {
     "LINEAR_EXACT": window_linear_exact,
     "SIGMOID": window_sigmoid,
 }
+
+
+def apply_lut(x: np.ndarray, lut: np.ndarray, first_mapped: int) -> np.ndarray:
+    """Look ``x`` up in a DICOM LUT: Modality LUT (PS3.3 C.11.1.1.1) or VOI LUT (C.11.2.1.1).
+
+    The LUT Descriptor (0028,3002) gives the number of entries ``n``, the first input value
+    mapped ``first_mapped`` and the bits per entry. Per the standard, an input below
+    ``first_mapped`` maps to the first entry and an input above ``first_mapped + n - 1`` maps
+    to the last entry; input ``v`` in between maps to entry ``v - first_mapped``.
+
+    Args:
+        x: input values, any shape. LUT inputs are integers in DICOM; non-integral values
+            (e.g. after a non-integer RescaleSlope) are rounded to the nearest integer first.
+        lut: 1-D array of the ``n`` LUT entries (LUT Data (0028,3006)).
+        first_mapped: second value of the LUT Descriptor, already sign-corrected.
+
+    Returns:
+        float32 array of ``x``'s shape holding the LUT entries (exact for entries < 2**24).
+
+    Raises:
+        ValueError: an empty or non 1-D LUT.
+    """
+    lut = np.asarray(lut)
+    if lut.ndim != 1 or lut.size == 0:
+        raise ValueError(f"a LUT must be a non-empty 1-D array, got shape {lut.shape}")
+    index = np.rint(np.asarray(x, dtype=np.float64)) - float(first_mapped)
+    index = np.clip(index, 0, lut.size - 1).astype(np.intp)
+    return lut.astype(np.float32)[index]
+
+
+def scale_lut_output(y: np.ndarray, bits: int, y_min: float = 0.0, y_max: float = 1.0) -> np.ndarray:
+    """Map VOI LUT output ``0 .. 2**bits - 1`` linearly onto ``[y_min, y_max]``.
+
+    The VOI LUT entries span ``0 .. 2**bits - 1`` where ``bits`` is the third value of the
+    LUT Descriptor (PS3.3 C.11.2.1.1, C.8.11.3.1.5). Returns float32 of ``y``'s shape.
+    """
+    if bits < 1:
+        raise ValueError(f"bits per LUT entry must be >= 1, got {bits}")
+    top = float(2**bits - 1)
+    out = np.asarray(y, dtype=np.float64) / top * (y_max - y_min) + y_min
+    return out.astype(np.float32)
+
+
+def invert_range(y: np.ndarray, y_min: float = 0.0, y_max: float = 1.0) -> np.ndarray:
+    """``y_max + y_min - y``: display inversion of a MONOCHROME1 image (PS3.3 C.7.6.3.1.2).
+
+    MONOCHROME1 means the minimum value is displayed white. It must be applied to the
+    output of the VOI transform, never to its input (PS3.3 C.11.2: the VOI LUT is defined
+    on modality values whatever the photometric interpretation). Returns float32.
+    """
+    return (float(y_max) + float(y_min) - np.asarray(y, dtype=np.float64)).astype(np.float32)
+
+
+def stack_context(x: np.ndarray, k: int) -> np.ndarray:
+    """2.5D stacking: for each slice ``z`` concatenate slices ``z-k .. z+k`` on the channel axis.
+
+    Args:
+        x: array with axes ``zyxc`` (any dtype).
+        k: number of neighbours on each side, ``>= 0``. Slices beyond the first or last are
+            replaced by the edge slice (edge replication), so the output has as many slices
+            as the input. Neighbours are array neighbours: gaps in the physical slice
+            positions are not taken into account.
+
+    Returns:
+        array ``zyxc'`` with ``c' = (2k+1) * c``, same dtype; channel order is offset-major:
+        all channels of slice ``z-k``, then of ``z-k+1``, ..., then of ``z+k``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"stack_context needs a zyxc array, got {x.ndim} dims")
+    if k < 0:
+        raise ValueError(f"context slices must be >= 0, got {k}")
+    if k == 0:
+        return x
+    z = x.shape[0]
+    index = np.clip(np.arange(z)[:, None] + np.arange(-k, k + 1)[None, :], 0, z - 1)
+    stacked = x[index]  # (z, 2k+1, y, x, c)
+    stacked = np.moveaxis(stacked, 1, 3)  # (z, y, x, 2k+1, c)
+    return np.ascontiguousarray(stacked.reshape(x.shape[:3] + ((2 * k + 1) * x.shape[3],)))
