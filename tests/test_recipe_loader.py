@@ -8,13 +8,22 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import medflow.recipe
 from medflow.errors import RecipeError, UsageError
 from medflow.recipe.compose import deep_merge, interpolate_string, parse_override
 from medflow.recipe.loader import LoadedRecipe, load_recipe, resolve_path, validate_recipe_files
-from medflow.recipe.yaml_positions import Mark, format_path, load_yaml, parse_flow_value, parse_path
+from medflow.recipe.yaml_positions import (
+    Mark,
+    RecipeYamlLoader,
+    format_path,
+    load_yaml,
+    parse_flow_value,
+    parse_path,
+)
 
 RECIPE = """\
 medflow: 1
@@ -70,6 +79,23 @@ def test_paths_round_trip():
     assert format_path(("steps", 2, "output_range", 0)) == "steps[2].output_range[0]"
     assert parse_path("steps[2].output_range[0]") == ("steps", 2, "output_range", 0)
     assert format_path(()) == ""
+
+
+def test_only_the_safe_loader_is_used():
+    assert issubclass(RecipeYamlLoader, yaml.SafeLoader)
+    recipe_sources = Path(medflow.recipe.__file__).parent.glob("*.py")
+    text = "\n".join(path.read_text(encoding="utf-8") for path in recipe_sources)
+    for unsafe in ("yaml.load(", "unsafe_load", "FullLoader", "UnsafeLoader", "yaml.Loader", "full_load"):
+        assert unsafe not in text
+
+
+def test_non_string_keys_are_reported_without_hiding_other_errors():
+    loaded = load_yaml("? [a, b]\n: 1\nname: x\n", "r.yaml")
+    assert [(i.line, i.col, i.message) for i in loaded.issues] == [
+        (1, 3, "mapping keys must be plain strings")
+    ]
+    assert loaded.data == {"name": "x"}
+    assert loaded.tainted == set()
 
 
 def test_yaml_scalars_stay_json_able():
@@ -245,6 +271,8 @@ def test_errors_on_set_values_point_at_set(tmp_path):
         ("steps[-1].width=1", "malformed path"),
         ("name=[a, b", "not a valid YAML value"),
         ("name=!!python/object/apply:os.system [ls]", "unsupported YAML tag"),
+        ("name=a: b", "must be a YAML scalar or flow value"),
+        ("extends=other.yaml", "'extends' is resolved before overrides"),
     ],
 )
 def test_malformed_set_is_a_usage_error(tmp_path, text, words):
@@ -316,13 +344,15 @@ def test_env_default_from_process_environment(tmp_path, monkeypatch):
         ("$${X}", "${X}", []),
         ("${NOPE}", "${NOPE}", ["environment variable NOPE is not set"]),
         ("${NOPE:-}", "", []),
+        ("${EMPTY:-fallback}", "fallback", []),  # shell semantics: ':-' also covers empty
+        ("${EMPTY}", "", []),
         ("${1BAD}", "${1BAD}", ["malformed"]),
         ("${X", "${X", ["malformed"]),
         ("${X.attr}", "${X.attr}", ["malformed"]),
     ],
 )
 def test_interpolate_string(text, result, problems):
-    out, found = interpolate_string(text, {"X": "x-value"})
+    out, found = interpolate_string(text, {"X": "x-value", "EMPTY": ""})
     assert out == result
     assert len(found) == len(problems)
     for problem, words in zip(found, problems, strict=True):

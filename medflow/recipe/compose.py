@@ -9,8 +9,9 @@ Order (each stage keeps positions, so every later error points at a file, line a
    they came from.
 2. ``--set path=value`` overrides on the merged data; overridden values are located
    at ``<--set>:0:0``.
-3. ``${NAME}`` / ``${NAME:-default}`` in string values, from the environment;
-   ``$${`` is a literal ``${``. Only plain variable names: no code, no nesting.
+3. ``${NAME}`` / ``${NAME:-default}`` in string values, from the environment (as in
+   the shell, the default also replaces an empty value); ``$${`` is a literal ``${``.
+   Only plain variable names: no code, no nesting; substituted text is not re-read.
 """
 
 from __future__ import annotations
@@ -246,6 +247,8 @@ def parse_override(text: str) -> Override:
             position = name.end()
     if not segments:
         raise UsageError(f"--set {text!r}: empty path, {example}")
+    if segments[0].name == "extends":
+        raise UsageError(f"--set {text!r}: 'extends' is resolved before overrides; edit the recipe instead")
     try:
         value = parse_flow_value(value_text)
     except ValueError as error:
@@ -348,9 +351,9 @@ def interpolate_string(text: str, environ: Mapping[str, str]) -> tuple[str, list
             out.append(text[dollar:])
             break
         name, default = match.group("name"), match.group("default")
-        if name in environ:
+        if environ.get(name) or (name in environ and default is None):
             out.append(environ[name])
-        elif default is not None:
+        elif default is not None:  # as in the shell, ':-' also replaces an empty value
             out.append(default)
         else:
             problems.append(f"environment variable {name} is not set")

@@ -263,7 +263,7 @@ class _Builder:
         first_line: dict[str, int] = {}
         for key_node, value_node in own:
             if not isinstance(key_node, ScalarNode):
-                self.issue(key_node, path, "mapping keys must be plain strings")
+                self.issue(key_node, path, "mapping keys must be plain strings", taint=False)
                 continue
             key = key_node.value
             if key in first_line:
@@ -284,7 +284,7 @@ class _Builder:
         merged: dict[str, Any] = {}
         for source in reversed(sources):  # earlier mappings in a `<<` list win
             if not isinstance(source, MappingNode):
-                self.issue(source, path, "'<<' merge needs a mapping or a list of mappings")
+                self.issue(source, path, "'<<' merge needs a mapping or a list of mappings", taint=False)
                 continue
             merged.update(self.build(source, path, depth) or {})
         return merged
