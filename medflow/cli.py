@@ -219,7 +219,7 @@ def _describe_step(spec, *, full: bool) -> str:
         type_text = _type_text(prop)
         unit = prop.get("unit")
         default = "required" if name in required else f"default {json.dumps(prop.get('default', field.default))}"
-        unit_text = f" [{unit}]" if unit else ""
+        unit_text = f" [{unit}]" if unit and unit != "none" else ""
         line = f"    {name}: {type_text}{unit_text}, {default}"
         if full and field.description:
             line += f"\n        {field.description}"

@@ -318,7 +318,13 @@ def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tup
 
 
 def _is_benign(reason: str) -> bool:
+    """Reasons that say "not an image for us" rather than "a broken file".
+
+    An *image* SOP class without pixel data is a cut-off file, not a benign skip.
+    """
     reason = reason.lower()
+    if reason.startswith("no pixel data") and "image storage" in reason:
+        return False
     return any(word in reason for word in ("localizer", "no pixel", "dicomdir", "media directory", "excluded", "filter"))
 
 
