@@ -7,6 +7,7 @@ on single pixels, and from ``pydicom.pixels.apply_color_lut`` on real palette fi
 from __future__ import annotations
 
 import base64
+import copy
 
 import cv2
 import numpy as np
@@ -41,7 +42,7 @@ def _testdata(name: str):
 
 
 def _json_header(ds) -> dict:
-    ds = ds.copy()
+    ds = copy.deepcopy(ds)  # Dataset.copy() is shallow: deleting from it would touch ds
     if "PixelData" in ds:
         del ds.PixelData
     return ds.to_json_dict()
