@@ -122,3 +122,9 @@ def test_load_key_errors(tmp_path):
     short.chmod(0o600)
     with pytest.raises(DeidKeyError, match="3 bytes; at least 16"):
         load_key(key_file=short)
+
+
+@given(st.sets(uid_strategy, min_size=2, max_size=400))
+@settings(max_examples=50, deadline=None)
+def test_keyed_uid_injective_property(uids):
+    assert len({keyed_uid(KEY, uid) for uid in uids}) == len(uids)
