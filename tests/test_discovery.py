@@ -28,7 +28,9 @@ from medflow.sources.fingerprint import FingerprintMemo
 
 def _shared_data(*parts: str) -> Path:
     """../shared/data/<parts>: skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1."""
-    base = Path(os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    base = Path(
+        os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     path = base.joinpath(*parts)
     if not path.exists():
         message = f"real DICOM test data not found at {path}"

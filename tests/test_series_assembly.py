@@ -32,7 +32,9 @@ from medflow.sources.series import read_item, spacing_findings, tilt_degrees
 
 def _shared_data(*parts: str) -> Path:
     """../shared/data/<parts>: skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1."""
-    base = Path(os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    base = Path(
+        os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     path = base.joinpath(*parts)
     if not path.exists():
         message = f"real DICOM test data not found at {path}"
@@ -147,7 +149,9 @@ def test_pancreas_hounsfield_units_equal_pydicom_modality_lut_per_slice(pancreas
     by_sop = _by_sop(item)
     for z, header in enumerate(sample.headers):
         ds = pydicom.dcmread(by_sop[_sop(header)].medflow_test_path)
-        np.testing.assert_array_equal(sample.pixels[z], apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+        np.testing.assert_array_equal(
+            sample.pixels[z], apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+        )
     assert sample.meta["units"] == "HU" and sample.meta["modality"] == "CT"
 
 
@@ -319,7 +323,9 @@ def test_enhanced_multiframe_uses_per_frame_positions_and_values():
     frames = ds.PerFrameFunctionalGroupsSequence
     assert sample.pixels.shape == (int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)) == (8, 256, 256)
     normal = _normal(frames[0].PlaneOrientationSequence[0])
-    along = [np.dot([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient], normal) for f in frames]
+    along = [
+        np.dot([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient], normal) for f in frames
+    ]
     order = np.argsort(along)
     stored = ds.pixel_array
     for z, index in enumerate(order):
@@ -407,7 +413,9 @@ def test_inconsistent_rows_columns_in_one_item_raises(tmp_path: Path):
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.ImagePositionPatient = [float(v) + 5 for v in ds.ImagePositionPatient]
     ds.save_as(tmp_path / "b")
-    item = ItemRef(item_id="mr-test", root=os.fspath(tmp_path), files=("a", "b"), kind="series", modality="MR")
+    item = ItemRef(
+        item_id="mr-test", root=os.fspath(tmp_path), files=("a", "b"), kind="series", modality="MR"
+    )
     with pytest.raises(InputError) as caught:
         read_item(item)
     assert caught.value.file == os.fspath(tmp_path / "b") and "Rows/Columns" in caught.value.reason

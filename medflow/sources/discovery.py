@@ -63,7 +63,12 @@ MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"
 # (7FE0,0010) Pixel Data, (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data,
 # as the 4 tag bytes appear in little- and big-endian files.
 _PIXEL_DATA_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"}
-_FLOAT_PIXEL_DATA_TAG_BYTES = {b"\xe0\x7f\x08\x00", b"\x7f\xe0\x00\x08", b"\xe0\x7f\x09\x00", b"\x7f\xe0\x00\x09"}
+_FLOAT_PIXEL_DATA_TAG_BYTES = {
+    b"\xe0\x7f\x08\x00",
+    b"\x7f\xe0\x00\x08",
+    b"\xe0\x7f\x09\x00",
+    b"\x7f\xe0\x00\x09",
+}
 # A data set written without preamble starts with a group 0002 or 0008 element.
 _RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -328,7 +333,10 @@ def _split_label(key, varying: list[int]) -> str:
     orientation, (rows, cols), echo = key
     parts = []
     if 0 in varying:
-        parts.append("ImageOrientationPatient=" + ("\\".join(f"{v:.4f}" for v in orientation) if orientation else "none"))
+        parts.append(
+            "ImageOrientationPatient="
+            + ("\\".join(f"{v:.4f}" for v in orientation) if orientation else "none")
+        )
     if 1 in varying:
         parts.append(f"Rows={rows},Columns={cols}")
     if 2 in varying:

@@ -164,7 +164,9 @@ def tilt_findings(angle: float | None, tag: float | None) -> list[str]:
             "each slice keeps its own ImagePositionPatient, so the stack's slice axis is sheared, not resampled"
         ]
     if tag is not None and abs(tag) > TILT_REPORT_DEGREES:
-        where = "one slice, so no shear can be measured" if angle is None else "the slices step along the normal"
+        where = (
+            "one slice, so no shear can be measured" if angle is None else "the slices step along the normal"
+        )
         return [f"GantryDetectorTilt is {tag:+g}° but {where}"]
     return []
 
@@ -194,6 +196,8 @@ class _Slice:
     slope: float
     intercept: float
     tie_key: tuple
+    spacing_hints: tuple[float, float]  # SliceThickness, SpacingBetweenSlices (0 when absent)
+    tilt_tag: float | None  # GantryDetectorTilt (0018,1120)
 
 
 def _floats(value, count: int) -> np.ndarray | None:
@@ -243,6 +247,51 @@ def _prune_bulk(node: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _functional_groups(ds: Dataset) -> tuple[list[Dataset], Dataset | None]:
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    return per_frame, (shared[0] if len(shared) else None)
+
+
+def _group_value(frame_group: Dataset | None, shared: Dataset | None, sequence: str, keyword: str):
+    """A value from a frame's functional group, else the shared group (PS3.3 C.7.6.16)."""
+    for group in (frame_group, shared):
+        if group is not None and sequence in group and len(group[sequence].value):
+            item = group[sequence].value[0]
+            if keyword in item:
+                return item.get(keyword)
+    return None
+
+
+def _slice(ds: Dataset, frame: int, label: str, rel: str, tie_key: tuple) -> _Slice:
+    """Geometry and rescale of one frame: its functional groups (per-frame, then shared),
+    then the top-level attributes of a classic single-frame image."""
+    per_frame, shared = _functional_groups(ds)
+    group = per_frame[frame] if frame < len(per_frame) else None
+
+    def value(sequence: str, keyword: str):
+        found = _group_value(group, shared, sequence, keyword)
+        return ds.get(keyword) if found is None else found
+
+    tilt = value("CTAcquisitionDetailsSequence", "GantryDetectorTilt")
+    return _Slice(
+        label=label,
+        rel=rel,
+        frame=frame,
+        position=_floats(value("PlanePositionSequence", "ImagePositionPatient"), 3),
+        orientation=_floats(value("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+        pixel_spacing=_pair(value("PixelMeasuresSequence", "PixelSpacing")),
+        slope=_number(value("PixelValueTransformationSequence", "RescaleSlope"), 1.0),
+        intercept=_number(value("PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
+        tie_key=tie_key,
+        spacing_hints=(
+            _number(value("PixelMeasuresSequence", "SliceThickness"), 0.0),
+            _number(value("PixelMeasuresSequence", "SpacingBetweenSlices"), 0.0),
+        ),
+        tilt_tag=None if tilt in (None, "") else _number(tilt, 0.0),
+    )
+
+
 def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
     slices, headers = [], []
     first_size = None
@@ -258,20 +307,8 @@ def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
                 f"Rows/Columns {size[0]}x{size[1]} differ from {first_size[0]}x{first_size[1]} "
                 f"of {item.files[0]} in the same item",
             )
-        instance = ds.get("InstanceNumber")
-        slices.append(
-            _Slice(
-                label=rel,
-                rel=rel,
-                frame=0,
-                position=_floats(ds.get("ImagePositionPatient"), 3),
-                orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-                pixel_spacing=_pair(ds.get("PixelSpacing")),
-                slope=_number(ds.get("RescaleSlope"), 1.0),
-                intercept=_number(ds.get("RescaleIntercept"), 0.0),
-                tie_key=(_number(instance, float("inf")), _uid_key(str(ds.get("SOPInstanceUID") or "")), rel),
-            )
-        )
+        instance = _number(ds.get("InstanceNumber"), float("inf"))
+        slices.append(_slice(ds, 0, rel, rel, (instance, _uid_key(str(ds.get("SOPInstanceUID") or "")), rel)))
         headers.append(ds)
     return slices, headers
 
@@ -281,48 +318,15 @@ def _pair(value) -> tuple[float, float] | None:
     return None if values is None else (float(values[0]), float(values[1]))
 
 
-def _group_value(frame_group: Dataset | None, shared: Dataset | None, sequence: str, keyword: str):
-    """A value from a frame's functional group, else the shared group (PS3.3 C.7.6.16)."""
-    for group in (frame_group, shared):
-        if group is not None and sequence in group and len(group[sequence].value):
-            item = group[sequence].value[0]
-            if keyword in item:
-                return item.get(keyword)
-    return None
-
-
 def _multiframe_slices(item: ItemRef, ds: Dataset) -> list[_Slice]:
     n_frames = int(ds.get("NumberOfFrames") or 1)
-    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
-    shared_seq = ds.get("SharedFunctionalGroupsSequence") or []
-    shared = shared_seq[0] if len(shared_seq) else None
+    per_frame, _ = _functional_groups(ds)
     if per_frame and len(per_frame) != n_frames:
         raise InputError(
             os.fspath(Path(item.root) / item.files[0]),
             f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
         )
-    slices = []
-    for index in range(n_frames):
-        group = per_frame[index] if per_frame else None
-
-        def value(sequence: str, keyword: str, group=group):
-            found = _group_value(group, shared, sequence, keyword)
-            return ds.get(keyword) if found is None else found
-
-        slices.append(
-            _Slice(
-                label=f"frame {index + 1}",
-                rel=item.files[0],
-                frame=index,
-                position=_floats(value("PlanePositionSequence", "ImagePositionPatient"), 3),
-                orientation=_floats(value("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
-                pixel_spacing=_pair(value("PixelMeasuresSequence", "PixelSpacing")),
-                slope=_number(value("PixelValueTransformationSequence", "RescaleSlope"), 1.0),
-                intercept=_number(value("PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
-                tie_key=(index,),
-            )
-        )
-    return slices
+    return [_slice(ds, index, f"frame {index + 1}", item.files[0], (index,)) for index in range(n_frames)]
 
 
 def _order(
@@ -342,7 +346,12 @@ def _order(
                 f"no usable ImagePositionPatient/ImageOrientationPatient: cannot place it among "
                 f"the {len(slices)} images of its series",
             )
-        return slices, None, [], ["no ImagePositionPatient/ImageOrientationPatient: geometry unknown, file order kept"]
+        return (
+            slices,
+            None,
+            [],
+            ["no ImagePositionPatient/ImageOrientationPatient: geometry unknown, file order kept"],
+        )
     reference = placed[0].orientation
     for s in placed:
         if np.max(np.abs(s.orientation - reference)) > ORIENTATION_TOLERANCE:
@@ -358,7 +367,10 @@ def _order(
     i = 0
     while i < len(ordered):
         j = i + 1
-        while j < len(ordered) and (ordered[j].position - ordered[j - 1].position) @ normal <= DUPLICATE_TOLERANCE_MM:
+        while (
+            j < len(ordered)
+            and (ordered[j].position - ordered[j - 1].position) @ normal <= DUPLICATE_TOLERANCE_MM
+        ):
             j += 1
         group = sorted(ordered[i:j], key=lambda s: s.tie_key)
         if len(group) > 1:
@@ -376,7 +388,7 @@ def _order(
     return kept, normal, dropped, notes
 
 
-def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str], first: Dataset) -> Geometry | None:
+def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str]) -> Geometry | None:
     if normal is None:
         return None
     spacings = {s.pixel_spacing for s in kept}
@@ -389,10 +401,8 @@ def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str], first
             f"PixelSpacing differs between slices of one item: {sorted(spacings)}",
         )
     positions = np.array([s.position for s in kept], dtype=np.float64)
-    hints = [_number(first.get(k), 0.0) for k in ("SliceThickness", "SpacingBetweenSlices")]
-    slice_spacing, spacing_notes = spacing_findings(np.diff(positions @ normal), hints)
-    tag = first.get("GantryDetectorTilt")
-    tilt_notes = tilt_findings(tilt_degrees(positions, normal), None if tag in (None, "") else float(tag))
+    slice_spacing, spacing_notes = spacing_findings(np.diff(positions @ normal), list(kept[0].spacing_hints))
+    tilt_notes = tilt_findings(tilt_degrees(positions, normal), kept[0].tilt_tag)
     notes[:0] = tilt_notes + spacing_notes
     orientation = kept[0].orientation
     return Geometry(
@@ -425,7 +435,9 @@ def _units(modality: str, first: Dataset, color: bool) -> str:
     if color:
         return "stored RGB"
     if "ModalityLUTSequence" in first and "RescaleSlope" not in first:
-        return "HU" if str(first.ModalityLUTSequence[0].get("ModalityLUTType", "")) == "HU" else "modality LUT"
+        return (
+            "HU" if str(first.ModalityLUTSequence[0].get("ModalityLUTType", "")) == "HU" else "modality LUT"
+        )
     if modality == "CT" and ("RescaleSlope" in first or "RescaleIntercept" in first):
         return "HU"
     return "stored*slope+intercept"
@@ -464,11 +476,15 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
         first = headers[0]
         headers_by_slice = {s.rel: ds for s, ds in zip(slices, headers, strict=True)}
     kept, normal, dropped, notes = _order(item, slices, duplicates)
-    geometry = _geometry(item, kept, normal, notes, first)
+    geometry = _geometry(item, kept, normal, notes)
 
     rows, cols = int(first.Rows), int(first.Columns)
     photometric = str(first.get("PhotometricInterpretation", "")).strip()
     color = int(first.get("SamplesPerPixel") or 1) == 3 or photometric == "PALETTE COLOR"
+    if color and photometric != "RGB":
+        # pydicom converts YBR_FULL(_422) and the JPEG 2000 YBR_ICT/RCT encodings to RGB while
+        # decoding; apply_color_lut maps PALETTE COLOR to RGB.
+        notes.append(f"{photometric} pixels converted to RGB")
     shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
     pixels = np.empty(shape, dtype=np.float32)
     if item.kind == "multiframe":
@@ -493,7 +509,8 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
     meta: dict[str, Any] = {
         "modality": modality,
         "units": _units(modality, first, color),
-        "photometric_interpretation": photometric,
+        # of the pixels as returned, not of the files: color is always RGB here
+        "photometric_interpretation": "RGB" if color else photometric,
         "notes": list(notes),
         "n_slices": len(kept),
         "dropped_files": sorted(s.rel for s in dropped) if item.kind == "series" else [],
