@@ -27,6 +27,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 from pydicom import Dataset, Sequence
+from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
@@ -172,7 +173,9 @@ class _Run:
 
     @staticmethod
     def with_value(elem: DataElement, value: object) -> DataElement:
-        new = DataElement(elem.tag, elem.VR, value)
+        # Values written here are ours (dummies, pseudonyms, shifted dates) or the input's own
+        # (scrubbed text), so pydicom's per-value validation is skipped on this hot path.
+        new = DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
         new.private_creator = elem.private_creator
         return new
 
