@@ -27,7 +27,8 @@ from medflow.recipe.model import SeriesFilter
 from medflow.sources.base import ItemRef
 from medflow.sources.discovery import discover_dicom
 from medflow.sources.fingerprint import FingerprintMemo
-from medflow.sources.series import read_item, spacing_findings, tilt_degrees
+from medflow.sources.series import read_item
+from medflow.sources.stack_geometry import spacing_findings, tilt_degrees
 
 
 def _shared_data(*parts: str) -> Path:
