@@ -147,3 +147,17 @@ def test_file_meta_follows_and_preamble_cleared():
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID != ds.SOPInstanceUID
     assert "SourceApplicationEntityTitle" not in out.file_meta
     assert out.preamble == b"\x00" * 128
+
+
+def test_option_names_match_the_table_and_dump_sorted():
+    from typing import get_args
+
+    from medflow.deid.config import OptionName
+    from medflow.deid.table import ALL_OPTIONS
+
+    assert set(get_args(OptionName)) == ALL_OPTIONS
+    config = DeidConfig(options=["retain-uids", "clean-graphics"])
+    assert config.model_dump(mode="json")["options"] == ["clean-graphics", "retain-uids"]
+    assert DeidConfig.model_validate(config.model_dump(mode="json")) == config
+    with pytest.raises(ValidationError, match="not one string"):
+        DeidConfig(options="retain-uids")

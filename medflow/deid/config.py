@@ -5,12 +5,26 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from pydicom.datadict import keyword_dict
 
 from medflow.deid.table import ALL_OPTIONS
 
 BurnedInPolicy = Literal["quarantine", "fail", "allow"]
+OptionName = Literal[
+    "clean-pixel-data",
+    "clean-recognizable-visual-features",
+    "clean-graphics",
+    "clean-structured-content",
+    "clean-descriptors",
+    "retain-longitudinal-full-dates",
+    "retain-longitudinal-modified-dates",
+    "retain-patient-characteristics",
+    "retain-device-identity",
+    "retain-institution-identity",
+    "retain-uids",
+    "retain-safe-private",
+]
 
 
 def _check_keyword(keyword: str) -> str:
@@ -70,7 +84,7 @@ class DeidConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: Literal["basic"] = "basic"
-    options: frozenset[str] = frozenset()
+    options: frozenset[OptionName] = frozenset()
     rules: DeidRules = Field(default_factory=DeidRules)
     burned_in: BurnedInPolicy = "quarantine"
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
@@ -78,6 +92,8 @@ class DeidConfig(BaseModel):
     @field_validator("options", mode="before")
     @classmethod
     def _known_options(cls, value: object) -> frozenset[str]:
+        if isinstance(value, str):
+            raise ValueError("options is a list of option names, not one string")
         names = frozenset(value)  # type: ignore[arg-type]
         for name in sorted(names):
             if name not in ALL_OPTIONS:
@@ -89,6 +105,11 @@ class DeidConfig(BaseModel):
                 "retain-longitudinal-full-dates and retain-longitudinal-modified-dates exclude each other"
             )
         return names
+
+    @field_serializer("options")
+    def _sorted_options(self, options: frozenset[str]) -> list[str]:
+        """Sorted, so that a dump (e.g. for a cache key) does not depend on set order."""
+        return sorted(options)
 
     @field_validator("mask_regions")
     @classmethod
