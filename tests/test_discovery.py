@@ -19,9 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
+from medflow.errors import InputError
 from medflow.recipe.model import SeriesFilter
 from medflow.sources.base import item_fingerprint, make_item_id
-from medflow.sources.discovery import discover_dicom
+from medflow.sources.discovery import discover_dicom, read_headers_for
 from medflow.sources.filters import compile_path_glob, description_selected, modality_selected, path_selected
 from medflow.sources.fingerprint import FingerprintMemo
 
@@ -252,3 +253,24 @@ def test_modality_and_description_matching_is_case_insensitive():
     assert modality_selected("CT", ["ct"]) and not modality_selected("CT", ["MR", "CTX"])
     assert modality_selected("MR", None)
     assert description_selected("Head STD 5mm", ["head*"]) and not description_selected("Head", ["*body*"])
+
+
+def test_header_without_pixel_data_is_reported_as_cut_before_pixels(tmp_path: Path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "stripped")
+    found = _discover(tmp_path)
+    assert found.items == []
+    assert dict(found.skipped)["stripped"].startswith("truncated header: file ends at byte")
+    assert "before the pixel data" in dict(found.skipped)["stripped"]
+
+
+def test_read_headers_for_returns_headers_and_names_a_vanished_file(mixed_folder: Path):
+    item = next(i for i in _discover(mixed_folder).items if i.files == ("z/img.dcm",))
+    (headers,) = read_headers_for(item)
+    expected = pydicom.dcmread(mixed_folder / "z" / "img.dcm", stop_before_pixels=True)
+    assert headers.SOPInstanceUID == expected.SOPInstanceUID and "PixelData" not in headers
+    (mixed_folder / "z" / "img.dcm").unlink()
+    with pytest.raises(InputError) as caught:
+        read_headers_for(item)
+    assert caught.value.file == os.fspath(mixed_folder.resolve() / "z" / "img.dcm")

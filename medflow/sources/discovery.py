@@ -117,7 +117,10 @@ def _truncation(ds: Dataset, size: int) -> str | None:
     ):
         return f"truncated header: file ends at byte {size} inside element {last_tag}"
     if "Rows" in ds and "Columns" in ds:
-        return f"truncated header: file ends at byte {size} before the pixel data (Rows/Columns present)"
+        return (
+            f"truncated header: file ends at byte {size} before the pixel data "
+            "(Rows/Columns present; or the pixel data was stripped)"
+        )
     return None
 
 
@@ -275,7 +278,12 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
 
 def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
     """Yield ``(relative POSIX path, absolute path)`` of candidate files, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename).relative_to(root).as_posix() if error.filename else "."
+        skipped.append((where + "/", f"cannot list folder: {error.strerror or error}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
         hidden = sorted(d for d in dirnames if d.startswith("."))
