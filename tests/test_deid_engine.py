@@ -161,3 +161,23 @@ def test_option_names_match_the_table_and_dump_sorted():
     assert DeidConfig.model_validate(config.model_dump(mode="json")) == config
     with pytest.raises(ValidationError, match="not one string"):
         DeidConfig(options="retain-uids")
+
+
+def test_scrubber_boundaries():
+    from medflow.deid.actions import Scrubber
+
+    scrub = Scrubber({"ANN", "98765432", "Vanterpool", "AB"})
+    assert scrub("scanner for Ann, MRN98765432") == "scanner for , MRN"
+    assert scrub("VANTERPOOL^ANN") == "^"
+    assert scrub("Abdomen") == "Abdomen"  # 2-letter strings are ignored
+
+
+def test_audit_jsonl_one_object_per_record():
+    import json
+
+    result = deidentify(_ds(), DeidConfig(), KEY)
+    lines = result.audit_jsonl().splitlines()
+    assert len(lines) == len(result.audit)
+    first = json.loads(lines[0])
+    assert set(first) == {"tag", "keyword", "path", "action", "applied", "old_hash"}
+    assert "VANTERPOOL" not in result.audit_jsonl()

@@ -106,15 +106,22 @@ class Scrubber:
     """Removes known identifying strings (case-insensitive) from free text.
 
     Built once per dataset from that dataset's own identifying values (names and their
-    components, IDs, accession number, birth date, addresses...); strings shorter than 3
-    characters are ignored so that initials do not erase ordinary letters.
+    components, IDs, accession number, birth date, addresses...). Strings shorter than 3
+    characters are ignored. A string that starts (ends) with a letter only matches where no
+    letter precedes (follows) it, so a name "ANN" does not eat into "scanner"; strings of digits
+    match anywhere ("MRN98765432" loses its MRN).
     """
 
     MIN_LEN = 3
 
     def __init__(self, tokens: set[str]):
         usable = sorted({t.strip() for t in tokens if len(t.strip()) >= self.MIN_LEN}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(t) for t in usable), re.IGNORECASE) if usable else None
+        parts = []
+        for token in usable:
+            head = r"(?<![^\W\d_])" if token[0].isalpha() else ""
+            tail = r"(?![^\W\d_])" if token[-1].isalpha() else ""
+            parts.append(head + re.escape(token) + tail)
+        self._pattern = re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub("", text)

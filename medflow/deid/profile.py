@@ -24,6 +24,7 @@ non-zero-length replacement that the table's ``Z`` permits).
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass, field
 
 from pydicom import Dataset, Sequence
@@ -106,6 +107,10 @@ class DeidResult:
     crosswalk: dict[str, str] = field(default_factory=dict)
     date_offset_days: int | None = None
     pixels_masked: bool = False
+
+    def audit_jsonl(self) -> str:
+        """The audit records as JSON Lines (one object per line, keys sorted)."""
+        return "".join(json.dumps(r.as_dict(), sort_keys=True) + "\n" for r in self.audit)
 
 
 def _tag_text(tag: int) -> str:
