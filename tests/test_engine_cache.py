@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -163,11 +162,8 @@ def test_corrupt_file_fails_its_own_item_and_the_rest_builds(project):
 
 
 def test_shards_group_items_and_are_deterministic(project):
-    (project / "recipe.yaml").write_text(RECIPE.replace("    - kind: npy\n", textwrap.dedent("""\
-        - kind: npy
-        - kind: npz_shards
-          items_per_shard: 2
-    """).replace("\n", "\n    ").rstrip(" ")))
+    with_shards = RECIPE.replace("    - kind: npy\n", "    - kind: npy\n    - kind: npz_shards\n      items_per_shard: 2\n")
+    (project / "recipe.yaml").write_text(with_shards)
     first = _build(project)
     shards = sorted((project / "out" / "shards").glob("*.npz"))
     assert [p.name for p in shards] == ["shard-00000.npz", "shard-00001.npz"]

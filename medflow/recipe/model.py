@@ -87,7 +87,7 @@ Source = Annotated[
 class Engine(_Strict):
     """How the build runs."""
 
-    workers: int | Literal["auto"] = Field(
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="Parallel worker processes; 'auto' = number of CPU cores; 1 = in this process."
     )
     cache_dir: str | None = Field(
