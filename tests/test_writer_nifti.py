@@ -109,9 +109,38 @@ def test_refuses_a_tilted_stack_and_says_to_resample(tmp_path):
     assert not any(tmp_path.rglob("*.nii.gz"))
 
 
-def test_refuses_an_uneven_stack(tmp_path):
-    with pytest.raises(NiftiRefused, match="uneven"):
-        write_nifti(_stack([(0.0, 0.0, z) for z in (0.0, 3.0, 6.0, 12.0)]), PARAMS, tmp_path)
+def test_refuses_an_uneven_stack_even_with_sheared_sform(tmp_path):
+    uneven = _stack([(0.0, 0.0, z) for z in (0.0, 3.0, 6.0, 12.0)])
+    for params in (PARAMS, SHEARED):
+        with pytest.raises(NiftiRefused, match="uneven"):
+            write_nifti(uneven, params, tmp_path)
+
+
+SHEARED = NiftiParams(kind="nifti", irregular="sheared_sform")
+
+
+def test_sheared_sform_keeps_a_tilted_stack_exact_for_nibabel(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    tilt = np.deg2rad(18.5)
+    col = (0.0, np.cos(tilt), -np.sin(tilt))
+    positions = [(-10.0, -20.0, 3.0 * k) for k in range(4)]  # table moves along z: sheared grid
+    sample = _stack(positions, col=col).replace(pixels=np.arange(64, dtype=np.float32).reshape(4, 4, 4))
+    [written] = write_nifti(sample, SHEARED, tmp_path)
+    path = tmp_path / written.path
+    image = nibabel.load(path)
+    # Golden from the DICOM formula: voxel (i, j, k) -> P_k + j dx r + i dy c, in RAS.
+    for k, p in enumerate(positions):
+        for i, j in ((0, 0), (3, 1), (2, 3)):
+            lps = np.asarray(p) + j * np.array([1.0, 0, 0]) + i * np.asarray(col)
+            ras = image.affine @ (j, i, k, 1)
+            np.testing.assert_allclose(ras[:3], lps * (-1, -1, 1), atol=1e-4)
+    assert b"sheared sform" in image.header["descrip"].tobytes()
+    np.testing.assert_array_equal(np.asarray(image.dataobj).transpose(2, 1, 0), sample.pixels)
+    # SimpleITK ignores the non-orthonormal sform and reads the qform: slices at their true normal distance.
+    itk = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(itk.GetOrigin(), positions[0], atol=1e-4)
+    np.testing.assert_allclose(itk.GetSpacing()[2], 3.0 * np.cos(tilt), atol=1e-5)
+    assert write_nifti(sample, SHEARED, tmp_path / "again") == [written]  # same bytes
 
 
 def test_refuses_tensor_layouts_and_missing_geometry(tmp_path):
@@ -145,7 +174,7 @@ def test_real_ct_geometry_matches_simpleitk_series_reader(tmp_path):
 def test_real_tilted_ct_is_refused_then_written_after_resample(tmp_path):
     sample = read_series(shared_data_path("dcm_qa_ct", "In", "GE"), "*.dcm")
     with pytest.raises(NiftiRefused, match="tilted .* and uneven"):
-        write_nifti(sample, PARAMS, tmp_path)
+        write_nifti(sample, SHEARED, tmp_path)
     regular = resample(sample, ResampleParams(step="resample", spacing=3.0))
     [written] = write_nifti(regular, PARAMS, tmp_path)
     image = sitk.ReadImage(str(tmp_path / written.path))
@@ -153,3 +182,15 @@ def test_real_tilted_ct_is_refused_then_written_after_resample(tmp_path):
     np.testing.assert_allclose(image.GetOrigin(), g.origin, atol=1e-3)
     np.testing.assert_allclose(image.GetSpacing(), (3.0, 3.0, 3.0), atol=1e-5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), regular.pixels)
+
+
+@pytest.mark.shared_data
+def test_real_tilted_philips_ct_sheared_sform_matches_every_image_position(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    sample = read_series(shared_data_path("dcm_qa_ct", "In", "Philips", "S21610", "S2010"), "I*")
+    with pytest.raises(NiftiRefused, match="tilted"):
+        write_nifti(sample, PARAMS, tmp_path)
+    [written] = write_nifti(sample, SHEARED, tmp_path)
+    affine = nibabel.load(tmp_path / written.path).affine
+    for k, position in enumerate(sample.geometry.slice_positions):  # each slice's own ImagePositionPatient
+        np.testing.assert_allclose(affine @ (0, 0, k, 1), (-position[0], -position[1], position[2], 1), atol=1e-3)

@@ -1,16 +1,24 @@
 """NIfTI writer: one ``.nii.gz`` per item through SimpleITK, geometry preserved.
 
 SimpleITK converts DICOM's LPS to NIfTI's RAS affine (qform and sform). A NIfTI
-file holds one affine, i.e. a regular lattice of slices, and SimpleITK writes only
-orthonormal directions (it silently coerces a sheared matrix to an orthogonal one).
-So a gantry-tilted stack (slice step not along the normal) or an uneven stack
-cannot be written without moving slices: the writer refuses it and says to add a
-``resample`` step, which puts the slices on a regular grid from their true positions.
+file holds one affine, i.e. a regular lattice of slices:
+
+* an uneven stack has no affine at all: always refused (add a ``resample`` step);
+* a gantry-tilted stack (slice step not along the normal) has a sheared affine.
+  SimpleITK writes only orthonormal directions (it coerces a sheared matrix to an
+  orthogonal one with a mere warning), so by default the writer refuses it and says
+  to add a ``resample`` step. With ``irregular: sheared_sform`` it writes the exact
+  sheared affine in the sform (read exactly by nibabel, FSL and other sform readers)
+  and the nearest orthonormal grid in the qform (slices at their true distance along
+  the normal, in-plane drift dropped), and says so in the header's ``descrip``.
+  SimpleITK/ITK readers ignore a non-orthonormal sform and use that qform.
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -31,6 +39,12 @@ class NiftiParams(WriterParams):
 
     kind: Literal["nifti"]
     folder: str = Field("nifti", description="Subfolder of the output folder for the .nii.gz files.")
+    irregular: Literal["refuse", "sheared_sform"] = Field(
+        "refuse",
+        description="Gantry-tilted stacks: 'refuse' (add a resample step instead), or 'sheared_sform': exact "
+        "sheared affine in the sform (nibabel/FSL read it), orthonormal approximation in the qform "
+        "(what ITK/SimpleITK read). Uneven stacks are always refused.",
+    )
 
 
 class NiftiRefused(MedflowError):
@@ -41,16 +55,26 @@ class NiftiRefused(MedflowError):
         super().__init__(f"writer 'nifti' refused item {item_id}: {reason}")
 
 
-def nifti_image(sample: Sample) -> sitk.Image:
+SHEARED_NOTE = b"medflow: sheared sform = exact tilted stack; qform = orthonormal approximation"
+
+
+def nifti_image(sample: Sample, irregular: str = "refuse") -> tuple[sitk.Image, np.ndarray | None]:
     """The SimpleITK image of a ``zyx`` (scalar) or ``zyxc`` (vector pixel) sample, in LPS.
 
     Origin = first slice's ImagePositionPatient, direction columns = ``[row_direction,
     column_direction, slice axis]`` (the slice axis is the normal, signed like the slice
     order, so the matrix is orthonormal), spacing = ``(column spacing, row spacing, slice
-    step)``. float16 is widened to float32 and bool to uint8 (NIfTI-1 has neither).
+    step along the normal)``. float16 is widened to float32 and bool to uint8 (NIfTI-1
+    has neither).
+
+    Returns:
+        ``(image, sheared)``: ``sheared`` is the exact 4x4 LPS affine of a tilted stack
+        (columns ``dx r``, ``dy c``, mean slice step vector, origin) when ``irregular`` is
+        ``"sheared_sform"`` and the stack is tilted, else ``None``.
 
     Raises:
-        NiftiRefused: other axes, no geometry, or a tilted or uneven stack.
+        NiftiRefused: other axes, no geometry, an uneven stack, or a tilted stack with
+            ``irregular="refuse"``.
     """
     if sample.axes not in ("zyx", "zyxc"):
         raise NiftiRefused(
@@ -71,12 +95,13 @@ def nifti_image(sample: Sample) -> sitk.Image:
         )
     except ValueError as exc:
         raise NiftiRefused(sample.item_id, str(exc)) from exc
-    if not stack.regular:
+    if stack.uneven or (stack.tilted and irregular == "refuse"):
+        hint = "" if stack.uneven else " (or set irregular: sheared_sform to keep the tilt in the sform)"
         raise NiftiRefused(
             sample.item_id,
             f"the slice stack is {stack.describe()}; a NIfTI file holds one affine (a regular grid) and "
             "SimpleITK writes only orthonormal directions, so the slices' true positions would be lost. "
-            "Add a 'resample' step (e.g. {step: resample, spacing: 1}) before writing NIfTI.",
+            "Add a 'resample' step (e.g. {step: resample, spacing: 1}) before writing NIfTI" + hint + ".",
         )
     pixels = sample.pixels
     if pixels.dtype == np.float16:
@@ -88,17 +113,41 @@ def nifti_image(sample: Sample) -> sitk.Image:
         z_spacing = stack.step
     else:
         z_spacing = geometry.slice_spacing or 1.0  # one slice: the z column only scales the affine
-    image.SetOrigin(tuple(float(v) for v in geometry.slice_positions[0]))
+    origin = np.asarray(geometry.slice_positions[0], float)
+    row, col = np.asarray(geometry.row_direction, float), np.asarray(geometry.column_direction, float)
+    image.SetOrigin(tuple(float(v) for v in origin))
     image.SetSpacing((float(geometry.pixel_spacing[1]), float(geometry.pixel_spacing[0]), float(z_spacing)))
-    directions = np.column_stack([geometry.row_direction, geometry.column_direction, stack.axis])
-    image.SetDirection(tuple(float(v) for v in directions.ravel()))
-    return image
+    image.SetDirection(tuple(float(v) for v in np.column_stack([row, col, stack.axis]).ravel()))
+    sheared = None
+    if stack.tilted:
+        sheared = np.eye(4)
+        sheared[:3, 0] = row * geometry.pixel_spacing[1]
+        sheared[:3, 1] = col * geometry.pixel_spacing[0]
+        sheared[:3, 2] = geometry.slice_step
+        sheared[:3, 3] = origin
+    return image, sheared
+
+
+def _with_sform(nifti_gz: bytes, affine_lps: np.ndarray) -> bytes:
+    """Replace the sform rows (NIfTI-1 header srow_x/y/z, bytes 280-327) by ``affine_lps`` in RAS.
+
+    Also writes :data:`SHEARED_NOTE` into ``descrip`` (bytes 148-227). The qform and the
+    sform_code written by SimpleITK stay. Recompressed with a zero gzip timestamp so the
+    same input gives the same bytes.
+    """
+    raw = bytearray(gzip.decompress(nifti_gz))
+    if struct.unpack_from("<i", raw, 0)[0] != 348:
+        raise ValueError("not a little-endian NIfTI-1 header")
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    struct.pack_into("<12f", raw, 280, *ras[:3].ravel())
+    raw[148:228] = SHEARED_NOTE.ljust(80, b"\0")[:80]
+    return gzip.compress(bytes(raw), compresslevel=6, mtime=0)
 
 
 @register_writer("nifti", 1, NiftiParams)
 def write_nifti(sample: Sample, params: NiftiParams, out_dir: Path) -> list[WrittenFile]:
     """Write the item as one .nii.gz (SimpleITK); refuses tilted or uneven stacks (add a resample step)."""
-    image = nifti_image(sample)
+    image, sheared = nifti_image(sample, params.irregular)
     relative = Path(params.folder) / f"{sample.item_id}.nii.gz"
     target = Path(out_dir) / relative
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +156,10 @@ def write_nifti(sample: Sample, params: NiftiParams, out_dir: Path) -> list[Writ
     with tempfile.TemporaryDirectory(prefix=".nifti-", dir=target.parent) as tmp:
         tmp_file = Path(tmp) / "image.nii.gz"
         sitk.WriteImage(image, str(tmp_file), useCompression=True)
-        with open(tmp_file, "rb") as source:
-            sha = atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+        if sheared is not None:
+            data = _with_sform(tmp_file.read_bytes(), sheared)
+            sha = atomic_write(target, lambda f: f.write(data))
+        else:
+            with open(tmp_file, "rb") as source:
+                sha = atomic_write(target, lambda f: shutil.copyfileobj(source, f))
     return [WrittenFile(relative.as_posix(), sha, target.stat().st_size)]
