@@ -147,6 +147,7 @@ def test_stamps_of_the_basic_profile(outputs):
         assert out.PatientIdentityRemoved == "YES"
         assert out.LongitudinalTemporalInformationModified == "REMOVED"
         assert out.DeidentificationMethod[0].startswith("medflow ")
+        assert all(len(value) <= 64 for value in out.DeidentificationMethod)  # LO, PS3.5 6.2
         codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
         assert codes == ["113100"]
         assert all(item.CodingSchemeDesignator == "DCM" for item in out.DeidentificationMethodCodeSequence)

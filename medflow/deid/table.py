@@ -93,7 +93,7 @@ def _resolve(row: TableRow, options: frozenset[str]) -> str:
         return "K"
     if "C" in cells:
         return "C"
-    if cells:  # an option column holding another letter (none in 2025b); take it as written
+    if cells:  # an option column holding another letter (none in this edition); take it as written
         return sorted(cells)[0]
     return row.basic
 
