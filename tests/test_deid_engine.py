@@ -181,3 +181,33 @@ def test_audit_jsonl_one_object_per_record():
     first = json.loads(lines[0])
     assert set(first) == {"tag", "keyword", "path", "action", "applied", "old_hash"}
     assert "VANTERPOOL" not in result.audit_jsonl()
+
+
+@pytest.mark.parametrize(
+    ("value", "days", "expected"),
+    [
+        ("20200228", 2, "20200301"),  # leap year
+        ("20210228", 1, "20210301"),
+        ("20200101", -1, "20191231"),
+        ("2020", 5, None),  # partial dates cannot be shifted by days
+        ("20200230", 1, None),  # invalid
+    ],
+)
+def test_shift_date_golden(value, days, expected):
+    from medflow.deid.actions import shift_date
+
+    assert shift_date(value, days) == expected
+
+
+def test_shift_datetime_keeps_time_and_offset():
+    from medflow.deid.actions import shift_datetime
+
+    assert shift_datetime("20191231235959.123+0100", 1) == "20200101235959.123+0100"
+    assert shift_datetime("201912", 1) is None
+
+
+def test_modified_dates_partial_date_is_emptied():
+    ds = _ds(StudyDate="20200101", AcquisitionDateTime="2020")
+    result = deidentify(ds, DeidConfig(options={"retain-longitudinal-modified-dates"}), KEY)
+    assert result.dataset.AcquisitionDateTime == ""
+    assert result.dataset.StudyDate != "20200101" and len(result.dataset.StudyDate) == 8
