@@ -121,8 +121,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_summary(report) -> None:
     out = sys.stdout
+    unreadable = f", {len(report.unreadable)} unreadable file(s)" if report.unreadable else ""
     print(
-        f"{report.ok}/{report.total} items ok, {len(report.failed)} failed, "
+        f"{report.ok}/{report.total} items ok, {len(report.failed)} failed{unreadable}, "
         f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s",
         file=out,
     )
@@ -131,6 +132,8 @@ def _print_summary(report) -> None:
         print(f"{len(report.skipped)} file(s) skipped (not image DICOM); listed in the manifest", file=out)
     for who, reason in report.failed:
         print(f"FAILED {who}: {reason}", file=out)
+    for file, reason in report.unreadable:
+        print(f"UNREADABLE {file}: {reason}", file=out)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -44,8 +44,18 @@ def test_run_exits_1_naming_the_corrupt_file(project, capsys):
     bad.write_bytes(bad.read_bytes()[:400])
     assert main(["run", str(project / "recipe.yaml"), "-q"]) == 1
     out = capsys.readouterr().out
+    # cut before its SeriesInstanceUID: the file belongs to no item and is reported on its own
+    assert "2/2 items ok, 0 failed, 1 unreadable file(s)" in out
+    assert f"UNREADABLE {bad}: truncated header" in out
+
+
+def test_run_exits_1_when_a_series_has_a_cut_off_file(project, capsys):
+    bad = project / "data" / "s1" / "slice001.dcm"
+    bad.write_bytes(bad.read_bytes()[:900])  # the header holds SeriesInstanceUID, the pixels are gone
+    assert main(["run", str(project / "recipe.yaml"), "-q"]) == 1
+    out = capsys.readouterr().out
     assert "1/2 items ok, 1 failed" in out
-    assert "FAILED" in out and "slice000.dcm" in out
+    assert f"{bad}: truncated" in out
 
 
 def test_invalid_recipe_exits_2_before_any_work(project, capsys):

@@ -50,7 +50,8 @@ class BuildReport:
     out_dir: Path
     total: int
     ok: int
-    failed: list[tuple[str, str]]  # (item id or file, one-line reason)
+    failed: list[tuple[str, str]]  # (item id, one-line reason naming the file)
+    unreadable: list[tuple[str, str]]  # (file, reason): DICOM files that belong to no item
     computed: int
     from_cache: int
     skipped: list[tuple[str, str]]
@@ -59,7 +60,7 @@ class BuildReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.unreadable else 0
 
 
 def output_dir(loaded: LoadedRecipe) -> Path:
@@ -140,7 +141,7 @@ def build(
             break
 
     manifest_items = []
-    failed: list[tuple[str, str]] = [(file, reason) for file, reason in prepared.unreadable]
+    failed: list[tuple[str, str]] = []
     ok = 0
     for plan in prepared.plans:
         item_id = plan.item.item_id
@@ -175,7 +176,12 @@ def build(
         "dataset_outputs": shard_outputs,
         "inputs_skipped": [{"file": f, "reason": r} for f, r in prepared.skipped],
         "inputs_unreadable": [{"file": f, "reason": r} for f, r in prepared.unreadable],
-        "summary": {"items": len(prepared.plans), "ok": ok, "failed": len(failed)},
+        "summary": {
+            "items": len(prepared.plans),
+            "ok": ok,
+            "failed": len(failed),
+            "unreadable_files": len(prepared.unreadable),
+        },
         "run": {
             "started": started_wall.isoformat(timespec="seconds"),
             "finished": finished_wall.isoformat(timespec="seconds"),
@@ -191,6 +197,7 @@ def build(
         total=len(prepared.plans),
         ok=ok,
         failed=failed,
+        unreadable=[(str(prepared.source_root / f), r) for f, r in prepared.unreadable],
         computed=len(results),
         from_cache=sum(p.up_to_date for p in prepared.plans),
         skipped=prepared.skipped,
@@ -318,13 +325,8 @@ def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tup
 
 
 def _is_benign(reason: str) -> bool:
-    """Reasons that say "not an image for us" rather than "a broken file".
-
-    An *image* SOP class without pixel data is a cut-off file, not a benign skip.
-    """
+    """Reasons that say "not an image for us" rather than "a broken file"."""
     reason = reason.lower()
-    if reason.startswith("no pixel data") and "image storage" in reason:
-        return False
     return any(word in reason for word in ("localizer", "no pixel", "dicomdir", "media directory", "excluded", "filter"))
 
 

@@ -109,6 +109,10 @@ def _run(task: ItemTask) -> ItemResult:
 def _read(item: ItemRef, reader_params: dict[str, Any]) -> Sample:
     from medflow.sources.series import read_item
 
+    if item.broken_files:
+        rel, reason = item.broken_files[0]
+        more = f" (and {len(item.broken_files) - 1} more broken file(s))" if len(item.broken_files) > 1 else ""
+        raise InputError(str(Path(item.root) / rel), reason + more)
     return read_item(item, **reader_params)
 
 

@@ -23,6 +23,9 @@ class ItemRef:
         fingerprint: sha256 over the (relative path, file sha256) pairs: changes
             when any of the item's files changes, appears or disappears.
         notes: findings of discovery for this item (e.g. files skipped).
+        broken_files: ``(relative path, reason)`` of files of this series whose header
+            is cut off or unreadable: the item fails naming them rather than being
+            built with a hole.
     """
 
     item_id: str
@@ -33,6 +36,7 @@ class ItemRef:
     series_description: str = ""
     fingerprint: str = ""
     notes: tuple[str, ...] = field(default=())
+    broken_files: tuple[tuple[str, str], ...] = field(default=())
 
 
 def make_item_id(modality: str, *uids: str) -> str:

@@ -38,6 +38,8 @@ distinguishing values too (e.g. ``EchoNumbers=2``), so each is stable on its own
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import struct
 import warnings
@@ -77,10 +79,16 @@ ORIENTATION_TOLERANCE = 1e-3
 
 
 class HeaderProblem(Exception):
-    """A file is not a usable image; ``reason`` is one line for the user."""
+    """A file is not a usable image; ``reason`` is one line for the user.
 
-    def __init__(self, reason: str):
+    ``series_uid`` is the SeriesInstanceUID read from a cut-off header, when it got
+    that far: the broken file then fails its own series instead of silently leaving
+    a hole in it.
+    """
+
+    def __init__(self, reason: str, series_uid: str | None = None):
         self.reason = reason
+        self.series_uid = series_uid
         super().__init__(reason)
 
 
@@ -228,12 +236,18 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
     if next_tag not in _PIXEL_DATA_TAG_BYTES:
         truncated = _truncation(ds, size)
         if truncated:
-            raise HeaderProblem(truncated)
+            raise HeaderProblem(truncated, str(ds.get("SeriesInstanceUID", "")) or None)
         sop_class = ds.get("SOPClassUID")
         name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
+        if name.endswith("Image Storage"):
+            # An image SOP class always carries pixel data: this file was cut short.
+            raise HeaderProblem(
+                f"truncated: file ends at byte {size} before the pixel data of a {name} instance",
+                str(ds.get("SeriesInstanceUID", "")) or None,
+            )
         raise HeaderProblem(f"no pixel data ({name})")
     if problem:
-        raise HeaderProblem(problem)
+        raise HeaderProblem(problem, str(ds.get("SeriesInstanceUID", "")) or None)
     return ds
 
 
@@ -389,11 +403,15 @@ def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> D
     skipped: list[tuple[str, str]] = []
     series: dict[str, list[_FileInfo]] = defaultdict(list)
     multiframe: dict[str, _FileInfo] = {}
+    broken: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rel, path in _walk(root, filter, skipped):
         try:
             info = _file_info(rel, read_image_header(path))
         except HeaderProblem as problem:
-            skipped.append((rel, problem.reason))
+            if problem.series_uid:
+                broken[problem.series_uid].append((rel, problem.reason))
+            else:
+                skipped.append((rel, problem.reason))
             continue
         reason = _select(info, filter)
         if reason:
@@ -425,8 +443,28 @@ def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> D
             label = _split_label(key, varying)
             note = f"series split into {len(groups)} items by differing attributes; this one: {label}"
             items.append(_make_item(root, members, "series", [series_uid, label], (note,), memo))
+    items = [_attach_broken(root, item, broken, memo) for item in items]
+    for series_uid, files in broken.items():
+        if series_uid not in series:
+            skipped.extend(files)  # no readable file of that series: the file stands alone
     items.sort(key=lambda item: item.item_id)
     return Discovery(items=items, skipped=skipped)
+
+
+def _attach_broken(root: Path, item: ItemRef, broken: dict[str, list[tuple[str, str]]], memo) -> ItemRef:
+    """Give a series item the cut-off files of its series, so the item fails naming them."""
+    if item.kind != "series" or not broken:
+        return item
+    series_uid = str(read_image_header(root / item.files[0]).get("SeriesInstanceUID", ""))
+    files = broken.get(series_uid)
+    if not files:
+        return item
+    all_files = sorted(set(item.files) | {rel for rel, _ in files})
+    return dataclasses.replace(
+        item,
+        broken_files=tuple(sorted(files)),
+        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in all_files]),
+    )
 
 
 def read_headers_for(item: ItemRef) -> list[Dataset]:
