@@ -106,7 +106,8 @@ def load_recipe(
     model = recipe_model()
     recipe = None
     try:
-        recipe = model.model_validate(resolved)
+        # Steps that name files (e.g. a LUT) resolve them against the recipe's folder.
+        recipe = model.model_validate(resolved, context={"recipe_dir": str(absolute.resolve().parent)})
     except ValidationError as error:
         for issue in issues_from_validation(error, model, positions, display):
             if not any(_under(issue.path, spot) for spot in tainted):

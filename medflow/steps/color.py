@@ -95,9 +95,14 @@ class ColormapParams(StepParams):
         return self
 
     def canonical_params(self) -> dict[str, Any]:
-        """Params plus, for a LUT file, the sha256 of its validated table: editing the file changes the key."""
+        """Params with, for a LUT file, the sha256 of its validated table instead of its path.
+
+        Editing the file changes the key; moving the project to another folder or
+        machine (which changes the resolved absolute path) does not.
+        """
         params = super().canonical_params()
         if self.map == "file" and self.path is not None:
+            params["path"] = Path(self.path).name
             params["lut_sha256"] = hashlib.sha256(_lut_from_file(self.path).tobytes()).hexdigest()
         return params
 
