@@ -7,6 +7,7 @@ the reader does (float32 stored * slope + intercept, one DICOM JSON header per s
 
 from __future__ import annotations
 
+import base64
 import csv
 from pathlib import Path
 
@@ -38,18 +39,36 @@ from medflow.steps.registry import get_step
 # ---------------------------------------------------------------- helpers
 
 
-def sample_from_file(path: str | Path) -> Sample:
-    """A one-slice Sample as the reader makes it: float32 stored*slope+intercept, JSON header."""
-    ds = pydicom.dcmread(path)
+def sample_from_file(path: str | Path, ds: pydicom.Dataset | None = None) -> Sample:
+    """A Sample as the reader makes it (``medflow.sources.series`` contract), built with pydicom.
+
+    Pixels: float32 of the Modality LUT Sequence output (pydicom) when the header has one and no
+    RescaleSlope, else stored * slope + intercept (top level, or the shared Pixel Value
+    Transformation functional group). Headers: DICOM JSON without Pixel Data, one per frame,
+    each with only its own per-frame functional group item.
+    """
+    ds = ds if ds is not None else pydicom.dcmread(path)
     stored = ds.pixel_array
-    slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
-    pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+    if int(ds.get("NumberOfFrames") or 1) == 1:
+        stored = stored[None]
+    if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
+        pixels = apply_modality_lut(stored, ds).astype(np.float32)
+    else:
+        source = ds
+        if "SharedFunctionalGroupsSequence" in ds:
+            source = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+        slope, intercept = float(source.get("RescaleSlope", 1)), float(source.get("RescaleIntercept", 0))
+        pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
     del ds.PixelData
+    base = ds.to_json_dict()
+    per_frame = base.pop("52009230", None)
+    headers = [{**base, "52009230": {"vr": "SQ", "Value": [item]}} for item in per_frame["Value"]] if per_frame \
+        else [base]
     return Sample(
         item_id=Path(path).name,
         pixels=pixels,
         axes="zyx",
-        headers=[ds.to_json_dict()],
+        headers=headers,
         meta={"modality": ds.Modality, "photometric_interpretation": ds.PhotometricInterpretation},
     )
 
@@ -235,17 +254,75 @@ def test_voi_lut_sequence_matches_pydicom():
         window(s, W(from_header=True, header_prefer="window"))
 
 
+def test_enhanced_ct_window_from_the_shared_functional_group():
+    # eCT_Supplemental.dcm: 2 frames; WindowCenter/Width 49/102 only in the Shared Functional
+    # Groups' Frame VOI LUT Sequence (0028,9132). pydicom reads the top level only, so the
+    # reference copies the numbers there.
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(path)
+    group = ds.SharedFunctionalGroupsSequence[0]
+    voi, pvt = group.FrameVOILUTSequence[0], group.PixelValueTransformationSequence[0]
+    hu = ds.pixel_array * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
+    ref = pydicom.dcmread(path)
+    ref.WindowCenter, ref.WindowWidth = voi.WindowCenter, voi.WindowWidth
+    ref.RescaleSlope, ref.RescaleIntercept = pvt.RescaleSlope, pvt.RescaleIntercept
+    theirs = apply_voi_lut(hu, ref)
+    bits = int(ds.BitsStored)
+    lo = (-(2 ** (bits - 1)) if ds.PixelRepresentation else 0) * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
+    hi = ((2 ** (bits - 1) - 1) if ds.PixelRepresentation else 2**bits - 1) * float(pvt.RescaleSlope) \
+        + float(pvt.RescaleIntercept)
+    out = window(sample_from_file(path), W(from_header=True))
+    assert out.pixels.shape[0] == 2
+    np.testing.assert_allclose(out.pixels, (theirs - lo) / (hi - lo), rtol=0, atol=1e-6)
+    assert (out.meta["window"]["center"], out.meta["window"]["width"]) == (49, 102)
+
+
+def voi_lut_header(data: dict | None) -> dict:
+    item = {"00283002": {"vr": "US", "Value": [3, 10, 12]}}  # 3 entries, first value mapped 10, 12 bits
+    if data is not None:
+        item["00283006"] = data
+    return {"00283010": {"vr": "SQ", "Value": [item]}}
+
+
+def test_voi_lut_from_inline_binary_ow():
+    # OW LUT Data, little endian (PS3.18 F.2.7): entries [0, 2048, 4095]; 12 bits -> / 4095
+    # x=9 -> entry 0 (below first) ; x=11 -> entry 1 ; x=50 -> entry 2 (above last)
+    raw = base64.b64encode(np.array([0, 2048, 4095], "<u2").tobytes()).decode()
+    out = window(hu_sample([[[9.0, 11.0, 50.0]]], [voi_lut_header({"vr": "OW", "InlineBinary": raw})]),
+                 W(from_header=True))
+    np.testing.assert_allclose(out.pixels.ravel(), [0, 2048 / 4095, 1], rtol=1e-6)
+
+
+def test_voi_lut_data_left_out_of_the_header_is_named():
+    with pytest.raises(StepError, match=r"LUT Data \(0028,3006\) is missing from the header"):
+        window(hu_sample([[[0.0]]], [voi_lut_header(None)]), W(from_header=True))
+
+
 # ---------------------------------------------------------------- modality_lut
 
 
-def test_modality_lut_sequence_matches_pydicom():
-    path = get_testdata_file("mlut_18.dcm")  # Modality LUT Sequence: 4096 entries, first -2048 (signed)
+def test_modality_lut_applied_by_the_reader_is_not_applied_twice():
+    path = get_testdata_file("mlut_18.dcm")  # Modality LUT Sequence, no RescaleSlope
+    s = sample_from_file(path)
+    out = modality_lut(s, ModalityLutParams(step="modality_lut"))
+    np.testing.assert_array_equal(out.pixels, s.pixels)
+    assert out.meta["modality_lut"]["slices_lut_applied_by_reader"] == 1
+    assert out.meta["modality_lut"]["slices_lut_applied_here"] == 0
+
+
+def test_modality_lut_with_a_forbidden_rescale_too_matches_pydicom():
+    # LUT and RescaleSlope/Intercept in one header (PS3.3 C.11.1 forbids it): the reader applies
+    # the rescale; pydicom's apply_modality_lut uses the LUT; so does the step after it.
+    path = get_testdata_file("mlut_18.dcm")  # 4096 entries, first value mapped -2048 (signed)
     ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1024
     theirs = apply_modality_lut(ds.pixel_array, ds)
-    out = modality_lut(sample_from_file(path), ModalityLutParams(step="modality_lut"))
+    s = sample_from_file(path, ds)
+    assert not np.array_equal(s.pixels[0], theirs)  # the reader's rescale is not the LUT
+    out = modality_lut(s, ModalityLutParams(step="modality_lut"))
     assert out.pixels.dtype == np.float32
     np.testing.assert_array_equal(out.pixels[0], theirs.astype(np.float64))
-    assert out.meta["modality_lut"]["applied"] == "Modality LUT Sequence (0028,3000)"
+    assert out.meta["modality_lut"]["slices_lut_applied_here"] == 1
     assert out.meta["units"] == "unspecified"  # ModalityLUTType US
 
 
@@ -267,7 +344,8 @@ def test_modality_lut_is_a_noop_when_the_reader_rescale_is_all():
     s = sample_from_file(get_testdata_file("CT_small.dcm"))
     out = modality_lut(s, ModalityLutParams(step="modality_lut"))
     np.testing.assert_array_equal(out.pixels, s.pixels)
-    assert out.meta["modality_lut"]["applied"] == "rescale only"
+    assert out.meta["modality_lut"]["slices_lut_applied_here"] == 0
+    assert "no Modality LUT Sequence (0028,3000)" in out.meta["modality_lut"]["note"]
 
 
 # ---------------------------------------------------------------- multi_window

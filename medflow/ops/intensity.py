@@ -1,7 +1,7 @@
 """Intensity transforms: modality rescale and the VOI LUT window functions.
 
-Every function here is pointwise: it works on an array of any shape and the
-value of each output element depends only on the same input element.
+Every function here except :func:`stack_context` is pointwise: it works on an array
+of any shape and the value of each output element depends only on the same input element.
 """
 
 from __future__ import annotations

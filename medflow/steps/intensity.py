@@ -140,7 +140,10 @@ def _lut_from_item(item: dict[str, Any], signed_input: bool, where: str) -> tupl
     elif "BulkDataURI" in data:
         raise ValueError(f"{where}: LUT Data (0028,3006) is a BulkDataURI; the reader must inline it")
     else:
-        raise ValueError(f"{where}: LUT Data (0028,3006) is missing")
+        raise ValueError(
+            f"{where}: LUT Data (0028,3006) is missing from the header (a reader leaving out binary "
+            "values above its bulk-data threshold drops it: LUT Data must be kept)"
+        )
     if lut.size < n_entries:
         raise ValueError(f"{where}: LUT Data has {lut.size} entries, LUT Descriptor says {n_entries}")
     return tuple(int(v) for v in lut[:n_entries]), first, bits
@@ -210,8 +213,24 @@ class _Voi:
                 "explanation": self.explanation}
 
 
+def _voi_holder(header: dict[str, Any]) -> dict[str, Any]:
+    """Where a header's VOI attributes are: the top level, or for enhanced multi-frame objects
+    the Frame VOI LUT Sequence (0028,9132) of the frame's Per-frame Functional Groups
+    (5200,9230) (one item: the reader gives each frame its own header), else of the Shared
+    Functional Groups (5200,9229) (PS3.3 C.7.6.16.2.10)."""
+    if "00281050" in header or "00283010" in header:
+        return header
+    for groups_tag in ("52009230", "52009229"):
+        groups = _values(header, groups_tag) or []
+        frame_voi = _values(groups[0], "00289132") if groups else None
+        if frame_voi:
+            return frame_voi[0]
+    return header
+
+
 def _header_voi(header: dict[str, Any], index: int, prefer: str, function: str | None) -> _Voi:
     """The VOI transform of one header (PS3.3 C.11.2), raising ValueError naming the tag."""
+    top, header = header, _voi_holder(header)
     centers, widths = _values(header, "00281050"), _values(header, "00281051")
     items = _values(header, "00283010") or []
     has_window, has_lut = bool(centers and widths), bool(items)
@@ -221,7 +240,7 @@ def _header_voi(header: dict[str, Any], index: int, prefer: str, function: str |
     if has_lut and prefer != "window":
         if index >= len(items):
             raise ValueError(f"VOI LUT Sequence (0028,3010) has {len(items)} item(s); header_index is {index}")
-        signed = int(_number(header, "00280103", 0)) == 1 or _number(header, "00281052", 0.0) < 0
+        signed = int(_number(top, "00280103", 0)) == 1 or _number(top, "00281052", 0.0) < 0
         lut, first, bits = _lut_from_item(items[index], signed, "VOI LUT Sequence (0028,3010)")
         if max(lut) > 2**bits - 1:
             raise ValueError(f"VOI LUT Data exceeds 2**{bits}-1, the range its LUT Descriptor declares")
@@ -343,7 +362,7 @@ def window(sample: Sample, params: WindowParams) -> Sample:
 
 
 class ModalityLutParams(StepParams):
-    """Modality LUT Sequence (PS3.3 C.11.1); a no-op when the reader's rescale was the whole story."""
+    """Modality LUT Sequence (PS3.3 C.11.1) where the reader's modality transform was not it."""
 
     step: Literal["modality_lut"]
 
@@ -354,41 +373,47 @@ _LUT_TYPE_UNITS = {"HU": "HU", "OD": "optical density", "US": "unspecified", "MG
 
 
 def _modality_key(header: dict[str, Any]) -> tuple | None:
+    """The LUT still to apply to a slice, or None (no sequence, or the reader applied it)."""
     items = _values(header, "00283000")
-    if not items:
-        return None
+    if not items or "00281053" not in header:
+        return None  # no LUT, or a LUT without RescaleSlope: the reader applied it
     signed = int(_number(header, "00280103", 0)) == 1
-    lut, first, bits = _lut_from_item(items[0], signed, "Modality LUT Sequence (0028,3000)")
+    lut, first, _bits = _lut_from_item(items[0], signed, "Modality LUT Sequence (0028,3000)")
     lut_type = _values(items[0], "00283004")
-    return (lut, first, bits, str(lut_type[0]) if lut_type else "",
+    return (lut, first, str(lut_type[0]) if lut_type else "",
             _number(header, "00281053", 1.0), _number(header, "00281052", 0.0))
 
 
 @register("modality_lut", 1, ModalityLutParams, pointwise=True)
 def modality_lut(sample: Sample, params: ModalityLutParams) -> Sample:
-    """Apply the Modality LUT Sequence (0028,3000) when present; otherwise keep the reader's rescale.
+    """Apply a Modality LUT Sequence (0028,3000) the reader did not; else a no-op with a note.
 
-    Contract: the reader already applied RescaleSlope/Intercept (1/0 when absent). When a
-    slice's header has a Modality LUT Sequence, its stored values are recovered exactly as
-    ``rint((pixels - intercept) / slope)`` (identity when the header has no rescale, as the
-    standard requires) and looked up in the LUT (PS3.3 C.11.1.1.1). Without a sequence the
-    pixels pass unchanged and ``meta["modality_lut"]`` says why. Place it right after the reader.
+    Contract with the reader (``medflow.sources.series``): per slice it applies
+    RescaleSlope/Intercept, or, when the header has a Modality LUT Sequence and no
+    RescaleSlope (the form PS3.3 C.11.1 allows), the LUT itself. So the modality transform is
+    complete except for headers carrying both (C.11.1 forbids it): there the LUT wins, as in
+    pydicom's ``apply_modality_lut``, and this step recovers the stored values exactly as
+    ``rint((pixels - intercept) / slope)`` and looks them up (C.11.1.1.1). Place it right
+    after the reader. ``meta["modality_lut"]`` records what happened to how many slices.
     """
     meta = dict(sample.meta)
     try:
         keys = [_modality_key(h) for h in sample.headers]
     except ValueError as exc:
         raise StepError("modality_lut", sample.item_id, str(exc)) from exc
+    by_reader = sum(bool(_values(h, "00283000")) and k is None for h, k in zip(sample.headers, keys, strict=True))
+    record: dict[str, Any] = {"slices_lut_applied_by_reader": by_reader, "slices_lut_applied_here": 0}
     if not any(keys):
-        meta["modality_lut"] = {"applied": "rescale only",
-                                "note": "no Modality LUT Sequence (0028,3000): the reader's "
-                                        "RescaleSlope/Intercept is the modality transform"}
+        record["note"] = ("nothing to do: the reader applied the Modality LUT Sequence" if by_reader else
+                          "nothing to do: no Modality LUT Sequence (0028,3000), the reader's "
+                          "RescaleSlope/Intercept is the modality transform")
+        meta["modality_lut"] = record
         return sample.replace(meta=meta)
 
     def apply(x: np.ndarray, key: tuple | None) -> np.ndarray:
         if key is None:
             return np.asarray(x, dtype=np.float32)
-        lut, first, _bits, _type, slope, intercept = key
+        lut, first, _type, slope, intercept = key
         stored = (np.asarray(x, dtype=np.float64) - intercept) / slope
         rounded = np.rint(stored)
         if np.abs(stored - rounded).max(initial=0.0) > 0.01:
@@ -398,9 +423,11 @@ def modality_lut(sample: Sample, params: ModalityLutParams) -> Sample:
         return apply_lut(rounded, np.asarray(lut), first)
 
     out = _per_slice(sample, "modality_lut", keys, apply)
-    types = sorted({k[3] for k in keys if k})
-    meta["modality_lut"] = {"applied": "Modality LUT Sequence (0028,3000)", "lut_type": types,
-                            "slices_with_lut": sum(k is not None for k in keys)}
+    types = sorted({k[2] for k in keys if k})
+    record["slices_lut_applied_here"] = sum(k is not None for k in keys)
+    record["note"] = "RescaleSlope/Intercept and a Modality LUT Sequence in one header (PS3.3 C.11.1 " \
+                     "forbids it): the LUT was applied, as pydicom does"
+    meta["modality_lut"] = record
     if len(types) == 1 and all(keys):
         meta["units"] = _LUT_TYPE_UNITS.get(types[0], types[0] or "unspecified")
     return sample.replace(pixels=out, meta=meta)
