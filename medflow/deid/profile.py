@@ -25,70 +25,27 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from pydicom import Dataset, Sequence
-from pydicom import config as pydicom_config
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
-from pydicom.multival import MultiValue
-from pydicom.uid import UID_dictionary
 
 import medflow
-from medflow.deid.actions import (
-    BINARY_VRS,
-    COMPOSITE,
-    TEXT_VRS,
-    Scrubber,
-    dummy_for,
-    empty_for,
-    shift_date,
-    shift_datetime,
-)
 from medflow.deid.burned_in import burned_in_risk
 from medflow.deid.config import DeidConfig
 from medflow.deid.pixels import is_native, mask_native_pixels
 from medflow.deid.pseudonyms import Pseudonymizer
-from medflow.deid.table import compile_actions, edition, load_cid7050, load_safe_private
-
-PATIENT_ID = 0x00100020
-PATIENT_NAME = 0x00100010
-PIXEL_DATA = 0x7FE00010
-MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
-#: File meta elements that name the sending/receiving systems or carry private data.
-META_REMOVE = frozenset({0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102})
-_KEEP_UID_SUFFIXES = ("ClassUID", "TransferSyntaxUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID")
-#: Top-level values whose text is scrubbed out of cleaned descriptors.
-_IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "AccessionNumber", "PatientBirthDate", "PatientAddress",
-    "PatientTelephoneNumbers", "MedicalRecordLocator", "ReferringPhysicianName",
-    "PerformingPhysicianName", "OperatorsName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord",
-    "RequestingPhysician", "InstitutionName", "InstitutionAddress", "StationName", "StudyID",
-    "AdmissionID", "IssuerOfPatientID", "InstitutionalDepartmentName",
+from medflow.deid.table import edition, load_cid7050
+from medflow.deid.walker import (
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    META_REMOVE,
+    PIXEL_DATA,
+    AuditRecord,
+    Walker,
+    tag_text,
 )
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """What was done to one attribute; never its value.
-
-    ``action`` is the rule that decided (a Table E.1-1 letter such as ``X/Z/D``, ``rule:keep``,
-    ``rule:replace`` or ``medflow:<rule>`` for the rules beyond the table); ``applied`` is what
-    was done: remove, empty, dummy, keep, clean, uid, pseudonym, shift, replace, mask.
-    ``old_hash`` is HMAC-SHA256(key, old value)[:16 hex] (``None`` for sequences).
-    """
-
-    tag: str
-    keyword: str
-    path: str
-    action: str
-    applied: str
-    old_hash: str | None
-
-    def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
 
 
 @dataclass
@@ -113,279 +70,11 @@ class DeidResult:
         return "".join(json.dumps(r.as_dict(), sort_keys=True) + "\n" for r in self.audit)
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _value_bytes(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v) for v in value).encode("utf-8", "surrogateescape")
-    return str(value if value is not None else "").encode("utf-8", "surrogateescape")
-
-
-def _is_well_known_uid(uid: str) -> bool:
-    return uid in UID_dictionary or uid.startswith("1.2.840.10008.")
-
-
-class _Run:
-    """State of one :func:`deidentify` call."""
-
-    def __init__(self, ds: Dataset, config: DeidConfig, pseudo: Pseudonymizer):
-        self.config = config
-        self.options = config.options
-        self.table = compile_actions(config.options)
-        self.pseudo = pseudo
-        self.audit: list[AuditRecord] = []
-        self.notes: list[str] = []
-        self.keep = frozenset(tag_for_keyword(k) for k in config.rules.keep)
-        self.replace = {tag_for_keyword(k): v for k, v in config.rules.replace.items()}
-        self.retain_uids = "retain-uids" in self.options
-        self.full_dates = "retain-longitudinal-full-dates" in self.options
-        self.patient_id = str(ds.get("PatientID", "") or "")
-        self.offset = (
-            pseudo.date_offset(self.patient_id) if "retain-longitudinal-modified-dates" in self.options else None
-        )
-        self.clean_free_text = bool({"clean-descriptors", "clean-structured-content"} & self.options)
-        self._source = ds
-        self._scrubber: Scrubber | None = None
-        self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
-
-    # -- helpers ---------------------------------------------------------------------------
-    def record(self, elem: DataElement, path: str, action: str, applied: str) -> None:
-        old = None if elem.VR == "SQ" else self.pseudo.hash(_value_bytes(elem.value))
-        self.audit.append(AuditRecord(_tag_text(elem.tag), elem.keyword, path, action, applied, old))
-
-    def scrub(self, text: str) -> str:
-        if self._scrubber is None:
-            tokens: set[str] = set()
-            for kw in _IDENTIFYING_KEYWORDS:
-                value = self._source.get(kw)
-                if value is None or value == "":
-                    continue
-                values = value if isinstance(value, MultiValue | list) else [value]
-                for v in values:
-                    tokens.add(str(v))
-                    if kw.endswith("Name") or kw in ("OperatorsName", "PhysiciansOfRecord"):
-                        tokens.update(str(v).replace("^", " ").split())
-                        tokens.update(str(v).split("^"))
-            self._scrubber = Scrubber(tokens)
-        return self._scrubber(text)
-
-    def map_uid(self, value: str) -> str:
-        return value if _is_well_known_uid(value) else self.pseudo.uid(value)
-
-    @staticmethod
-    def with_value(elem: DataElement, value: object) -> DataElement:
-        # Values written here are ours (dummies, pseudonyms, shifted dates) or the input's own
-        # (scrubbed text), so pydicom's per-value validation is skipped on this hot path.
-        new = DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
-        new.private_creator = elem.private_creator
-        return new
-
-    # -- traversal -------------------------------------------------------------------------
-    def dataset(self, ds: Dataset, prefix: str, top: bool = False) -> Dataset:
-        out = Dataset()
-        private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
-        for elem in ds:
-            tag = int(elem.tag)
-            path = prefix + (elem.keyword or _tag_text(tag))
-            new = self.element(elem, tag, path, top, private_keep)
-            if new is not None:
-                out.add(new)
-        return out
-
-    def safe_private_tags(self, ds: Dataset) -> frozenset[int]:
-        creators: dict[tuple[int, int], str] = {}
-        kept: set[int] = set()
-        for elem in ds:
-            tag = int(elem.tag)
-            group, el = tag >> 16, tag & 0xFFFF
-            if not group & 1:
-                continue
-            if 0x0010 <= el <= 0x00FF:
-                creators[(group, el)] = str(elem.value).strip()
-            elif el >= 0x1000:
-                creator = creators.get((group, el >> 8))
-                if creator is not None and (creator, group, el & 0xFF) in self.safe_private:
-                    kept.add(tag)
-                    kept.add((group << 16) | (el >> 8))
-        return frozenset(kept)
-
-    def sequence(self, elem: DataElement, path: str) -> DataElement:
-        items = Sequence([self.dataset(item, f"{path}[{i}].") for i, item in enumerate(elem.value)])
-        new = DataElement(elem.tag, "SQ", items)
-        new.is_undefined_length = elem.is_undefined_length
-        return new
-
-    def element(
-        self, elem: DataElement, tag: int, path: str, top: bool, private_keep: frozenset[int]
-    ) -> DataElement | None:
-        group = tag >> 16
-        if group & 1:  # private (odd group): Table E.1-1 row (gggg,eeee)
-            if tag in private_keep:
-                self.record(elem, path, self.table.private, "keep")
-                return copy.copy(elem)
-            self.record(elem, path, "X", "remove")
-            return None
-        if tag & 0xFFFF == 0:  # group length: recomputed by the writer
-            return None
-        if tag in self.replace:
-            self.record(elem, path, "rule:replace", "replace")
-            return self.with_value(elem, self.replace[tag])
-        if tag in self.keep:
-            self.record(elem, path, "rule:keep", "keep")
-            return self.sequence(elem, path) if elem.VR == "SQ" else copy.copy(elem)
-        if 0x5000 <= group <= 0x501E and not group & 1:
-            return self.graphics(elem, path, self.table.curves, whole_group=True)
-        if 0x6000 <= group <= 0x601E and not group & 1:
-            return self.overlay(elem, tag, path)
-        if tag == PATIENT_ID or (tag == PATIENT_NAME and top):
-            self.record(elem, path, self.table.by_tag.get(tag, "Z"), "pseudonym")
-            return self.with_value(elem, self.pseudo.patient(self.patient_id if top else str(elem.value or "")))
-        action = self.table.by_tag.get(tag)
-        if action is not None:
-            return self.apply(elem, action, path)
-        return self.unlisted(elem, path)
-
-    # -- actions ---------------------------------------------------------------------------
-    def apply(self, elem: DataElement, action: str, path: str) -> DataElement | None:
-        vr = elem.VR
-        if vr == "SQ":
-            if action in ("K", "C", "X/Z/U*", "U"):
-                self.record(elem, path, action, "keep" if action == "K" else "clean")
-                return self.sequence(elem, path)
-            if action == "X":
-                self.record(elem, path, action, "remove")
-                return None
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, [])
-        resolved = COMPOSITE.get(action, action)
-        if resolved == "U" and vr != "UI":
-            resolved = "Z"
-        if resolved == "D" and vr == "UI":
-            resolved = "U"
-        if resolved == "X":
-            self.record(elem, path, action, "remove")
-            return None
-        if resolved == "Z":
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, empty_for(vr))
-        if resolved == "D":
-            self.record(elem, path, action, "dummy")
-            return self.with_value(elem, dummy_for(vr))
-        if resolved == "U":
-            return self.uid(elem, path, action)
-        if resolved == "K":
-            self.record(elem, path, action, "keep")
-            return copy.copy(elem)
-        return self.clean(elem, path, action)
-
-    def uid(self, elem: DataElement, path: str, action: str) -> DataElement:
-        if self.retain_uids:
-            self.record(elem, path, action, "keep")
-            return copy.copy(elem)
-        self.record(elem, path, action, "uid")
-        value = elem.value
-        if isinstance(value, MultiValue | list):
-            return self.with_value(elem, [self.map_uid(str(v)) for v in value])
-        return self.with_value(elem, self.map_uid(str(value)) if value else value)
-
-    def clean(self, elem: DataElement, path: str, action: str) -> DataElement | None:
-        """Action C for a non-sequence value, by VR."""
-        vr = elem.VR
-        if vr in ("DA", "DT"):
-            return self.shift(elem, path, action)
-        if vr == "TM":
-            self.record(elem, path, action, "keep")
-            return copy.copy(elem)
-        if vr == "UI":
-            return self.uid(elem, path, action)
-        if vr in TEXT_VRS or vr == "CS":
-            self.record(elem, path, action, "clean")
-            value = elem.value
-            if isinstance(value, MultiValue | list):
-                return self.with_value(elem, [self.scrub(str(v)) for v in value])
-            return self.with_value(elem, self.scrub(str(value)) if value is not None else value)
-        if vr in BINARY_VRS or " or " in vr:
-            self.record(elem, path, action, "remove")  # nothing generic can clean bytes
-            return None
-        if vr == "AE":
-            self.record(elem, path, action, "dummy")
-            return self.with_value(elem, dummy_for(vr))
-        self.record(elem, path, action, "keep")  # numbers and codes carry no identity
-        return copy.copy(elem)
-
-    def shift(self, elem: DataElement, path: str, action: str) -> DataElement | None:
-        if self.full_dates:
-            self.record(elem, path, action, "keep")
-            return copy.copy(elem)
-        if self.offset is None:
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, "")
-        fn = shift_date if elem.VR == "DA" else shift_datetime
-        raw = elem.value
-        values = [str(v) for v in raw] if isinstance(raw, MultiValue | list) else [str(raw or "")]
-        shifted = [fn(v, self.offset) if v else "" for v in values]
-        if any(s is None for s in shifted):  # a partial or invalid date cannot be shifted: empty it
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, "")
-        self.record(elem, path, action, "shift")
-        return self.with_value(elem, shifted if len(shifted) > 1 else shifted[0])
-
-    def unlisted(self, elem: DataElement, path: str) -> DataElement | None:
-        """Public attributes that Table E.1-1 does not list (see the module docstring)."""
-        vr = elem.VR
-        if vr == "SQ":
-            return self.sequence(elem, path)
-        if vr == "UI":
-            if self.retain_uids or elem.keyword.endswith(_KEEP_UID_SUFFIXES):
-                return copy.copy(elem)
-            values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
-            if all(not v or _is_well_known_uid(str(v)) for v in values):
-                return copy.copy(elem)
-            return self.uid(elem, path, "medflow:uid")
-        if vr in ("DA", "DT"):
-            return self.shift(elem, path, "medflow:date")
-        if vr == "TM":
-            if self.full_dates or self.offset is not None:
-                return copy.copy(elem)
-            self.record(elem, path, "medflow:time", "empty")
-            return self.with_value(elem, "")
-        if vr == "PN":
-            self.record(elem, path, "medflow:person-name", "empty")
-            return self.with_value(elem, "")
-        if vr in ("LT", "ST", "UT"):
-            if self.clean_free_text:
-                return self.clean(elem, path, "medflow:free-text")
-            self.record(elem, path, "medflow:free-text", "remove")
-            return None
-        return copy.copy(elem)
-
-    def graphics(self, elem: DataElement, path: str, action: str, whole_group: bool) -> DataElement | None:
-        if action == "X" and whole_group:
-            self.record(elem, path, "X", "remove")
-            return None
-        if elem.VR in TEXT_VRS:
-            return self.clean(elem, path, action)
-        self.record(elem, path, action, "keep")
-        return self.sequence(elem, path) if elem.VR == "SQ" else copy.copy(elem)
-
-    def overlay(self, elem: DataElement, tag: int, path: str) -> DataElement | None:
-        if self.table.overlay_data == "X":  # basic: the whole overlay plane goes with its data
-            self.record(elem, path, "X", "remove")
-            return None
-        if tag & 0xFFFF == 0x4000:
-            return self.clean(elem, path, self.table.overlay_comments)
-        return self.graphics(elem, path, self.table.overlay_data, whole_group=False)
-
-
-def _file_meta(meta: FileMetaDataset, run: _Run) -> FileMetaDataset:
+def _file_meta(meta: FileMetaDataset, run: Walker) -> FileMetaDataset:
     out = FileMetaDataset()
     for elem in meta:
         tag = int(elem.tag)
-        path = "file_meta." + (elem.keyword or _tag_text(tag))
+        path = "file_meta." + (elem.keyword or tag_text(tag))
         if tag in META_REMOVE:
             run.record(elem, path, "medflow:file-meta", "remove")
         elif tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
@@ -395,7 +84,7 @@ def _file_meta(meta: FileMetaDataset, run: _Run) -> FileMetaDataset:
     return out
 
 
-def _mask(ds: Dataset, run: _Run, transfer_syntax: str | None) -> bool:
+def _mask(ds: Dataset, run: Walker, transfer_syntax: str | None) -> bool:
     config = run.config
     asked = {"clean-pixel-data", "clean-recognizable-visual-features"} & config.options
     if not asked or PIXEL_DATA not in ds:
@@ -444,7 +133,7 @@ def _code_item(code: str, meaning: str) -> Dataset:
     return item
 
 
-def _stamp(out: Dataset, run: _Run, masked: bool) -> None:
+def _stamp(out: Dataset, run: Walker, masked: bool) -> None:
     """PatientIdentityRemoved, DeidentificationMethod(+CodeSequence), (0028,0303)."""
     codes = load_cid7050()
     claimed = sorted(o for o in run.options if masked or o not in ("clean-pixel-data", "clean-recognizable-visual-features"))
@@ -473,7 +162,7 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
     Raises:
         ValueError: a key shorter than 16 bytes.
     """
-    run = _Run(ds, config, Pseudonymizer(key))
+    run = Walker(ds, config, Pseudonymizer(key))
     out = run.dataset(ds, "", top=True)
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else None
