@@ -111,6 +111,15 @@ def test_resample_fill_value_min_uses_the_volume_minimum():
     assert out.pixels.min() == -1024.0 and (out.pixels == -1024.0).sum() > 1  # the tilted corners are filled
 
 
+def test_resample_one_slice_is_in_plane_only():
+    sample = make_sample((1, 4, 6), [(10.0, 20.0, 30.0)], spacing=(1.0, 0.5), slice_spacing=None)
+    out = resample(sample, ResampleParams(step="resample", spacing=(5.0, 0.5, 1.0)))
+    # rows 4 x 1 mm -> 8 x 0.5 mm (first centre -0.25 mm); columns 6 x 0.5 mm -> 3 x 1 mm (first centre +0.25 mm).
+    assert out.pixels.shape == (1, 8, 3)
+    np.testing.assert_allclose(out.geometry.slice_positions, [(10.25, 19.75, 30.0)])
+    assert out.geometry.slice_spacing is None and out.meta["spacing_mm"] == [None, 0.5, 1.0]
+
+
 def test_resample_params_refuse_non_positive_spacing():
     with pytest.raises(ValueError, match="spacing must be > 0"):
         ResampleParams(step="resample", spacing=(1.0, 0.0, 1.0))

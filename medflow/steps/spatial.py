@@ -57,9 +57,12 @@ def _follow_headers(sample: Sample, source_slices) -> list:
 
 
 def _lattice_geometry(
-    old: Geometry, origin, directions, spacing_zyx, n_slices: int, note: str
+    old: Geometry, origin, directions, spacing_zyx, n_slices: int, note: str, *, keep_slice_spacing: bool = False
 ) -> Geometry:
-    """Geometry of a regular grid: origin, direction columns (x, y, z), spacing (z, y, x)."""
+    """Geometry of a regular grid: origin, direction columns (x, y, z), spacing (z, y, x).
+
+    ``keep_slice_spacing`` keeps the old ``slice_spacing`` (a single input slice has no z spacing to set).
+    """
     directions = np.asarray(directions, float)
     sz, sy, sx = (float(v) for v in spacing_zyx)
     positions = np.asarray(origin, float)[None, :] + np.arange(n_slices)[:, None] * sz * directions[:, 2]
@@ -68,7 +71,7 @@ def _lattice_geometry(
         column_direction=_vec(directions[:, 1]),
         pixel_spacing=(sy, sx),
         slice_positions=tuple(_vec(p) for p in positions),
-        slice_spacing=sz if n_slices > 1 else old.slice_spacing,
+        slice_spacing=old.slice_spacing if keep_slice_spacing else sz,
         notes=old.notes + (note,),
     )
 
@@ -168,10 +171,11 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
         f"{_spacing_text(result.spacing)}: {result.method}"
     )
     new_geometry = _lattice_geometry(
-        geometry, result.origin, result.directions, result.spacing, pixels.shape[0], note
+        geometry, result.origin, result.directions, result.spacing, pixels.shape[0], note,
+        keep_slice_spacing=sample.pixels.shape[0] == 1,
     )
     meta = dict(sample.meta)
-    meta["spacing_mm"] = list(result.spacing)
+    meta["spacing_mm"] = [new_geometry.slice_spacing, *new_geometry.pixel_spacing]
     return sample.replace(
         pixels=pixels, geometry=new_geometry, headers=_follow_headers(sample, result.source_slice), meta=meta
     )
