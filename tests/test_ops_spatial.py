@@ -132,6 +132,12 @@ def test_anisotropic_z_linear_matches_trilinear_and_nearest_keeps_dtype():
     assert nearest.pixels.dtype == np.int16 and set(np.unique(nearest.pixels)) <= {0, 1}
 
 
+def test_nearest_refuses_a_fill_value_the_integer_dtype_cannot_hold():
+    labels = np.zeros((3, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="not representable in dtype uint8"):
+        spatial.resample_stack(labels, *AXIAL, (1, 1), [(0, 0, z) for z in (0, 1, 2)], (1, 1, 1), "nearest", fill_value=-1024)
+
+
 def test_anisotropic_nearest_along_z_copies_the_nearest_true_slice():
     pixels = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 3, 3), np.float32)
     positions = [(0, 0, 4.0 * k) for k in range(5)]

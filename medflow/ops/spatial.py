@@ -174,10 +174,15 @@ def resample_stack(
         spacing: target ``(sz, sy, sx)`` in mm, each > 0. With one input slice ``sz``
             is ignored and the output keeps one slice.
         interpolator: ``nearest``, ``linear`` or ``bspline`` (cubic B-spline, SimpleITK).
-        fill_value: value of output voxels outside every input slice's box.
+        fill_value: value of output voxels outside the input slices' boxes (with a tilted
+            stack, voxels at the edge of the slices' sheared footprint blend it with data).
 
     Returns:
         :class:`Resampled`.
+
+    Raises:
+        ValueError: bad interpolator names, a non-3-D array, duplicate slice positions, or
+            a ``fill_value`` the kept integer dtype cannot hold.
     """
     if interpolator not in SITK_INTERPOLATORS:
         raise ValueError(f"unknown interpolator {interpolator!r}; use one of {sorted(SITK_INTERPOLATORS)}")
@@ -197,6 +202,8 @@ def resample_stack(
     # SimpleITK has no float16 or bool pixels: those go through float32.
     keeps_dtype = interpolator == "nearest" and pixels.dtype not in (np.float16, np.bool_)
     plane_dtype = pixels.dtype if keeps_dtype else np.dtype(np.float32)
+    if plane_dtype.kind in "iu" and np.asarray(fill_value).astype(plane_dtype) != fill_value:
+        raise ValueError(f"fill value {fill_value} is not representable in dtype {plane_dtype}")
 
     # In-plane grid: union of every slice's pixel boxes along r and c.
     lo_x, hi_x = stack.in_plane[:, 0].min() - dx / 2, stack.in_plane[:, 0].max() + (nx - 0.5) * dx

@@ -160,7 +160,10 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
         results.append(result)
         return result.pixels
 
-    pixels = _per_channel(sample.pixels, has_channels, run)
+    try:
+        pixels = _per_channel(sample.pixels, has_channels, run)
+    except ValueError as exc:
+        raise StepError("resample", sample.item_id, f"{exc} ({sample.describe()})") from exc
     result = results[0]
     old_spacing = (stack.step if stack.step is not None else geometry.slice_spacing or 0.0,) + tuple(
         geometry.pixel_spacing
