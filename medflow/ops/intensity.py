@@ -8,6 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
+BLOCK = 1 << 20  # elements per block: each float64 temporary stays about 8 MB
+
+
+def blockwise(x: np.ndarray, formula) -> np.ndarray:
+    """Evaluate a pointwise float64 ``formula`` block by block; float32 result of ``x``'s shape.
+
+    Keeps peak memory at the float32 output plus a few block-sized temporaries, whatever
+    the volume size; the values are exactly those of the formula on the whole array.
+    """
+    x = np.asarray(x)
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.float32)
+    for start in range(0, flat.size, BLOCK):
+        out[start : start + BLOCK] = formula(flat[start : start + BLOCK].astype(np.float64))
+    return out.reshape(x.shape)
+
 
 def rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     """Modality LUT by RescaleSlope/Intercept (PS3.3 C.11.1.1.2): ``slope * stored + intercept``.
@@ -48,16 +64,17 @@ def window_linear(
     """
     if width < 1:
         raise ValueError(f"LINEAR window width must be >= 1 (PS3.3 C.11.2.1.2.1), got {width}")
-    x = np.asarray(x, dtype=np.float64)
     lower = center - 0.5 - (width - 1) / 2
     upper = center - 0.5 + (width - 1) / 2
-    if width == 1:
-        # (w - 1) = 0: the standard's two threshold cases cover the whole line.
-        y = np.where(x <= lower, y_min, y_max)
-    else:
-        y = ((x - (center - 0.5)) / (width - 1) + 0.5) * (y_max - y_min) + y_min
-        y = np.where(x <= lower, y_min, np.where(x > upper, y_max, y))
-    return y.astype(np.float32)
+
+    def formula(v: np.ndarray) -> np.ndarray:
+        if width == 1:
+            # (w - 1) = 0: the standard's two threshold cases cover the whole line.
+            return np.where(v <= lower, y_min, y_max)
+        y = ((v - (center - 0.5)) / (width - 1) + 0.5) * (y_max - y_min) + y_min
+        return np.where(v <= lower, y_min, np.where(v > upper, y_max, y))
+
+    return blockwise(x, formula)
 
 
 def window_linear_exact(
@@ -71,10 +88,12 @@ def window_linear_exact(
     """
     if width <= 0:
         raise ValueError(f"LINEAR_EXACT window width must be > 0 (PS3.3 C.11.2.1.3.2), got {width}")
-    x = np.asarray(x, dtype=np.float64)
-    y = ((x - center) / width + 0.5) * (y_max - y_min) + y_min
-    y = np.where(x <= center - width / 2, y_min, np.where(x > center + width / 2, y_max, y))
-    return y.astype(np.float32)
+
+    def formula(v: np.ndarray) -> np.ndarray:
+        y = ((v - center) / width + 0.5) * (y_max - y_min) + y_min
+        return np.where(v <= center - width / 2, y_min, np.where(v > center + width / 2, y_max, y))
+
+    return blockwise(x, formula)
 
 
 def window_sigmoid(
@@ -87,10 +106,12 @@ def window_sigmoid(
     """
     if width <= 0:
         raise ValueError(f"SIGMOID window width must be > 0 (PS3.3 C.11.2.1.3.1), got {width}")
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        y = (y_max - y_min) / (1.0 + np.exp(-4.0 * (x - center) / width)) + y_min
-    return y.astype(np.float32)
+
+    def formula(v: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> y_min, the correct limit
+            return (y_max - y_min) / (1.0 + np.exp(-4.0 * (v - center) / width)) + y_min
+
+    return blockwise(x, formula)
 
 
 WINDOW_FUNCTIONS = {
@@ -123,9 +144,10 @@ def apply_lut(x: np.ndarray, lut: np.ndarray, first_mapped: int) -> np.ndarray:
     lut = np.asarray(lut)
     if lut.ndim != 1 or lut.size == 0:
         raise ValueError(f"a LUT must be a non-empty 1-D array, got shape {lut.shape}")
-    index = np.rint(np.asarray(x, dtype=np.float64)) - float(first_mapped)
-    index = np.clip(index, 0, lut.size - 1).astype(np.intp)
-    return lut.astype(np.float32)[index]
+    table = lut.astype(np.float32)
+    return blockwise(
+        x, lambda v: table[np.clip(np.rint(v) - float(first_mapped), 0, lut.size - 1).astype(np.intp)]
+    )
 
 
 def scale_lut_output(y: np.ndarray, bits: int, y_min: float = 0.0, y_max: float = 1.0) -> np.ndarray:
@@ -137,8 +159,7 @@ def scale_lut_output(y: np.ndarray, bits: int, y_min: float = 0.0, y_max: float 
     if bits < 1:
         raise ValueError(f"bits per LUT entry must be >= 1, got {bits}")
     top = float(2**bits - 1)
-    out = np.asarray(y, dtype=np.float64) / top * (y_max - y_min) + y_min
-    return out.astype(np.float32)
+    return blockwise(y, lambda v: v / top * (y_max - y_min) + y_min)
 
 
 def invert_range(y: np.ndarray, y_min: float = 0.0, y_max: float = 1.0) -> np.ndarray:
@@ -148,7 +169,7 @@ def invert_range(y: np.ndarray, y_min: float = 0.0, y_max: float = 1.0) -> np.nd
     output of the VOI transform, never to its input (PS3.3 C.11.2: the VOI LUT is defined
     on modality values whatever the photometric interpretation). Returns float32.
     """
-    return (float(y_max) + float(y_min) - np.asarray(y, dtype=np.float64)).astype(np.float32)
+    return blockwise(y, lambda v: float(y_max) + float(y_min) - v)
 
 
 def stack_context(x: np.ndarray, k: int) -> np.ndarray:

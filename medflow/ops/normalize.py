@@ -18,7 +18,7 @@ Modes:
 
 Statistics can be restricted to voxels strictly above a threshold (``above``, e.g. -500 HU
 for "body, not air"); the normalization itself is applied to every voxel.
-All arithmetic is float64; outputs are float32.
+All arithmetic is float64 (block by block, so memory stays bounded); outputs are float32.
 """
 
 from __future__ import annotations
@@ -27,18 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from medflow.ops.intensity import BLOCK, blockwise
+
 MODES = ("minmax", "zscore", "percentile_zscore", "percentile_clip", "fixed")
 STAT_MODES = ("minmax", "zscore", "percentile_zscore", "percentile_clip")
 EPS = 1e-8  # floor of std (as nnU-Net), keeps a constant image finite
 
 
 def stats_values(x: np.ndarray, above: float | None = None) -> np.ndarray:
-    """The values statistics are computed on: all of ``x``, or those ``> above``; 1-D float64.
+    """The values statistics are computed on: all of ``x``, or those ``> above``; 1-D, x's dtype.
 
     Raises:
         ValueError: no value is left (empty array, or nothing above the threshold).
     """
-    values = np.asarray(x, dtype=np.float64).ravel()
+    values = np.asarray(x).ravel()
     if above is not None:
         values = values[values > above]
     if values.size == 0:
@@ -71,11 +73,14 @@ def compute_stats(
     values = stats_values(x, above)
     if mode == "minmax":
         return {"min": float(values.min()), "max": float(values.max())}
-    moments = {"mean": float(values.mean()), "std": float(values.std()), "count": int(values.size)}
+    accumulator = MomentsAccumulator()
+    for start in range(0, values.size, BLOCK):
+        accumulator.update(values[start : start + BLOCK])
+    moments = {"mean": accumulator.mean, "std": accumulator.std, "count": accumulator.count}
     if mode == "zscore":
         return moments
     if mode in ("percentile_zscore", "percentile_clip"):
-        lower, upper = np.percentile(values, percentiles)
+        lower, upper = np.percentile(values.astype(np.float64), percentiles)
         return {"lower": float(lower), "upper": float(upper), **moments}
     raise ValueError(f"mode {mode!r} computes no statistics; expected one of {STAT_MODES}")
 
@@ -102,43 +107,49 @@ def normalize(
     Returns:
         float32 array of ``x``'s shape.
     """
-    v = np.asarray(x, dtype=np.float64)
+    if mode == "fixed":
+        return _fixed(np.asarray(x), stats, channel_axis)
     if mode == "minmax":
         lo, hi = float(stats["min"]), float(stats["max"])
         y_min, y_max = output_range
         span = hi - lo
-        y = (v - lo) / span * (y_max - y_min) + y_min if span > 0 else np.full_like(v, y_min)
-    elif mode == "zscore":
-        y = (v - float(stats["mean"])) / max(float(stats["std"]), EPS)
-    elif mode == "percentile_clip":
-        y = np.clip(v, float(stats["lower"]), float(stats["upper"]))
-    elif mode == "percentile_zscore":
-        y = np.clip(v, float(stats["lower"]), float(stats["upper"]))
-        y = (y - float(stats["mean"])) / max(float(stats["std"]), EPS)
-    elif mode == "fixed":
-        y = _fixed(v, stats, channel_axis)
-    else:
-        raise ValueError(f"unknown normalization mode {mode!r}; expected one of {MODES}")
-    return y.astype(np.float32)
+        if span > 0:
+            return blockwise(x, lambda v: (v - lo) / span * (y_max - y_min) + y_min)
+        return np.full(np.shape(x), y_min, dtype=np.float32)
+    if mode == "zscore":
+        mean, std = float(stats["mean"]), max(float(stats["std"]), EPS)
+        return blockwise(x, lambda v: (v - mean) / std)
+    if mode in ("percentile_clip", "percentile_zscore"):
+        lower, upper = float(stats["lower"]), float(stats["upper"])
+        if mode == "percentile_clip":
+            return blockwise(x, lambda v: np.clip(v, lower, upper))
+        mean, std = float(stats["mean"]), max(float(stats["std"]), EPS)
+        return blockwise(x, lambda v: (np.clip(v, lower, upper) - mean) / std)
+    raise ValueError(f"unknown normalization mode {mode!r}; expected one of {MODES}")
 
 
-def _fixed(v: np.ndarray, stats: dict[str, Any], channel_axis: int | None) -> np.ndarray:
+def _fixed(x: np.ndarray, stats: dict[str, Any], channel_axis: int | None) -> np.ndarray:
     mean = np.asarray(stats["mean"], dtype=np.float64)
     std = np.asarray(stats["std"], dtype=np.float64)
     if mean.shape != std.shape or mean.ndim != 1 or mean.size == 0:
         raise ValueError(f"fixed normalization needs equal-length mean and std lists, got {mean} / {std}")
     if np.any(std <= 0):
         raise ValueError(f"fixed normalization std must be > 0, got {std.tolist()}")
-    if mean.size > 1:
-        if channel_axis is None:
-            raise ValueError(f"{mean.size} means given but the array has no channel axis")
-        n_channels = v.shape[channel_axis]
-        if n_channels != mean.size:
-            raise ValueError(f"{mean.size} means/stds given for {n_channels} channels")
-        shape = [1] * v.ndim
-        shape[channel_axis] = mean.size
-        mean, std = mean.reshape(shape), std.reshape(shape)
-    return (v - mean) / std
+    if mean.size == 1:
+        m, s = float(mean[0]), float(std[0])
+        return blockwise(x, lambda v: (v - m) / s)
+    if channel_axis is None:
+        raise ValueError(f"{mean.size} means given but the array has no channel axis")
+    n_channels = x.shape[channel_axis]
+    if n_channels != mean.size:
+        raise ValueError(f"{mean.size} means/stds given for {n_channels} channels")
+    out = np.empty(x.shape, dtype=np.float32)
+    for c in range(n_channels):
+        index = [slice(None)] * x.ndim
+        index[channel_axis] = c
+        m, s = float(mean[c]), float(std[c])
+        out[tuple(index)] = blockwise(np.ascontiguousarray(x[tuple(index)]), lambda v, m=m, s=s: (v - m) / s)
+    return out
 
 
 class MomentsAccumulator:
@@ -276,15 +287,17 @@ class StatsAccumulator:
 
     def update(self, x: np.ndarray) -> None:
         """Add one item's values (those ``> above`` when a threshold is set; none is fine)."""
-        values = np.asarray(x, dtype=np.float64).ravel()
+        values = np.asarray(x).ravel()
         if self.above is not None:
             values = values[values > self.above]
         if values.size == 0:
             return
-        self.moments.update(values)
         self.min, self.max = min(self.min, float(values.min())), max(self.max, float(values.max()))
-        if self.mode.startswith("percentile"):
-            self.histogram.update(values)
+        for start in range(0, values.size, BLOCK):
+            block = values[start : start + BLOCK]
+            self.moments.update(block)
+            if self.mode.startswith("percentile"):
+                self.histogram.update(block)
 
     def merge(self, other: StatsAccumulator) -> None:
         self.moments.merge(other.moments)
