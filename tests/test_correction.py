@@ -13,6 +13,13 @@ from medflow.steps.correction import DenoiseParams, N4Params, denoise
 from medflow.steps.correction import n4_bias_correction as n4_step
 
 
+@pytest.fixture(autouse=True)
+def _floating_point_errors_raise():
+    """As in the engine (medflow.engine.run.apply_step): NaN/inf/overflow raise instead of spreading."""
+    with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+        yield
+
+
 def phantom(shape=(24, 64, 64)):
     """Ellipsoid object (two tissues, 400 and 600) on a zero background; returns (truth, object mask)."""
     z, y, x = np.meshgrid(*(np.linspace(-1, 1, n) if n > 1 else np.zeros(1) for n in shape), indexing="ij")

@@ -18,6 +18,13 @@ from medflow.ops import spatial
 AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 
 
+@pytest.fixture(autouse=True)
+def _floating_point_errors_raise():
+    """As in the engine (medflow.engine.run.apply_step): NaN/inf/overflow raise instead of spreading."""
+    with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+        yield
+
+
 def voxel_centres(shape, origin, directions, spacing_zyx):
     """(nz, ny, nx, 3) LPS centres of a regular grid (directions: columns x, y, z)."""
     directions = np.asarray(directions, float)

@@ -33,6 +33,13 @@ TILT = np.deg2rad(18.5)
 TILTED_COL = (0.0, float(np.cos(TILT)), float(-np.sin(TILT)))
 
 
+@pytest.fixture(autouse=True)
+def _floating_point_errors_raise():
+    """As in the engine (medflow.engine.run.apply_step): NaN/inf/overflow raise instead of spreading."""
+    with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+        yield
+
+
 def make_sample(shape, positions, *, row=(1.0, 0.0, 0.0), col=(0.0, 1.0, 0.0), spacing=(0.5, 0.25),
                 pixels=None, slice_spacing=None, axes="zyx"):
     if pixels is None:

@@ -18,6 +18,13 @@ from tests.test_steps_spatial import read_series
 PARAMS = NiftiParams(kind="nifti")
 
 
+@pytest.fixture(autouse=True)
+def _floating_point_errors_raise():
+    """As in the engine (medflow.engine.run.apply_step): NaN/inf/overflow raise instead of spreading."""
+    with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+        yield
+
+
 def rotation(ax, ay, az):
     cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])

@@ -36,8 +36,15 @@ SITK_INTERPOLATORS = {
 }
 
 
-class IrregularStackError(ValueError):
-    """The stack's slices do not form a regular lattice (and the caller needs one)."""
+def representable(value: float, dtype: np.dtype) -> bool:
+    """True when ``dtype`` can hold ``value``: integers exactly and within range, floats without overflow."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return bool(not np.isfinite(value) or abs(value) <= float(np.finfo(dtype).max))
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return bool(float(value).is_integer() and info.min <= value <= info.max)
+    return bool(dtype.kind == "b" and value in (0, 1))
 
 
 @dataclass(frozen=True)
@@ -202,7 +209,7 @@ def resample_stack(
     # SimpleITK has no float16 or bool pixels: those go through float32.
     keeps_dtype = interpolator == "nearest" and pixels.dtype not in (np.float16, np.bool_)
     plane_dtype = pixels.dtype if keeps_dtype else np.dtype(np.float32)
-    if plane_dtype.kind in "iu" and np.asarray(fill_value).astype(plane_dtype) != fill_value:
+    if not representable(fill_value, plane_dtype):
         raise ValueError(f"fill value {fill_value} is not representable in dtype {plane_dtype}")
 
     # In-plane grid: union of every slice's pixel boxes along r and c.
@@ -379,7 +386,7 @@ def crop_pad(array: np.ndarray, size: tuple[int | None, ...], pad_value: float) 
 
     Keeps the dtype; ``pad_value`` must be representable in it exactly.
     """
-    if np.asarray(pad_value).astype(array.dtype) != pad_value:
+    if not representable(pad_value, array.dtype):
         raise ValueError(f"pad value {pad_value} is not representable in dtype {array.dtype}")
     plan = crop_pad_plan(array.shape[: len(size)], size)
     slices = []
