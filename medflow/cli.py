@@ -122,6 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(report) -> None:
     out = sys.stdout
     unreadable = f", {len(report.unreadable)} unreadable file(s)" if report.unreadable else ""
+    unreadable += f", {len(report.quarantined)} quarantined" if report.quarantined else ""
     print(
         f"{report.ok}/{report.total} items ok, {len(report.failed)} failed{unreadable}, "
         f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s",
@@ -134,6 +135,10 @@ def _print_summary(report) -> None:
         print(f"FAILED {who}: {reason}", file=out)
     for file, reason in report.unreadable:
         print(f"UNREADABLE {file}: {reason}", file=out)
+    for who, reason in report.quarantined:
+        print(f"QUARANTINED {who}: {reason}", file=out)
+    for path in report.private_files:
+        print(f"private file (mode 0600, keep it out of the dataset): {path}", file=out)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -66,5 +66,19 @@ class StepError(MedflowError):
         super().__init__(f"step '{step}' failed on item {item}: {reason}")
 
 
+class QuarantineItem(MedflowError):
+    """A step decided that this item must not enter the dataset (e.g. risk of burned-in text).
+
+    Not a failure: the item is listed as quarantined in the summary and the manifest,
+    nothing of it is written, and the build's exit code is unaffected.
+    """
+
+    def __init__(self, step: str, item: str, reason: str):
+        self.step = step
+        self.item = item
+        self.reason = reason
+        super().__init__(f"quarantined by step '{step}': {reason}")
+
+
 class CacheError(MedflowError):
     """A cache entry is unreadable or corrupt (callers delete and recompute it)."""

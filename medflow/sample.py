@@ -107,7 +107,15 @@ class Sample:
         headers: per-slice DICOM headers as DICOM JSON model dicts (PS3.18 F.2),
             pixel data excluded, in the same order as the ``z`` axis.
         meta: small JSON-able facts about the item (modality, series description,
-            units of the values, applied window...). Steps add to it; it goes to the manifest.
+            units of the values, applied window...). Steps add to it; it goes to the
+            manifest, so it never holds patient identity or file paths.
+        source_files: absolute paths of the files the pixels came from (z order for a
+            series; one file for a multi-frame item). For writers that need the original
+            instances (anonymized DICOM); never written to the manifest.
+        private_tables: rows for files that must stay outside the dataset (e.g. the
+            de-identification crosswalk, original -> pseudonym): absolute path -> rows,
+            the first row being the header. The engine merges every item's rows and
+            writes each file once, atomically, with mode 0600; never in the manifest.
     """
 
     item_id: str
@@ -117,6 +125,8 @@ class Sample:
     geometry: Geometry | None = None
     headers: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    source_files: tuple[str, ...] = ()
+    private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != len(self.axes):

@@ -57,6 +57,8 @@ class BuildReport:
     skipped: list[tuple[str, str]]
     seconds: float
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
+    private_files: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -142,17 +144,23 @@ def build(
 
     manifest_items = []
     failed: list[tuple[str, str]] = []
+    quarantined: list[tuple[str, str]] = []
+    private_tables: list[dict[str, list[list[str]]]] = []
     ok = 0
     for plan in prepared.plans:
         item_id = plan.item.item_id
         if plan.up_to_date:
             entry = _manifest_item(prepared, plan, "ok", plan.record["outputs"], plan.record["meta"], None)
+            private_tables.append(plan.record.get("private_tables", {}))
             ok += 1
         elif item_id in results:
             result = results[item_id]
             entry = _manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error)
             if result.status == "ok":
                 ok += 1
+                private_tables.append(result.private_tables)
+            elif result.status == "quarantined":
+                quarantined.append((item_id, result.error or "quarantined"))
             else:
                 failed.append((item_id, result.error or "failed"))
         else:
@@ -161,6 +169,8 @@ def build(
         manifest_items.append(entry)
 
     shard_outputs = _write_dataset_writers(prepared, manifest_items)
+    private_files, private_errors = _write_private_tables(prepared.out_dir, private_tables)
+    failed.extend(private_errors)
     finished_wall = dt.datetime.now(dt.timezone.utc)
     seconds = time.perf_counter() - started
     manifest = {
@@ -180,8 +190,10 @@ def build(
             "items": len(prepared.plans),
             "ok": ok,
             "failed": len(failed),
+            "quarantined": len(quarantined),
             "unreadable_files": len(prepared.unreadable),
         },
+        "quarantined": [{"id": item_id, "reason": reason} for item_id, reason in quarantined],
         "run": {
             "started": started_wall.isoformat(timespec="seconds"),
             "finished": finished_wall.isoformat(timespec="seconds"),
@@ -198,6 +210,8 @@ def build(
         ok=ok,
         failed=failed,
         unreadable=[(str(prepared.source_root / f), r) for f, r in prepared.unreadable],
+        quarantined=quarantined,
+        private_files=private_files,
         computed=len(results),
         from_cache=sum(p.up_to_date for p in prepared.plans),
         skipped=prepared.skipped,
@@ -350,3 +364,39 @@ def _remove_stale_temp_files(out_dir: Path) -> None:
             path.unlink()
         except OSError:
             pass
+
+
+def _write_private_tables(
+    out_dir: Path, tables: list[dict[str, list[list[str]]]]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Merge every item's private rows per file and write each file (CSV, mode 0600).
+
+    Such files (e.g. a crosswalk from original IDs to pseudonyms) must never land in
+    the dataset: a path inside the output folder is refused and reported as a failure.
+    """
+    import csv
+    import io
+
+    from medflow.writers.atomic import atomic_write_bytes
+
+    merged: dict[str, tuple[list[str], set[tuple[str, ...]]]] = {}
+    for table in tables:
+        for path, rows in table.items():
+            if not rows:
+                continue
+            header, body = merged.setdefault(path, (list(rows[0]), set()))
+            body.update(tuple(row) for row in rows[1:])
+    written, errors = [], []
+    out_resolved = out_dir.resolve()
+    for path, (header, body) in sorted(merged.items()):
+        target = Path(path).resolve()
+        if target == out_resolved or out_resolved in target.parents:
+            errors.append((path, "refused: this private file (e.g. a crosswalk) must be outside the output folder"))
+            continue
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(sorted(body))
+        atomic_write_bytes(target, buffer.getvalue().encode("utf-8"), mode=0o600)
+        written.append(str(target))
+    return written, errors

@@ -17,6 +17,8 @@ def save_sample(cache: Cache, key: str, sample: Sample) -> None:
         "geometry": sample.geometry.to_json() if sample.geometry else None,
         "headers": sample.headers,
         "meta": sample.meta,
+        "source_files": list(sample.source_files),
+        "private_tables": sample.private_tables,
     }
     cache.put(key, header, sample.pixels)
 
@@ -36,4 +38,6 @@ def load_sample(cache: Cache, key: str) -> Sample | None:
         geometry=geometry,
         headers=header["headers"],
         meta=header["meta"],
+        source_files=tuple(header.get("source_files", ())),
+        private_tables=header.get("private_tables", {}),
     )

@@ -19,7 +19,7 @@ import numpy as np
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, save_sample
 from medflow.engine.plan import Link
-from medflow.errors import CacheError, InputError, MedflowError, StepError
+from medflow.errors import CacheError, InputError, MedflowError, QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.sources.base import ItemRef
 from medflow.steps.registry import get_step
@@ -46,12 +46,13 @@ class ItemResult:
     """What a worker returns: small, JSON-able, never the pixels."""
 
     item_id: str
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "quarantined"
     outputs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     computed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
 
 
 def run_item(task: ItemTask) -> ItemResult:
@@ -60,6 +61,8 @@ def run_item(task: ItemTask) -> ItemResult:
     item_id = task.item.item_id
     try:
         result = _run(task)
+    except QuarantineItem as exc:
+        result = ItemResult(item_id, "quarantined", error=exc.reason)
     except MedflowError as exc:
         if os.environ.get("MEDFLOW_DEBUG"):
             raise
@@ -101,9 +104,15 @@ def _run(task: ItemTask) -> ItemResult:
         spec = get_writer(params.kind)
         for written in spec.function(sample, params, out_dir):
             outputs.append({"path": written.path, "sha256": written.sha256, "size": written.size})
-    record = {"item_id": task.item.item_id, "outputs": outputs, "meta": sample.meta}
+    record = {
+        "item_id": task.item.item_id,
+        "outputs": outputs,
+        "meta": sample.meta,
+        "private_tables": sample.private_tables,
+    }
     cache.put_record(task.output_key, record)
-    return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=sample.meta, computed=computed)
+    return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=sample.meta, computed=computed,
+                      private_tables=sample.private_tables)
 
 
 def _read(item: ItemRef, reader_params: dict[str, Any]) -> Sample:

@@ -409,6 +409,9 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
         geometry=geometry,
         headers=headers_json,
         meta=meta,
+        source_files=(os.fspath(path),)
+        if item.kind == "multiframe"
+        else tuple(os.fspath(Path(item.root) / s.rel) for s in kept),
     )
 
 
