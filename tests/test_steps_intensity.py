@@ -143,6 +143,14 @@ def test_preset_sources_disagree_and_are_selectable():
     assert (ich.center, ich.width) == (40, 380)
 
 
+def test_preset_numbers_join_the_cache_params():
+    # the cache key is built from canonical_params: a preset edited in the CSV must change it
+    assert W(preset="lung").canonical_params()["preset_resolved"] == {
+        "center": -600.0, "width": 1500.0, "source": "radiopaedia"}
+    mw = MultiWindowParams(step="multi_window", windows=["brain"]).canonical_params()
+    assert mw["windows_resolved"][0]["center"] == 40 and mw["windows_resolved"][0]["width"] == 80
+
+
 def test_malformed_presets_file_is_refused_naming_the_line(tmp_path):
     bad = tmp_path / "presets.csv"
     bad.write_text("# comment\nname,center,width,source,default,note\nlung,-600,0,x,yes,\n")

@@ -321,6 +321,15 @@ class WindowParams(StepParams):
         return self
 
 
+    def canonical_params(self) -> dict[str, Any]:
+        """Params plus a preset's numbers: editing the presets file changes the cache key."""
+        params = super().canonical_params()
+        if self.preset is not None:
+            preset = resolve_preset(self.preset, self.preset_source)
+            params["preset_resolved"] = {"center": preset.center, "width": preset.width, "source": preset.source}
+        return params
+
+
 @register("window", 2, WindowParams, pointwise=True)
 def window(sample: Sample, params: WindowParams) -> Sample:
     """Map intensities through a VOI window (recipe, preset or header) to float32 in output_range.
@@ -504,6 +513,11 @@ class MultiWindowParams(StepParams):
         if self.output_range[0] >= self.output_range[1]:
             raise ValueError(f"output_range must be increasing (got {list(self.output_range)})")
         return self
+
+
+    def canonical_params(self) -> dict[str, Any]:
+        """Params plus every window's numbers: editing the presets file changes the cache key."""
+        return {**super().canonical_params(), "windows_resolved": self.resolved()}
 
 
 @register("multi_window", 1, MultiWindowParams)
