@@ -202,6 +202,13 @@ def test_from_header_without_window_is_a_step_error_naming_the_tags():
         window(hu_sample([[[0.0]]], [{}]), W(from_header=True))
 
 
+def test_window_refuses_color_images():
+    rgb = Sample("item", np.zeros((1, 2, 2, 3), np.float32), "zyxc", channels=("r", "g", "b"),
+                 meta={"photometric_interpretation": "RGB"})
+    with pytest.raises(StepError, match="applies to MONOCHROME1/MONOCHROME2 images, this one is RGB"):
+        window(rgb, W(preset="lung"))
+
+
 # ---------------------------------------------------------------- MONOCHROME1
 
 

@@ -173,6 +173,14 @@ def _per_slice(
     return np.stack([apply(sample.pixels[i], key) for i, key in enumerate(keys)])
 
 
+def _require_grayscale(sample: Sample, step: str) -> None:
+    """VOI transforms apply to MONOCHROME1/2 images only (PS3.3 C.11.2, as pydicom enforces)."""
+    photometric = _photometric(sample)
+    if photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
+        raise StepError(step, sample.item_id, f"a VOI window applies to MONOCHROME1/MONOCHROME2 images, "
+                        f"this one is {photometric} ({sample.describe()})")
+
+
 def _invert_if_monochrome1(
     out: np.ndarray, sample: Sample, enabled: bool, y_range: tuple[float, float], meta: dict[str, Any]
 ) -> tuple[np.ndarray, bool]:
@@ -320,7 +328,6 @@ class WindowParams(StepParams):
             raise ValueError(f"output_range must be increasing (got {list(self.output_range)})")
         return self
 
-
     def canonical_params(self) -> dict[str, Any]:
         """Params plus a preset's numbers: editing the presets file changes the cache key."""
         params = super().canonical_params()
@@ -337,6 +344,7 @@ def window(sample: Sample, params: WindowParams) -> Sample:
     With ``from_header`` each slice uses its own header's values (applied once when all
     slices agree). MONOCHROME1 images are inverted after the VOI transform.
     """
+    _require_grayscale(sample, "window")
     y_min, y_max = params.output_range
     meta = dict(sample.meta)
     if params.from_header:
@@ -530,6 +538,7 @@ def multi_window(sample: Sample, params: MultiWindowParams) -> Sample:
     """
     if sample.axes not in ("zyx", "yx"):
         raise StepError("multi_window", sample.item_id, f"needs axes 'zyx' or 'yx', got {sample.describe()}")
+    _require_grayscale(sample, "multi_window")
     if params.context_slices and sample.axes != "zyx":
         raise StepError("multi_window", sample.item_id, "context_slices needs a 'zyx' slice stack")
     y_min, y_max = params.output_range
