@@ -1,10 +1,15 @@
 """Intensity steps: modality LUT, VOI window, multi-window channels, normalization.
 
-Contract with the DICOM reader: a Sample arrives with float32 ``pixels`` equal to
-``stored * RescaleSlope + RescaleIntercept`` (slope 1 / intercept 0 when absent), axes
-``zyx``, one DICOM JSON header (PS3.18 F.2, without Pixel Data) per slice in ``headers``,
-and ``meta["photometric_interpretation"]``. The DICOM JSON helpers of this module read
-the few VOI/Modality LUT attributes these steps need from those headers.
+Contract with the DICOM reader (``medflow.sources.series``): a Sample arrives with float32
+``pixels`` equal to the modality transform of the stored values (``stored * RescaleSlope +
+RescaleIntercept``, 1/0 when absent, or the Modality LUT Sequence output when a header has
+one and no RescaleSlope), axes ``zyx``, one DICOM JSON header (PS3.18 F.2, without Pixel
+Data) per slice or frame in ``headers``, and ``meta["photometric_interpretation"]``. The
+DICOM JSON helpers here read the few VOI / Modality LUT attributes the steps need; LUT Data
+(0028,3006) must be present in the headers (not left out as bulk data).
+
+Presets are data: ``medflow/data/window_presets.csv`` (name, center, width, source, default,
+note); the numbers actually applied are recorded in ``meta["window"]`` / ``meta["windows"]``.
 """
 
 from __future__ import annotations
