@@ -177,6 +177,14 @@ def test_orient_keeps_a_tilted_uneven_stack_exact_when_slices_stay_slices():
     assert [h["slice"] for h in out.headers] == [4, 3, 2, 1, 0]  # z flipped: slices reversed
 
 
+def test_orient_one_slice_without_slice_spacing():
+    sample = make_sample((1, 3, 4), [(1.0, 2.0, 3.0)])
+    out = orient(sample, OrientParams(step="orient", code="RAI"))  # flips x, y and the (single) slice axis
+    assert_voxels_keep_their_positions(sample, out)
+    with pytest.raises(StepError, match="unknown slice spacing"):
+        orient(sample, OrientParams(step="orient", code="SPL"))
+
+
 def test_orient_refuses_to_turn_an_irregular_stack_sideways():
     positions = [(0.0, 0.0, z) for z in (0.0, 2.0, 5.0)]
     with pytest.raises(StepError, match="add a resample step"):

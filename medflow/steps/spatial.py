@@ -3,7 +3,8 @@
 Thin wrappers over :mod:`medflow.ops.spatial` that keep the ``Geometry`` exact:
 every step recomputes each slice's position from the voxel it now holds.
 Per-slice ``headers`` follow the slices: an output slice carries the header of the
-input slice it comes from (or the nearest one); tags that describe position
+input slice it comes from (or the nearest one; when ``orient`` turns the slice axis
+in-plane, every new slice carries the first header); tags that describe position
 (ImagePositionPatient, SliceLocation) are then stale, the geometry is authoritative.
 """
 
@@ -246,11 +247,15 @@ def orient(sample: Sample, params: OrientParams) -> Sample:
         raise StepError("orient", sample.item_id, "one slice with unknown slice spacing cannot become a row axis")
     pixels = ops.apply_orientation(sample.pixels, source, flip)
     new_dirs = np.column_stack([directions[:, source[a]] * (-1.0 if flip[a] else 1.0) for a in range(3)])
-    corner_shift = sum(
-        (sizes_xyz[source[a]] - 1) * spacing_xyz[source[a]] * directions[:, source[a]]
-        for a in range(3)
-        if flip[a]
-    )
+
+    def flip_shift(axes) -> np.ndarray:
+        """Shift of voxel (0, 0, 0) caused by reversing the new ``axes`` (LPS mm)."""
+        shift = np.zeros(3)
+        for a in axes:
+            if flip[a]:
+                shift += (sizes_xyz[source[a]] - 1) * spacing_xyz[source[a]] * directions[:, source[a]]
+        return shift
+
     names = "xyz"
     note = (
         f"oriented to {params.code}: new x, y, z = "
@@ -260,12 +265,7 @@ def orient(sample: Sample, params: OrientParams) -> Sample:
     if source[2] == 2:
         # Slices stay slices: each keeps its own exact position (tilt and gaps preserved).
         order = np.arange(nz)[::-1] if flip[2] else np.arange(nz)
-        in_plane_shift = sum(
-            ((sizes_xyz[source[a]] - 1) * spacing_xyz[source[a]] * directions[:, source[a]])
-            for a in range(2)
-            if flip[a]
-        )
-        positions = np.asarray(geometry.slice_positions, float)[order] + in_plane_shift
+        positions = np.asarray(geometry.slice_positions, float)[order] + flip_shift((0, 1))
         new_geometry = Geometry(
             row_direction=_vec(new_dirs[:, 0]),
             column_direction=_vec(new_dirs[:, 1]),
@@ -276,7 +276,7 @@ def orient(sample: Sample, params: OrientParams) -> Sample:
         )
         headers = _follow_headers(sample, order)
     else:
-        origin = np.asarray(geometry.slice_positions[0], float) + corner_shift
+        origin = np.asarray(geometry.slice_positions[0], float) + flip_shift((0, 1, 2))
         spacing_zyx = (spacing_xyz[source[2]], spacing_xyz[source[1]], spacing_xyz[source[0]])
         new_geometry = _lattice_geometry(geometry, origin, new_dirs, spacing_zyx, pixels.shape[0], note)
         headers = [sample.headers[0]] * pixels.shape[0] if sample.headers else []
