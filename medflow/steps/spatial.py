@@ -113,6 +113,7 @@ class ResampleParams(StepParams):
         "min",
         description="Value of output voxels outside the input (e.g. -1024 for CT in HU); 'min' uses the "
         "volume's minimum.",
+        json_schema_extra={"unit": "input units"},
     )
 
     @field_validator("spacing")
