@@ -112,7 +112,7 @@ def test_changed_input_recomputes_only_its_item(project):
 def test_corrupt_cache_entry_is_recomputed(project):
     _build(project)
     before = _outputs(project)
-    cache_objects = list((project / "out" / ".medflow" / "cache" / "objects").rglob("*.mfc"))
+    cache_objects = list((project / ".medflow" / "cache" / "objects").rglob("*.mfc"))
     for path in cache_objects:
         data = bytearray(path.read_bytes())
         data[-1] ^= 0xFF
@@ -144,6 +144,7 @@ def test_same_bytes_and_manifest_for_one_and_two_workers(project):
     import shutil
 
     shutil.rmtree(project / "out")
+    shutil.rmtree(project / ".medflow")
     two = _build(project, workers=2)
     assert _outputs(project) == out_one
     assert _stable(two.manifest) == _stable(one.manifest)
@@ -173,6 +174,7 @@ def test_shards_group_items_and_are_deterministic(project):
     import shutil
 
     shutil.rmtree(project / "out")
+    shutil.rmtree(project / ".medflow")
     _build(project)
     assert [p.read_bytes() for p in sorted((project / "out" / "shards").glob("*.npz"))] == bytes_before
     assert first.manifest["dataset_outputs"][0]["path"] == "shards/shard-00000.npz"

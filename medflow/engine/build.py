@@ -73,7 +73,10 @@ def cache_dir(loaded: LoadedRecipe) -> Path:
     engine = loaded.recipe.engine
     if engine.cache_dir:
         return resolve_path(loaded, engine.cache_dir)
-    return output_dir(loaded) / ".medflow" / "cache"
+    # Next to the output folder, not inside it: the cache holds original headers (PHI),
+    # and the output folder is what people copy and share.
+    out = output_dir(loaded)
+    return out.parent / ".medflow" / "cache"
 
 
 def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
@@ -358,8 +361,6 @@ def _remove_stale_temp_files(out_dir: Path) -> None:
     if not out_dir.is_dir():
         return
     for path in out_dir.rglob(".*.tmp"):
-        if ".medflow" in path.relative_to(out_dir).parts:
-            continue  # the cache may be shared with a build that is running now
         try:
             path.unlink()
         except OSError:

@@ -91,7 +91,8 @@ class Engine(_Strict):
         "auto", description="Parallel worker processes; 'auto' = number of CPU cores; 1 = in this process."
     )
     cache_dir: str | None = Field(
-        None, description="Cache folder, relative to the recipe file; default '.medflow/cache' inside outputs.dir."
+        None, description="Cache folder, relative to the recipe file; default '.medflow/cache' next to outputs.dir "
+        "(in its parent folder, never inside the dataset: the cache holds original headers).",
     )
     keep_going: bool = Field(
         True, description="Build every item even when some fail (failures are listed and the exit code is 1)."
