@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     going.add_argument("--fail-fast", dest="keep_going", action="store_false",
                        help="stop dispatching items after the first failure")
     run.add_argument("--verify", action="store_true", help="rehash inputs and outputs instead of trusting size+mtime")
+    run.add_argument("--backend", choices=["local", "dask"], help="overrides engine.backend")
+    run.add_argument("--dask-address", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (engine.address)")
     run.add_argument("--dry-run", action="store_true", help="show the plan; compute and write nothing")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
@@ -113,8 +115,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--workers must be an integer >= 1 or 'auto' (got {workers})")
     from medflow.engine.build import build
 
+    if (args.backend or loaded.recipe.engine.backend) == "dask" and not (args.dask_address or loaded.recipe.engine.address):
+        raise UsageError("the dask backend needs a scheduler address: engine.address or --dask-address")
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
-                   show_progress=not args.quiet)
+                   show_progress=not args.quiet, backend=args.backend, address=args.dask_address)
     _print_summary(report)
     return report.exit_code
 

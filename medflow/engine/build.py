@@ -126,6 +126,8 @@ def build(
     keep_going: bool | None = None,
     verify: bool = False,
     show_progress: bool = True,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> BuildReport:
     """Build the dataset of ``loaded``; returns the report (the manifest is written)."""
     started_wall = dt.datetime.now(dt.timezone.utc)
@@ -139,7 +141,9 @@ def build(
     tasks = [_task(prepared, plan) for plan in prepared.plans if not plan.up_to_date]
     results: dict[str, ItemResult] = {}
     progress = Progress(len(tasks), enabled=show_progress)
-    for result in execute(tasks, n_workers):
+    backend = backend or recipe.engine.backend
+    address = address or recipe.engine.address
+    for result in execute(tasks, n_workers, backend=backend, address=address):
         results[result.item_id] = result
         progress.update(result.status == "ok")
         if result.status != "ok" and not keep_going:
@@ -233,12 +237,20 @@ def resolve_workers(workers: int | str) -> int:
     return max(1, int(workers))
 
 
-def execute(tasks: list[ItemTask], workers: int) -> Iterator[ItemResult]:
+def execute(
+    tasks: list[ItemTask], workers: int, *, backend: str = "local", address: str | None = None
+) -> Iterator[ItemResult]:
     """Run ``tasks`` and yield results as they finish (unordered when parallel).
 
-    One worker runs in this process; more use joblib's loky processes, streaming
-    results so the parent holds only small records.
+    Local backend: one worker runs in this process; more use joblib's loky
+    processes, streaming results so the parent holds only small records. Dask
+    backend: the same per-item function on a Dask distributed cluster.
     """
+    if backend == "dask":
+        from medflow.engine.dask_backend import execute_dask
+
+        yield from execute_dask(tasks, address, workers)
+        return
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield run_item(task)

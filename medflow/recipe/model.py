@@ -97,6 +97,14 @@ class Engine(_Strict):
     keep_going: bool = Field(
         True, description="Build every item even when some fail (failures are listed and the exit code is 1)."
     )
+    backend: Literal["local", "dask"] = Field(
+        "local",
+        description="'local': this machine (in-process for 1 worker, else loky processes); 'dask': a Dask "
+        "distributed cluster at 'address' (needs the 'dask' extra; outputs and cache on shared storage).",
+    )
+    address: str | None = Field(
+        None, description="Dask scheduler address for backend 'dask', e.g. tcp://scheduler:8786."
+    )
 
 
 def _union_of(models: list[type[BaseModel]], discriminator: str):
