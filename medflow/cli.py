@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--verify", action="store_true", help="rehash inputs and outputs")
     plan.set_defaults(handler=_cmd_plan)
 
+    preview = sub.add_parser("preview", help="run the steps on a few items and draw one PNG montage (no build)")
+    _recipe_args(preview)
+    preview.add_argument("--items", type=int, default=2, metavar="N", help="number of items to show (default 2)")
+    preview.add_argument("--out", default="preview.png", metavar="PNG", help="montage file (default preview.png)")
+    preview.set_defaults(handler=_cmd_preview)
+
     steps = sub.add_parser("steps", help="list the registered steps, or show one in full")
     steps.add_argument("name", nargs="?")
     steps.set_defaults(handler=_cmd_steps)
@@ -181,7 +187,39 @@ def _print_plan(loaded, *, verify: bool) -> int:
         print(f"  {plan.item.item_id}: up to date")
     for file, reason in prepared.unreadable:
         print(f"  unreadable input {file}: {reason}")
+    _print_step_dry_runs(loaded, prepared)
     return EXIT_OK
+
+
+def _print_step_dry_runs(loaded, prepared) -> None:
+    """Steps whose function has a ``dry_run(params, first_file) -> lines`` hook show what they would do."""
+    from medflow.steps.registry import get_step
+
+    if not prepared.items:
+        return
+    first = prepared.items[0]
+    for index, params in enumerate(loaded.recipe.steps):
+        hook = getattr(get_step(params.step).function, "dry_run", None)
+        if hook is None:
+            continue
+        print(f"steps[{index}] {params.step}: on the first file of item {first.item_id} "
+              f"(same rules for the {len(prepared.items)} item(s)):")
+        for line in hook(params, Path(first.root) / first.files[0]):
+            print(f"    {line}")
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from medflow.errors import UsageError
+    from medflow.preview import preview
+
+    if args.items < 1:
+        raise UsageError(f"--items must be >= 1 (got {args.items})")
+    result = preview(_load(args), n_items=args.items, out=args.out)
+    height, width = result.montage.shape[:2]
+    print(f"preview: {result.path} ({len(result.rows)} item(s), {width}x{height} px)")
+    for who, reason in result.errors:
+        print(f"FAILED {who}: {reason}")
+    return EXIT_FAILED_ITEMS if result.errors else EXIT_OK
 
 
 def _cmd_steps(args: argparse.Namespace) -> int:
@@ -230,7 +268,11 @@ def _describe_step(spec, *, full: bool) -> str:
         prop = schema["properties"].get(name, {})
         type_text = _type_text(prop)
         unit = prop.get("unit")
-        default = "required" if name in required else f"default {json.dumps(prop.get('default', field.default))}"
+        if name in required:
+            default = "required"
+        else:
+            value = prop.get("default", field.get_default(call_default_factory=True))
+            default = f"default {json.dumps(value, default=str)}"
         unit_text = f" [{unit}]" if unit and unit != "none" else ""
         line = f"    {name}: {type_text}{unit_text}, {default}"
         if full and field.description:

@@ -282,6 +282,7 @@ def _task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         reader_params=prepared.reader_params,
         out_dir=str(prepared.out_dir),
         cache_dir=str(prepared.cache.root),
+        fold=recipe.engine.fold_pointwise,
     )
 
 

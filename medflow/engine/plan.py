@@ -14,6 +14,7 @@ from typing import Any
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
+from medflow.engine.fold import stored_key
 from medflow.sources.base import ItemRef
 from medflow.steps.registry import get_step
 from medflow.writers.atomic import sha256_file
@@ -106,6 +107,8 @@ def plan_item(
         if links[index].checkpoint and cache.has(links[index].key):
             start = index + 1
             break
+    if start == 0 and cache.has(stored_key(links[0].key)):
+        start = 1  # the read's stored values are cached: no DICOM decoding needed
     reasons = _reasons(item, links, previous, missing)
     return ItemPlan(item, links, out_key, start, True, reasons, None)
 

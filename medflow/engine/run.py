@@ -39,6 +39,7 @@ class ItemTask:
     reader_params: dict[str, Any]
     out_dir: str
     cache_dir: str
+    fold: bool = True  # fold leading pointwise steps into lookup tables (same bytes, faster)
 
 
 @dataclass
@@ -78,26 +79,16 @@ def run_item(task: ItemTask) -> ItemResult:
 def _run(task: ItemTask) -> ItemResult:
     cache = Cache(Path(task.cache_dir))
     links = task.links
-    sample: Sample | None = None
-    start = task.start
-    if start > 0:
-        try:
-            sample = load_sample(cache, links[start - 1].key)
-        except CacheError:
-            sample = None  # the corrupt entry was deleted; recompute from the read
-        if sample is None:
-            start = 0
-    computed = []
+    sample, start = _resume(task, cache)
+    computed: list[str] = []
+    if sample is None:
+        sample, start, computed = _read_or_fold(task, cache)
     for index in range(start, len(links)):
         link = links[index]
-        if index == 0:
-            sample = _read(task.item, task.reader_params)
-        else:
-            sample = apply_step(task.steps[index - 1], sample)
+        sample = apply_step(task.steps[index - 1], sample)
         computed.append(link.name)
         if link.checkpoint:
             save_sample(cache, link.key, sample)
-    assert sample is not None
     out_dir = Path(task.out_dir)
     outputs = []
     for params in task.writers:
@@ -115,14 +106,42 @@ def _run(task: ItemTask) -> ItemResult:
                       private_tables=sample.private_tables)
 
 
-def _read(item: ItemRef, reader_params: dict[str, Any]) -> Sample:
+def _resume(task: ItemTask, cache: Cache) -> tuple[Sample | None, int]:
+    """The checkpoint the plan chose to resume from, or (None, 0) if it is gone or corrupt."""
+    if task.start == 0:
+        return None, 0
+    try:
+        sample = load_sample(cache, task.links[task.start - 1].key)
+    except CacheError:
+        sample = None  # the corrupt entry was deleted; start from the read
+    return (sample, task.start) if sample is not None else (None, 0)
+
+
+def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]:
+    """Read the item, or read its stored values and fold the leading pointwise steps.
+
+    Returns the Sample after link ``start - 1``, ``start``, and the names of the links computed.
+    """
+    from medflow.engine.fold import fold, pointwise_prefix, read_stored
     from medflow.sources.series import read_item
 
+    item, links = task.item, task.links
     if item.broken_files:
         rel, reason = item.broken_files[0]
         more = f" (and {len(item.broken_files) - 1} more broken file(s))" if len(item.broken_files) > 1 else ""
         raise InputError(str(Path(item.root) / rel), reason + more)
-    return read_item(item, **reader_params)
+    n_fold = pointwise_prefix(task.steps) if task.fold else 0
+    if n_fold:
+        stored, stored_was_cached = read_stored(item, task.reader_params, cache, links[0].key)
+        folded = fold(stored, task.steps[:n_fold], apply_step) if stored is not None else None
+        if folded is not None:
+            if links[n_fold].checkpoint:
+                save_sample(cache, links[n_fold].key, folded)
+            computed = ([] if stored_was_cached else [links[0].name]) + [link.name for link in links[1 : n_fold + 1]]
+            return folded, n_fold + 1, computed
+    sample = read_item(item, **task.reader_params)
+    save_sample(cache, links[0].key, sample)
+    return sample, 1, [links[0].name]
 
 
 def apply_step(params: Any, sample: Sample) -> Sample:

@@ -97,6 +97,11 @@ class Engine(_Strict):
     keep_going: bool = Field(
         True, description="Build every item even when some fail (failures are listed and the exit code is 1)."
     )
+    fold_pointwise: bool = Field(
+        True,
+        description="Run the leading pointwise steps (window, colormap, color space...) through per-slice "
+        "lookup tables over the stored values: bit-identical output, much faster. false: run them on every pixel.",
+    )
     backend: Literal["local", "dask"] = Field(
         "local",
         description="'local': this machine (in-process for 1 worker, else loky processes); 'dask': a Dask "

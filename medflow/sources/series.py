@@ -327,12 +327,25 @@ def _units(modality: str, first: Dataset, color: bool) -> str:
     return "stored*slope+intercept"
 
 
-def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") -> Sample:
+class NotStoredValues(ValueError):
+    """``values="stored"`` was asked of an item whose values are not plain rescaled integers."""
+
+
+def read_item(
+    item: ItemRef,
+    duplicates: Literal["first", "error"] = "first",
+    values: Literal["rescaled", "stored"] = "rescaled",
+) -> Sample:
     """Read an item's pixels and exact geometry (rules in the module docstring).
 
     Args:
         item: from :func:`medflow.sources.discovery.discover_dicom`.
         duplicates: what to do with slices at the same position.
+        values: ``"rescaled"`` (default): float32 ``stored * slope + intercept``.
+            ``"stored"``: the decoded stored integers (int8/uint8/int16/uint16) and
+            ``meta["stored_rescale"]`` = per-slice ``[slope, intercept]``, so that a
+            caller can fold the rescale and pointwise steps into a lookup table;
+            raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
 
     Returns:
         A Sample: float32 ``pixels`` with axes ``"zyx"`` (``"zyxc"``, channels r, g, b
@@ -370,9 +383,16 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
         # decoding; apply_color_lut maps PALETTE COLOR to RGB.
         notes.append(f"{photometric} pixels converted to RGB")
     shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
-    pixels = np.empty(shape, dtype=np.float32)
+    stored = values == "stored"
+    if stored:
+        dtype = _stored_dtype(first, color)
+        if dtype is None or any(s.slope is None or s.intercept is None for s in kept):
+            raise NotStoredValues(f"item {item.item_id} has no plain integer stored values")
+    else:
+        dtype = np.float32
+    pixels = np.empty(shape, dtype=dtype)
     if item.kind == "multiframe":
-        _fill_frames(pixels, path, kept, first, color)
+        _fill_frames(pixels, path, kept, first, color, stored)
         headers_json = _frame_headers(first, kept)
     else:
         for rank, s in enumerate(kept):
@@ -386,7 +406,7 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
                 raise InputError(
                     os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}"
                 )
-            pixels[rank] = _values(arr, s, ds, color)
+            pixels[rank] = _stored(arr, slice_path, pixels.dtype) if stored else _values(arr, s, ds, color)
         headers_json = [_header_json(headers_by_slice[s.rel]) for s in kept]
 
     modality = item.modality or str(first.get("Modality") or "")
@@ -401,6 +421,8 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
     }
     if item.kind == "multiframe":
         meta["dropped_frames"] = sorted(s.frame + 1 for s in dropped)
+    if stored:
+        meta["stored_rescale"] = [[float(s.slope), float(s.intercept)] for s in kept]
     return Sample(
         item_id=item.item_id,
         pixels=pixels,
@@ -415,7 +437,28 @@ def read_item(item: ItemRef, duplicates: Literal["first", "error"] = "first") ->
     )
 
 
-def _fill_frames(pixels: np.ndarray, path: Path, kept: list[_Slice], ds: Dataset, color: bool) -> None:
+def _stored_dtype(ds: Dataset, color: bool) -> np.dtype | None:
+    """dtype that holds the stored values exactly (None: not a plain integer grayscale item)."""
+    if color or ("ModalityLUTSequence" in ds and "RescaleSlope" not in ds):
+        return None
+    bits = int(ds.get("BitsAllocated") or 0)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    if bits == 8:
+        return np.dtype(np.int8 if signed else np.uint8)
+    if bits == 16:
+        return np.dtype(np.int16 if signed else np.uint16)
+    return None
+
+
+def _stored(arr: np.ndarray, path: Path, dtype: np.dtype) -> np.ndarray:
+    if arr.dtype != dtype:
+        raise NotStoredValues(f"{path}: decoded stored values are {arr.dtype}, the header says {dtype}")
+    return arr
+
+
+def _fill_frames(
+    pixels: np.ndarray, path: Path, kept: list[_Slice], ds: Dataset, color: bool, stored: bool = False
+) -> None:
     """Decode a multi-frame file one frame at a time into ``pixels`` (z order of ``kept``)."""
     rank_of = {s.frame: rank for rank, s in enumerate(kept)}
     by_frame = {s.frame: s for s in kept}
@@ -424,8 +467,10 @@ def _fill_frames(pixels: np.ndarray, path: Path, kept: list[_Slice], ds: Dataset
         for index, frame in enumerate(iter_pixels(path)):
             seen += 1
             if index in rank_of:
-                pixels[rank_of[index]] = _values(frame, by_frame[index], ds, color)
-    except InputError:
+                pixels[rank_of[index]] = (
+                    _stored(frame, path, pixels.dtype) if stored else _values(frame, by_frame[index], ds, color)
+                )
+    except (InputError, NotStoredValues):
         raise
     except Exception as exc:
         raise _decode_error(path, exc) from exc

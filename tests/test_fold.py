@@ -1,0 +1,133 @@
+"""Folding pointwise steps into per-slice lookup tables gives the same bytes as running them on every pixel."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medflow.engine.fold as fold_module
+from medflow.engine.build import build
+from medflow.recipe.loader import load_recipe
+from tests.conftest import shared_data_path
+from tests.dicom_factory import write_ct_series
+
+SEED_STEPS = """\
+steps:
+  - step: window
+    level: -600
+    width: 1500
+  - step: colormap
+    map: blue_red
+  - step: color_space
+    to: ycbcr
+  - step: layout
+    layout: NCHW
+    dtype: float32
+"""
+
+
+def _recipe(tmp_path: Path, source: str, steps: str, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"medflow: 1\nname: {name}\nsource:\n{source}\n{steps}outputs:\n  dir: out-{name}\n"
+                    "engine:\n  workers: 1\n")
+    return path
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npy"))}
+
+
+def _build_both_ways(tmp_path, source, steps, monkeypatch):
+    calls = []
+    original = fold_module.fold
+
+    def counting(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(fold_module, "fold", counting)
+    folded = build(load_recipe(_recipe(tmp_path, source, steps, "folded")), show_progress=False)
+    assert folded.exit_code == 0 and any(calls), "the folded path was not taken"
+    calls.clear()
+    plain = build(load_recipe(_recipe(tmp_path, source, steps, "plain"),
+                              overrides=["engine.fold_pointwise=false"]), show_progress=False)
+    assert plain.exit_code == 0 and not calls
+    a, b = _outputs(tmp_path / "out-folded"), _outputs(tmp_path / "out-plain")
+    assert a and a == b
+    return a
+
+
+def test_seed_chain_is_bit_identical_on_signed_data(tmp_path, monkeypatch):
+    for series in range(2):
+        write_ct_series(tmp_path / "data", series, n_slices=3, size=32)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch)
+
+
+def test_per_slice_rescale_is_honoured(tmp_path, monkeypatch):
+    for index, intercept in enumerate([-1024.0, -1000.0, -900.5]):
+        from tests.dicom_factory import write_ct_slice
+
+        write_ct_slice(tmp_path / "data" / f"{index}.dcm", series=7, index=index, z=2.0 * index, size=16,
+                       intercept=intercept)
+    outputs = _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch)
+    (array,) = [np.load(__import__("io").BytesIO(b)) for b in outputs.values()]
+    assert array.shape == (3, 3, 16, 16)
+
+
+def test_real_ct_slices_are_bit_identical(tmp_path, monkeypatch):
+    source = shared_data_path("ct_pancreas_tcia")
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(source.glob("*.dcm"))[:6]:
+        (data / path.name).symlink_to(path)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch)
+
+
+def test_monochrome1_window_from_header_is_bit_identical(tmp_path, monkeypatch):
+    source = shared_data_path("misc_singles", "gdcm-CR-MONO1-10-chest.dcm")
+    (tmp_path / "data").mkdir()
+    shutil.copy(source, tmp_path / "data" / "cr.dcm")
+    steps = "steps:\n  - step: window\n    from_header: true\n  - step: layout\n    layout: NHWC\n" \
+            "    dtype: uint8\n    scale: 255\n"
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch)
+
+
+def test_sample_phantom_is_bit_identical(tmp_path, monkeypatch):
+    steps = "steps:\n  - step: window\n    preset: lung\n  - step: colormap\n    map: jet\n" \
+            "  - step: layout\n    layout: NHWC\n"
+    _build_both_ways(tmp_path, "  sample: ct-phantom", steps, monkeypatch)
+
+
+def test_a_pointwise_param_change_reuses_the_stored_values(tmp_path):
+    write_ct_series(tmp_path / "data", 1, n_slices=3)
+    recipe = _recipe(tmp_path, "  dicom: data", SEED_STEPS, "r")
+    build(load_recipe(recipe), show_progress=False)
+    report = build(load_recipe(recipe, overrides=["steps[0].width=1200"]), show_progress=False)
+    (computed,) = report.manifest["run"]["computed"].values()
+    assert computed == ["window", "colormap", "color_space", "layout"]  # no DICOM decoding
+
+
+@pytest.mark.parametrize("lo,hi", [(-2048, 3071), (0, 4095)])
+def test_fold_table_covers_exactly_the_occurring_values(lo, hi):
+    from medflow.sample import Sample
+    from medflow.engine.run import apply_step
+    from medflow.recipe.model import recipe_model
+
+    rng = np.random.default_rng(0)
+    dtype = np.int16 if lo < 0 else np.uint16
+    stored = rng.integers(lo, hi + 1, size=(2, 8, 8)).astype(dtype)
+    stored[0, 0, 0], stored[1, 0, 0] = lo, hi
+    sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, -1024.0], [2.0, 0.0]]})
+    recipe = recipe_model().model_validate({"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"},
+                                            "outputs": {"dir": "o"},
+                                            "steps": [{"step": "window", "level": 40, "width": 400}]})
+    out = fold_module.fold(sample, list(recipe.steps), apply_step)
+    hu = np.stack([stored[0] * 1.0 - 1024.0, stored[1] * 2.0]).astype(np.float32)
+    expected = apply_step(recipe.steps[0], Sample("x", hu, "zyx")).pixels
+    assert out.pixels.dtype == np.float32
+    assert np.array_equal(out.pixels, expected)
+    assert "stored_rescale" not in out.meta
