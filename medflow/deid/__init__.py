@@ -11,7 +11,7 @@ The public API (the ``anonymize`` step and the DICOM writer wrap it)::
 from medflow.deid.burned_in import apply_burned_in_policy, burned_in_risk
 from medflow.deid.config import DeidConfig, DeidRules
 from medflow.deid.errors import BurnedInTextError, DeidConfigError, DeidKeyError
-from medflow.deid.keys import load_key
+from medflow.deid.keys import key_id, load_key
 from medflow.deid.profile import AuditRecord, DeidResult, deidentify, plan_deidentification
 from medflow.deid.pseudonyms import keyed_uid, patient_pseudonym
 from medflow.deid.table import ALL_OPTIONS, compile_actions, edition, load_table
@@ -30,6 +30,7 @@ __all__ = [
     "compile_actions",
     "deidentify",
     "edition",
+    "key_id",
     "keyed_uid",
     "load_key",
     "load_table",

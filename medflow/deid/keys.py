@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 import warnings
@@ -50,3 +52,12 @@ def load_key(env_var: str | None = None, key_file: str | os.PathLike[str] | None
     if len(key) < MIN_KEY_BYTES:
         raise DeidKeyError(f"{where}: the de-identification key has {len(key)} bytes; at least {MIN_KEY_BYTES} needed")
     return key
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of ``key``: 16 hex characters of HMAC-SHA256(key, "medflow-key-id").
+
+    It tells two keys apart (a rotated key changes cache keys and is recorded in the manifest)
+    without revealing the key or helping to guess it: computing it needs the key.
+    """
+    return hmac.new(key, b"medflow-key-id", hashlib.sha256).hexdigest()[:16]

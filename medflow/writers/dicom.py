@@ -1,0 +1,134 @@
+"""Anonymized DICOM writer (``kind: dicom``): each original instance, de-identified, pixel data as stored.
+
+For every file in ``Sample.source_files`` the writer reads the full original (pixel data as
+stored: compressed transfer syntaxes are not decoded), de-identifies it with the configuration
+the ``anonymize`` step recorded in ``meta["deid"]`` and the same key (loaded again from its
+environment variable or file), and writes::
+
+    <folder>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+    <audit_folder>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.jsonl
+
+Names come from the *new* UIDs only, and only when they are DICOM UIDs (digits and dots,
+PS3.5 9.1), so a tag value can never name a path outside the output folder. A sample that did
+not go through ``anonymize`` is refused: this writer never writes identifying DICOM.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import pydicom
+from pydantic import Field, field_validator
+
+from medflow.deid import DeidConfig, DeidKeyError, apply_burned_in_policy, deidentify, key_id, load_key
+from medflow.deid.errors import BurnedInTextError
+from medflow.errors import InputError, StepError
+from medflow.sample import Sample
+from medflow.writers.atomic import atomic_write_bytes
+from medflow.writers.registry import WriterParams, WrittenFile, register_writer
+
+WRITER = "writer dicom"
+#: PS3.5 9.1: components of digits separated by dots, at most 64 characters.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_UID_MAX = 64
+
+
+class DicomParams(WriterParams):
+    """De-identified DICOM instances (needs the ``anonymize`` step), named by their new UIDs."""
+
+    kind: Literal["dicom"]
+    folder: str = Field("dicom", description="Subfolder of the output folder for the .dcm files.")
+    audit_folder: str = Field(
+        "audit",
+        description="Subfolder for the per-file audit (JSON Lines: attribute, action, keyed hash of the old value).",
+    )
+
+    @field_validator("folder", "audit_folder")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+            raise ValueError(f"must be a relative folder inside the output folder without '..' (got {value!r})")
+        return value
+
+
+@register_writer("dicom", 1, DicomParams)
+def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[WrittenFile]:
+    """Write each source instance de-identified (anonymize step's config and key), pixel data unchanged."""
+    deid = sample.meta.get("deid")
+    if not isinstance(deid, dict) or "config" not in deid:
+        raise StepError(
+            WRITER, sample.item_id,
+            "the item did not go through the 'anonymize' step; refusing to write DICOM that would carry "
+            "identifying data (add '- step: anonymize' to the recipe's steps)",
+        )
+    config = DeidConfig.model_validate(deid["config"])
+    key = _key(deid, sample.item_id)
+    out_root = out_dir.resolve()
+    written: list[WrittenFile] = []
+    seen: set[str] = set()
+    for source in sample.source_files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid values in real files are de-identified anyway
+            try:
+                original = pydicom.dcmread(source)
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
+                raise InputError(source, f"cannot read for the DICOM writer: {type(exc).__name__}: {exc}") from exc
+            result = deidentify(original, config, key)
+        try:  # the step decided on its headers; the full instance is checked again before writing
+            decision = apply_burned_in_policy(
+                result.burned_in_risk, result.burned_in_reason, config.burned_in, sample.item_id
+            )
+        except BurnedInTextError as exc:
+            raise StepError(WRITER, sample.item_id, str(exc)) from None
+        if decision != "write":
+            raise StepError(WRITER, sample.item_id, f"burned-in text risk ({result.burned_in_reason}); not written")
+        ds = result.dataset
+        parts = [_uid_part(ds, keyword, source) for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+        relative = PurePosixPath(params.folder, *parts[:2], parts[2] + ".dcm")
+        if relative.as_posix() in seen:
+            raise InputError(source, f"two instances of item {sample.item_id} have the same SOPInstanceUID")
+        seen.add(relative.as_posix())
+        audit = PurePosixPath(params.audit_folder, *parts[:2], parts[2] + ".jsonl")
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        for rel, data in ((relative, buffer.getvalue()), (audit, result.audit_jsonl().encode("utf-8"))):
+            target = (out_dir / rel).resolve()
+            if out_root not in target.parents:  # belt and braces: the UID check already forbids this
+                raise InputError(source, f"output path {rel} would leave the output folder")
+            sha = atomic_write_bytes(target, data)
+            written.append(WrittenFile(rel.as_posix(), sha, len(data)))
+    return written
+
+
+def _key(deid: dict, item_id: str) -> bytes:
+    source = deid.get("key_source") or {}
+    try:
+        if "file" in source:
+            key = load_key(key_file=source["file"])
+        else:
+            key = load_key(env_var=source.get("env", "MEDFLOW_DEID_KEY"))
+    except DeidKeyError as exc:
+        raise StepError(WRITER, item_id, str(exc)) from None
+    if key_id(key) != deid.get("key_id"):
+        raise StepError(
+            WRITER, item_id,
+            "the de-identification key changed since the anonymize step ran (key_id differs); run again",
+        )
+    return key
+
+
+def _uid_part(ds: pydicom.Dataset, keyword: str, source: str) -> str:
+    """The new UID ``keyword`` of ``ds`` as a path component; refused unless it is a valid DICOM UID."""
+    value = str(ds.get(keyword, "") or "").strip("\x00 ")
+    if not value or len(value) > _UID_MAX or not _UID.fullmatch(value):
+        raise InputError(
+            source,
+            f"{keyword} after de-identification is not a valid DICOM UID (digits and dots, at most 64 "
+            "characters); refusing to use it as a file name",
+        )
+    return value
