@@ -131,3 +131,24 @@ def test_fold_table_covers_exactly_the_occurring_values(lo, hi):
     assert out.pixels.dtype == np.float32
     assert np.array_equal(out.pixels, expected)
     assert "stored_rescale" not in out.meta
+
+
+def test_large_lut_data_survives_into_the_sample_headers(tmp_path):
+    """LUT Data over the bulk threshold (here 4096 entries x 2 bytes) stays in the headers steps read."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medflow.recipe.model import SeriesFilter
+    from medflow.sources.discovery import discover_dicom
+    from medflow.sources.fingerprint import FingerprintMemo
+    from medflow.sources.series import read_item
+
+    (tmp_path / "d").mkdir()
+    shutil.copy(get_testdata_file("mlut_18.dcm"), tmp_path / "d" / "m.dcm")
+    (item,) = discover_dicom(tmp_path / "d", SeriesFilter(), FingerprintMemo(None)).items
+    header = read_item(item).headers[0]
+    lut_item = header["00283000"]["Value"][0]
+    assert "00283006" in lut_item
+    expected = pydicom.dcmread(get_testdata_file("mlut_18.dcm")).ModalityLUTSequence[0]
+    decoded = pydicom.Dataset.from_json(lut_item)
+    assert list(decoded.LUTData) == list(expected.LUTData)

@@ -102,12 +102,23 @@ def _header(path: Path) -> Dataset:
         raise InputError(os.fspath(path), problem.reason) from problem
 
 
+# Binary values that steps need whatever their size: LUT Data (Modality/VOI LUT Sequences)
+# and the palette color lookup tables (plain and segmented), PS3.3 C.11.1, C.11.2, C.7.6.3.1.5-6.
+_KEEP_BINARY_TAGS = frozenset({"00283006", "00281201", "00281202", "00281203", "00281221", "00281222", "00281223"})
+# base64 length of a value of BULK_DATA_THRESHOLD bytes
+_INLINE_LIMIT = 4 * ((BULK_DATA_THRESHOLD + 2) // 3)
+
+
 def _header_json(ds: Dataset) -> dict[str, Any]:
-    """DICOM JSON model dict (PS3.18 F.2) without pixel data and without bulk binary values."""
+    """DICOM JSON model dict (PS3.18 F.2) without pixel data and without bulk binary values.
+
+    Binary values over ``BULK_DATA_THRESHOLD`` bytes are left out, except the LUT and
+    palette data in ``_KEEP_BINARY_TAGS``, which steps need.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = ds.to_json_dict(
-            bulk_data_threshold=BULK_DATA_THRESHOLD,
+            bulk_data_threshold=1 << 26,
             bulk_data_element_handler=lambda _elem: _BULK_MARKER,
             suppress_invalid_tags=True,
         )
@@ -118,6 +129,9 @@ def _prune_bulk(node: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for tag, element in node.items():
         if tag.upper().startswith("7FE0") or element.get("BulkDataURI") == _BULK_MARKER:
+            continue
+        inline = element.get("InlineBinary")
+        if inline is not None and len(inline) > _INLINE_LIMIT and tag.upper() not in _KEEP_BINARY_TAGS:
             continue
         if element.get("vr") == "SQ" and "Value" in element:
             element = {**element, "Value": [_prune_bulk(item) for item in element["Value"]]}
