@@ -178,3 +178,21 @@ def test_shards_group_items_and_are_deterministic(project):
     _build(project)
     assert [p.read_bytes() for p in sorted((project / "out" / "shards").glob("*.npz"))] == bytes_before
     assert first.manifest["dataset_outputs"][0]["path"] == "shards/shard-00000.npz"
+
+
+def test_outputs_expect_passes_matching_items(project):
+    (project / "recipe.yaml").write_text(RECIPE.replace("  writers:", "  expect:\n    layout: NCHW\n    dtype: float32\n"
+                                                        "    value_range: [0, 1]\n    channels: 1\n  writers:"))
+    assert _build(project).exit_code == 0
+
+
+def test_outputs_expect_fails_items_that_differ_and_names_how(project):
+    (project / "recipe.yaml").write_text(RECIPE.replace("  writers:", "  expect:\n    layout: NHWC\n    dtype: uint8\n"
+                                                        "    value_range: [0, 0.5]\n  writers:"))
+    report = _build(project)
+    assert report.exit_code == 1 and report.ok == 0
+    reason = report.failed[0][1]
+    assert "step 'outputs.expect' failed" in reason
+    assert "layout is NCHW, expected NHWC" in reason and "dtype is float32, expected uint8" in reason
+    assert "expected within [0, 0.5]" in reason
+    assert not list((project / "out" / "tensors").glob("*.npy"))

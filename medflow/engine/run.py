@@ -40,6 +40,7 @@ class ItemTask:
     out_dir: str
     cache_dir: str
     fold: bool = True  # fold leading pointwise steps into lookup tables (same bytes, faster)
+    expect: dict[str, Any] | None = None  # outputs.expect of the recipe
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _run(task: ItemTask) -> ItemResult:
         computed.append(link.name)
         if link.checkpoint:
             save_sample(cache, link.key, sample)
+    if task.expect:
+        check_expectation(sample, task.expect)
     out_dir = Path(task.out_dir)
     outputs = []
     for params in task.writers:
@@ -142,6 +145,34 @@ def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]
     sample = read_item(item, **task.reader_params)
     save_sample(cache, links[0].key, sample)
     return sample, 1, [links[0].name]
+
+
+def check_expectation(sample: Sample, expect: dict[str, Any]) -> None:
+    """Raise a StepError naming every way the final array differs from ``outputs.expect``."""
+    problems = []
+    pixels = sample.pixels
+    layout = expect.get("layout")
+    if layout and layout.lower() != sample.axes.lower():
+        problems.append(f"layout is {sample.axes.upper()}, expected {layout.upper()}")
+    dtype = expect.get("dtype")
+    if dtype and pixels.dtype != np.dtype(dtype):
+        problems.append(f"dtype is {pixels.dtype}, expected {dtype}")
+    channels = expect.get("channels")
+    if channels is not None:
+        have = pixels.shape[sample.axes.lower().index("c")] if "c" in sample.axes.lower() else 1
+        if have != channels:
+            problems.append(f"{have} channel(s), expected {channels}")
+    value_range = expect.get("value_range")
+    if value_range is not None and pixels.size:
+        low, high = value_range
+        if np.issubdtype(pixels.dtype, np.floating) and np.isnan(pixels).any():
+            problems.append("contains NaN")
+        else:
+            lo, hi = pixels.min(), pixels.max()
+            if lo < low or hi > high:
+                problems.append(f"values span [{lo:.6g}, {hi:.6g}], expected within [{low:g}, {high:g}]")
+    if problems:
+        raise StepError("outputs.expect", sample.item_id, "; ".join(problems))
 
 
 def apply_step(params: Any, sample: Sample) -> Sample:

@@ -84,6 +84,21 @@ Source = Annotated[
 ]
 
 
+class Expectation(_Strict):
+    """What every item's final array must be; an item that differs fails with the difference named."""
+
+    layout: str | None = Field(
+        None, description="Axis names of the final array, e.g. NCHW, NHWC, NCDHW, or zyx (case-insensitive)."
+    )
+    dtype: Literal["float32", "float16", "float64", "uint8", "uint16", "int16", "int32"] | None = Field(
+        None, description="dtype of the final array."
+    )
+    value_range: tuple[float, float] | None = Field(
+        None, description="Every value must lie in [low, high] (inclusive, in output units); NaN always fails."
+    )
+    channels: int | None = Field(None, ge=1, description="Number of channels (size of the C axis).")
+
+
 class Engine(_Strict):
     """How the build runs."""
 
@@ -129,6 +144,10 @@ def recipe_model() -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid", frozen=True),
         __doc__="Where and how the dataset is written.",
         dir=(str, Field(description="Output folder, relative to the recipe file or absolute.")),
+        expect=(
+            Expectation | None,
+            Field(None, description="Checks applied to every item's final array before it is written."),
+        ),
         writers=(
             list[writer_union],
             Field(
