@@ -175,6 +175,10 @@ def _print_plan(loaded, *, verify: bool) -> int:
     up_to_date = [p for p in prepared.plans if p.up_to_date]
     todo = [p for p in prepared.plans if not p.up_to_date]
     print(f"{len(prepared.plans)} items: {len(up_to_date)} up to date, {len(todo)} to build")
+    for index, params in enumerate(loaded.recipe.steps):
+        if getattr(params, "needs_dataset_stats", lambda: False)():
+            state = "cached" if index in prepared.dataset_stats else "computed in a first pass over every item"
+            print(f"  dataset statistics for step {index + 1} '{params.step}': {state}")
     for plan in todo:
         names = [link.name for link in plan.links]
         cached = names[: plan.start]

@@ -6,6 +6,7 @@ records (streamed, unordered) and write their outputs and cache entries themselv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -16,9 +17,14 @@ from typing import Any
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
-from medflow.engine.manifest import environment, previous_items, read_manifest, write_manifest
-from medflow.engine.manifest import MANIFEST_VERSION
-from medflow.engine.plan import ItemPlan, plan_item
+from medflow.engine.manifest import (
+    MANIFEST_VERSION,
+    environment,
+    previous_items,
+    read_manifest,
+    write_manifest,
+)
+from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item
 from medflow.engine.progress import Progress
 from medflow.engine.run import ItemResult, ItemTask, run_item
 from medflow.errors import InputError
@@ -43,6 +49,7 @@ class Prepared:
     unreadable: list[tuple[str, str]]
     plans: list[ItemPlan]
     reader_params: dict[str, Any]
+    dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> statistics
 
 
 @dataclass
@@ -109,14 +116,88 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
     memo.save()
     unreadable, skipped = _split_skipped(root, discovery.skipped)
 
-    previous = previous_items(read_manifest(out_dir))
-    plans = []
-    for item in discovery.items:
-        old = previous.get(item.item_id)
-        plans.append(
-            plan_item(item, reader_params, list(recipe.steps), _per_item_writers(recipe), cache, out_dir, old, verify)
-        )
-    return Prepared(loaded, out_dir, cache, root, discovery.items, file_hashes, skipped, unreadable, plans, reader_params)
+    prepared = Prepared(
+        loaded, out_dir, cache, root, discovery.items, file_hashes, skipped, unreadable, [], reader_params
+    )
+    prepared.dataset_stats = _cached_dataset_stats(prepared)
+    _plan_all(prepared, verify)
+    return prepared
+
+
+def _plan_all(prepared: Prepared, verify: bool) -> None:
+    recipe = prepared.loaded.recipe
+    previous = previous_items(read_manifest(prepared.out_dir))
+    prepared.plans = [
+        plan_item(item, prepared.reader_params, list(recipe.steps), _per_item_writers(recipe), prepared.cache,
+                  prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats)
+        for item in prepared.items
+    ]
+
+
+def _stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:
+    """Identifies a dataset statistic: the step's stats key and every item's key entering that step."""
+    steps = list(prepared.loaded.recipe.steps)
+    entering = sorted(
+        item_links(item, prepared.reader_params, steps[:index], stats)[-1].key for item in prepared.items
+    )
+    return keys.hash_json({"stats_key": steps[index].stats_key(), "step_index": index, "inputs": entering})
+
+
+def _cached_dataset_stats(prepared: Prepared) -> dict[int, Any]:
+    """Dataset statistics already in the cache for exactly these items (a first pass is not needed)."""
+    stats: dict[int, Any] = {}
+    for index, params in enumerate(prepared.loaded.recipe.steps):
+        if needs_dataset_stats(params):
+            record = prepared.cache.get_record(_stats_inputs_key(prepared, index, stats))
+            if record is None:
+                break  # later statistics depend on this one
+            stats[index] = record["stats"]
+    return stats
+
+
+def _compute_dataset_stats(prepared: Prepared, workers: int, backend: str, address: str | None) -> list[str]:
+    """First pass: accumulate each dataset-statistics step over every item, in step order.
+
+    Each item runs up to the step (reusing the cache) and returns a small accumulator
+    record; the parent merges them. Returns notes (e.g. items left out of the statistics).
+    """
+    notes = []
+    steps = list(prepared.loaded.recipe.steps)
+    for index, params in enumerate(steps):
+        if not needs_dataset_stats(params) or index in prepared.dataset_stats:
+            continue
+        tasks = []
+        for item in prepared.items:
+            links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats)
+            base = _task(prepared, ItemPlan(item, links, "", 0, True))
+            tasks.append(dataclasses.replace(base, steps=steps[:index], writers=[], expect=None,
+                                             start=_resume_index(prepared.cache, links), accumulate=params))
+        total, left_out = None, 0
+        for result in execute(tasks, workers, backend=backend, address=address):
+            if result.status != "ok" or result.stats is None:
+                left_out += 1
+                continue
+            accumulator = type(params.new_accumulator()).from_json(result.stats)
+            if total is None:
+                total = accumulator
+            else:
+                total.merge(accumulator)
+        if total is None:
+            notes.append(f"step {index + 1} '{params.step}': no item could be read for the dataset statistics")
+            break
+        stats = total.result()
+        prepared.cache.put_record(_stats_inputs_key(prepared, index, prepared.dataset_stats), {"stats": stats})
+        prepared.dataset_stats[index] = stats
+        if left_out:
+            notes.append(f"step {index + 1} '{params.step}': {left_out} item(s) failed and are not in the statistics")
+    return notes
+
+
+def _resume_index(cache: Cache, links: list[Any]) -> int:
+    for index in range(len(links) - 1, -1, -1):
+        if links[index].checkpoint and cache.has(links[index].key):
+            return index + 1
+    return 0
 
 
 def build(
@@ -130,19 +211,25 @@ def build(
     address: str | None = None,
 ) -> BuildReport:
     """Build the dataset of ``loaded``; returns the report (the manifest is written)."""
-    started_wall = dt.datetime.now(dt.timezone.utc)
+    started_wall = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     prepared = prepare(loaded, verify=verify)
     _remove_stale_temp_files(prepared.out_dir)
     recipe = loaded.recipe
     n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
     keep_going = recipe.engine.keep_going if keep_going is None else keep_going
+    backend = backend or recipe.engine.backend
+    address = address or recipe.engine.address
+    stats_notes: list[str] = []
+    stats_were_cached = True
+    if any(needs_dataset_stats(p) and i not in prepared.dataset_stats for i, p in enumerate(recipe.steps)):
+        stats_were_cached = False
+        stats_notes = _compute_dataset_stats(prepared, n_workers, backend, address)
+        _plan_all(prepared, verify)
 
     tasks = [_task(prepared, plan) for plan in prepared.plans if not plan.up_to_date]
     results: dict[str, ItemResult] = {}
     progress = Progress(len(tasks), enabled=show_progress)
-    backend = backend or recipe.engine.backend
-    address = address or recipe.engine.address
     for result in execute(tasks, n_workers, backend=backend, address=address):
         results[result.item_id] = result
         progress.update(result.status == "ok")
@@ -178,7 +265,7 @@ def build(
     shard_outputs = _write_dataset_writers(prepared, manifest_items)
     private_files, private_errors = _write_private_tables(prepared.out_dir, private_tables)
     failed.extend(private_errors)
-    finished_wall = dt.datetime.now(dt.timezone.utc)
+    finished_wall = dt.datetime.now(dt.UTC)
     seconds = time.perf_counter() - started
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -191,6 +278,11 @@ def build(
         "cache_format": keys.CACHE_FORMAT_VERSION,
         "items": manifest_items,
         "dataset_outputs": shard_outputs,
+        "dataset_stats": [
+            {"step_index": index + 1, "step": recipe.steps[index].step, "stats": stats}
+            for index, stats in sorted(prepared.dataset_stats.items())
+        ],
+        "notes": stats_notes,
         "inputs_skipped": [{"file": f, "reason": r} for f, r in prepared.skipped],
         "inputs_unreadable": [{"file": f, "reason": r} for f, r in prepared.unreadable],
         "summary": {
@@ -208,6 +300,7 @@ def build(
             "workers": n_workers,
             "computed": {item_id: results[item_id].computed for item_id in sorted(results)},
             "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
+            "dataset_stats_computed": not stats_were_cached,
         },
     }
     write_manifest(prepared.out_dir, manifest)
@@ -284,6 +377,7 @@ def _task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         cache_dir=str(prepared.cache.root),
         fold=recipe.engine.fold_pointwise,
         expect=recipe.outputs.expect.model_dump(mode="json") if recipe.outputs.expect else None,
+        dataset_stats=dict(prepared.dataset_stats),
     )
 
 

@@ -61,16 +61,35 @@ class ItemPlan:
         return not self.write_outputs and self.start == len(self.links)
 
 
-def item_links(item: ItemRef, reader_params: dict[str, Any], steps: list[Any]) -> list[Link]:
-    """The chain of links of ``item`` for the recipe's ``steps`` (params models)."""
+def needs_dataset_stats(params: Any) -> bool:
+    """Does this step need statistics over the whole dataset (a first pass)?"""
+    return bool(getattr(params, "needs_dataset_stats", lambda: False)())
+
+
+def item_links(
+    item: ItemRef,
+    reader_params: dict[str, Any],
+    steps: list[Any],
+    dataset_stats: dict[int, Any] | None = None,
+) -> list[Link]:
+    """The chain of links of ``item`` for the recipe's ``steps`` (params models).
+
+    ``dataset_stats`` maps a step's index to the dataset statistics it uses; they
+    join that step's key (new items change the statistics, hence every output).
+    The link before a dataset-statistics step is checkpointed: both passes need it.
+    """
+    dataset_stats = dataset_stats or {}
     key = keys.read_key(item.fingerprint, READER_NAME, READER_VERSION, reader_params)
     links = [Link(READER_NAME, READER_VERSION, reader_params, key, True)]
     for index, params in enumerate(steps):
         spec = get_step(params.step)
         canonical = params.canonical_params()
+        if index in dataset_stats:
+            canonical = {**canonical, "dataset_stats": dataset_stats[index]}
         key = keys.step_key(key, spec.name, spec.version, canonical)
         last = index == len(steps) - 1
-        links.append(Link(spec.name, spec.version, canonical, key, spec.checkpoint or last))
+        before_stats = index + 1 < len(steps) and needs_dataset_stats(steps[index + 1])
+        links.append(Link(spec.name, spec.version, canonical, key, spec.checkpoint or last or before_stats))
     return links
 
 
@@ -93,9 +112,10 @@ def plan_item(
     out_dir: Path,
     previous: dict[str, Any] | None,
     verify: bool = False,
+    dataset_stats: dict[int, Any] | None = None,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, the previous manifest entry."""
-    links = item_links(item, reader_params, steps)
+    links = item_links(item, reader_params, steps, dataset_stats)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
     record = cache.get_record(out_key)
     missing = _missing_outputs(record, out_dir, verify) if record else None

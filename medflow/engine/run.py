@@ -41,6 +41,8 @@ class ItemTask:
     cache_dir: str
     fold: bool = True  # fold leading pointwise steps into lookup tables (same bytes, faster)
     expect: dict[str, Any] | None = None  # outputs.expect of the recipe
+    dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
+    accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ItemResult:
     computed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
+    stats: dict[str, Any] | None = None  # first pass: the item's accumulator record
 
 
 def run_item(task: ItemTask) -> ItemResult:
@@ -86,10 +89,17 @@ def _run(task: ItemTask) -> ItemResult:
         sample, start, computed = _read_or_fold(task, cache)
     for index in range(start, len(links)):
         link = links[index]
-        sample = apply_step(task.steps[index - 1], sample)
+        params = task.steps[index - 1]
+        if index - 1 in task.dataset_stats:
+            sample.meta["dataset_stats"] = {params.stats_key(): task.dataset_stats[index - 1]}
+        sample = apply_step(params, sample)
         computed.append(link.name)
         if link.checkpoint:
             save_sample(cache, link.key, sample)
+    if task.accumulate is not None:
+        accumulator = task.accumulate.new_accumulator()
+        accumulator.update(sample.pixels)
+        return ItemResult(task.item.item_id, "ok", computed=computed, stats=accumulator.to_json())
     if task.expect:
         check_expectation(sample, task.expect)
     out_dir = Path(task.out_dir)
