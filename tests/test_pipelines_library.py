@@ -207,3 +207,12 @@ def test_seed_matches_an_independent_computation_on_a_real_ct_slice(tmp_path, ca
     expected = np.stack([luma, cb, cr])
     assert np.abs(array[0].astype(np.float64) - expected).max() <= 1 / 255
     assert np.ptp(i) > 100, "the slice covers much of the window (a meaningful comparison)"
+
+
+@pytest.mark.parametrize("recipe", ["seed.yaml", "ich.yaml", "radiomics.yaml", "xray.yaml", "mr.yaml"])
+def test_library_recipes_declare_their_output_and_extend_a_team_base(recipe):
+    loaded = load_recipe(PIPELINES / recipe)
+    expect = loaded.recipe.outputs.expect
+    assert expect is not None and expect.layout and expect.dtype, "the engine checks every item against it"
+    assert len(loaded.sources) >= 2 and all(p.parent.name == "base" for p in loaded.sources[:-1])
+    assert loaded.recipe.outputs.dir == f"../build/{recipe.removesuffix('.yaml')}"
