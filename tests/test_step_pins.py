@@ -9,6 +9,8 @@ with ``python tests/test_step_pins.py`` (prints the table).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 
 import numpy as np
 import pytest
@@ -46,8 +48,23 @@ def _rgb_volume() -> Sample:
     return sample.replace(pixels=rgb, axes="zyxc", channels=("r", "g", "b"))
 
 
+def _ct_with_identity() -> Sample:
+    sample = _ct_volume()
+    for index, header in enumerate(sample.headers):
+        header.update({
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "PIN^PATIENT"}]},
+            "00100020": {"vr": "LO", "Value": ["PIN-0001"]},
+            "00080020": {"vr": "DA", "Value": ["20240312"]},
+            "0020000E": {"vr": "UI", "Value": ["1.2.826.0.1.3680043.10.99.1"]},
+            "00080018": {"vr": "UI", "Value": [f"1.2.826.0.1.3680043.10.99.1.{index}"]},
+        })
+    return sample
+
+
 # step -> (input builder, params); every registered step must appear here.
 CASES = {
+    "anonymize": (_ct_with_identity, {"key_env": "MEDFLOW_PIN_KEY",
+                                      "options": ["retain-longitudinal-modified-dates"]}),
     "window": (_ct_volume, {"level": 40, "width": 400}),
     "multi_window": (_ct_volume, {"windows": ["brain", "subdural", {"level": 40, "width": 380, "name": "soft"}]}),
     "modality_lut": (_ct_volume, {}),
@@ -66,19 +83,20 @@ CASES = {
 
 PINS = {
     # (name, version): sha256 of the output (see _fingerprint)
-    ("color_space", 1): "e6160fd99d102fc24f368d0adc2f700f890ba9cc7ae528a73c269a14d4145804",
-    ("colormap", 1): "2ac54dbce64cd36f86affbc3f98e9624dd22007b4aab4aea1bb771779d388e58",
-    ("crop_pad", 1): "e469eb3cba44acc6bff1118c6521cde2c169cf3a5d6563d9fbc1a96088223690",
-    ("denoise", 1): "cd1aa81d23a4bf58ac6cd49a79a9e089e8c992ba19405b890e3c336112c5a17f",
-    ("layout", 1): "df6d7113657cc7a5768eec60b61ec8038982a9f82aa76a11721406359e2f4931",
-    ("modality_lut", 1): "e0aa3c115164d78d79b20a2509466d561e45ccb55d17b923977429498fb7337d",
-    ("multi_window", 1): "280420481f23e1a13893b64596e8b63be085d0268b9e8ec460dbeeeb2ed0149f",
-    ("n4_bias_correction", 1): "2dfceb7c12e3e56b0236ad22a3fe8e9a98a5fc187bab7e86f17ea5e7b65f6d85",
-    ("normalize", 1): "12a63943a4665a1e1979f0d26e14c215997ff2b27f9b25b8eee2056cebf21a9c",
-    ("orient", 1): "0e6f0f57038b212a324dd074fabcf2b0389818bea00b06d8d73faad8b7675a0c",
-    ("resample", 1): "2011bd68987b1f4438d263748e1d1ba1d0a7be7d692ac9323a1d6b3aedf2ef64",
-    ("resize", 1): "bbc385558748b093a428e965ef19b75c7afcd642e15bfa248d8f3cbf2b93f967",
-    ("window", 2): "f4390e7bcb7b0064fa90e7e1d0fbfcb6da556ecddd9ddc0a90305cc11330c314",
+    ("anonymize", 1): "f51260a3ce4ea6cb5887e9638cbe39011c9b839730276d59059a8a6407c6dbb2",
+    ("color_space", 1): "a66077ef6fa5e4655a648b8491cfc804899d783e8e5d8ab5eaea08cc7da57c3f",
+    ("colormap", 1): "1b3ec2ca633e32ccf660b769f853fd67b786738499303b4990a398e00d76731f",
+    ("crop_pad", 1): "1e93774b5eeb4593e1d729fa695db84729df1c6abe9f74d402ee9fd95626ccb9",
+    ("denoise", 1): "0751df4a2b8075d6c8ec7d6570f5af4115f3c28cdf691390de6f83fc338c6d04",
+    ("layout", 1): "674b53d862ba5cf2fab4ab9719d0df858fd1fd956d315ff0ba0bbd949fd0ad8c",
+    ("modality_lut", 1): "62934f420e90c475a420438ff33ae93f8daaeeeaabcfdc29359ce16192711554",
+    ("multi_window", 1): "0ff591560b9c1c1ae1fa1a8bd03628c35bfab13ba73318b98a0a515371b2c454",
+    ("n4_bias_correction", 1): "9f5805f8c1ff386a68d06a30d5c243e94bd9a563d47cba31157f0d275ce0d5da",
+    ("normalize", 1): "005b6265cd09b7f015b4c594908813ab52f09d111b471598364063a8019e2ad9",
+    ("orient", 1): "b09d2383094b73e30f2412b4d3c225ce88998c6405058aca575da6ca11623b80",
+    ("resample", 1): "196ee4a4b60971b3eae1f600c22e9f260321fd9607c6c4b8005a173e61224326",
+    ("resize", 1): "2363ae792abd2e948a7bb419e8b2e1f0c912bc6bf9654f03e075ce6b5cf989e3",
+    ("window", 2): "f2b070d5cd3e55a0ce92dfa7c3836489a3419bccc0ede85f516076ba0fe737d5",
 }
 
 
@@ -98,10 +116,12 @@ def _fingerprint(sample: Sample) -> str:
     digest = hashlib.sha256()
     digest.update(f"{sample.pixels.dtype.str}|{sample.pixels.shape}|{sample.axes}|{sample.channels}".encode())
     digest.update(np.ascontiguousarray(values).tobytes())
+    digest.update(json.dumps(sample.headers, sort_keys=True).encode())  # header steps (anonymize) count too
     return digest.hexdigest()
 
 
 def _output(name: str) -> Sample:
+    os.environ.setdefault("MEDFLOW_PIN_KEY", "pinned-test-key-not-a-secret-0123456789")
     build_input, params = CASES[name]
     return apply_step(_params(name, params), build_input())
 
