@@ -45,7 +45,7 @@ def environment() -> dict[str, Any]:
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> str:
     """Write ``manifest.json`` atomically (sorted keys, stable bytes); returns its sha256."""
     data = json.dumps(manifest, sort_keys=True, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-    return atomic_write_bytes(Path(out_dir) / MANIFEST_NAME, data)
+    return atomic_write_bytes(Path(out_dir) / MANIFEST_NAME, data, durable=True)
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
+
+from medflow._lazy import lazy_import
+
+cv2 = lazy_import("cv2")
 
 #: Channel names of each space, in array order.
 SPACE_CHANNELS: dict[str, tuple[str, ...]] = {

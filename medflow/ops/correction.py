@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import SimpleITK as sitk
+
+from medflow._lazy import lazy_import
+
+sitk = lazy_import("SimpleITK")
 
 
 def _image(volume: np.ndarray, spacing_zyx: Sequence[float]) -> sitk.Image:

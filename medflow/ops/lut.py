@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from medflow._lazy import lazy_import
 from medflow.errors import InputError
+
+cv2 = lazy_import("cv2")
 
 #: Every OpenCV colormap (``cv2.COLORMAP_<NAME>``), by lower-case name.
 COLORMAP_NAMES: tuple[str, ...] = (

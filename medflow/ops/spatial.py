@@ -24,7 +24,10 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
+
+from medflow._lazy import lazy_import
+
+sitk = lazy_import("SimpleITK")
 
 #: Slices within this fraction of a voxel of a regular lattice count as regular.
 LATTICE_TOLERANCE = 0.01

@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, mode: int | None = None) -> str:
+def atomic_write(
+    path: Path, write: Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = False
+) -> str:
     """Write ``path`` atomically through ``write(fileobj)`` and return the sha256 of its bytes.
 
     The temp file lives in the destination folder (same filesystem, so ``os.replace``
     is atomic) and is removed if ``write`` raises. ``mode`` sets permissions (e.g. 0o600).
+    A killed process never leaves a partial file under ``path``. ``durable=True`` also
+    fsyncs before the rename, so the bytes survive a power cut (slow: used for the
+    manifest; cache entries carry their own hash and outputs their manifest sha256).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +33,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, mode: int | N
             hashing = _HashingWriter(raw)
             write(hashing)
             raw.flush()
-            os.fsync(raw.fileno())
+            if durable:
+                os.fsync(raw.fileno())
         if mode is not None:
             os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
@@ -41,9 +47,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, mode: int | N
     return hashing.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> str:
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None, durable: bool = False) -> str:
     """Write ``data`` to ``path`` atomically; returns its sha256."""
-    return atomic_write(path, lambda f: f.write(data), mode=mode)
+    return atomic_write(path, lambda f: f.write(data), mode=mode, durable=durable)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import SimpleITK as sitk
 from pydantic import Field
 
+from medflow._lazy import lazy_import
 from medflow.errors import MedflowError
 from medflow.ops.spatial import analyse_stack
 from medflow.sample import Sample
 from medflow.writers.atomic import atomic_write
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
+
+sitk = lazy_import("SimpleITK")
 
 
 class NiftiParams(WriterParams):

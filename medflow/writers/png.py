@@ -28,13 +28,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
+from medflow._lazy import lazy_import
 from medflow.sample import Sample
 from medflow.writers.atomic import atomic_write_bytes
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
+
+cv2 = lazy_import("cv2")
 
 
 class PngParams(WriterParams):
