@@ -350,6 +350,7 @@ def execute(
         return
     from joblib import Parallel, delayed
 
+    _fresh_workers_if_environment_changed()
     parallel = Parallel(
         n_jobs=min(workers, len(tasks)),
         backend="loky",
@@ -357,6 +358,25 @@ def execute(
         pre_dispatch="2*n_jobs",
     )
     yield from parallel(delayed(run_item)(task) for task in tasks)
+
+
+_WORKER_ENVIRONMENT: int | None = None
+
+
+def _fresh_workers_if_environment_changed() -> None:
+    """Restart loky's reusable workers when os.environ changed since they were started.
+
+    Workers inherit the environment once, when spawned, and loky keeps them for the
+    next build in the same process; a step reading a variable (e.g. the
+    de-identification key) must see the value of now, not of the first build.
+    """
+    global _WORKER_ENVIRONMENT
+    fingerprint = hash(frozenset(os.environ.items()))
+    if _WORKER_ENVIRONMENT is not None and fingerprint != _WORKER_ENVIRONMENT:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    _WORKER_ENVIRONMENT = fingerprint
 
 
 def _per_item_writers(recipe: Any) -> list[Any]:
