@@ -32,10 +32,11 @@ sitk = lazy_import("SimpleITK")
 #: Slices within this fraction of a voxel of a regular lattice count as regular.
 LATTICE_TOLERANCE = 0.01
 
+#: interpolator name -> SimpleITK constant name (looked up on use: SimpleITK is imported lazily)
 SITK_INTERPOLATORS = {
-    "nearest": sitk.sitkNearestNeighbor,
-    "linear": sitk.sitkLinear,
-    "bspline": sitk.sitkBSpline,  # cubic B-spline interpolation (order 3, prefiltered)
+    "nearest": "sitkNearestNeighbor",
+    "linear": "sitkLinear",
+    "bspline": "sitkBSpline",  # cubic B-spline interpolation (order 3, prefiltered)
 }
 
 
@@ -265,7 +266,7 @@ def _sitk_resample(image, origin, directions, spacing, size, interpolator, fill_
     resampler.SetOutputDirection(tuple(float(v) for v in np.asarray(directions).ravel()))
     resampler.SetOutputSpacing(tuple(float(v) for v in spacing))
     resampler.SetSize([int(v) for v in size])
-    resampler.SetInterpolator(SITK_INTERPOLATORS[interpolator])
+    resampler.SetInterpolator(getattr(sitk, SITK_INTERPOLATORS[interpolator]))
     resampler.SetDefaultPixelValue(float(fill_value))
     resampler.SetOutputPixelType(image.GetPixelID())
     return sitk.GetArrayFromImage(resampler.Execute(image))
