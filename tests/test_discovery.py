@@ -25,20 +25,9 @@ from medflow.sources.base import item_fingerprint, make_item_id
 from medflow.sources.discovery import discover_dicom, read_headers_for
 from medflow.sources.filters import compile_path_glob, description_selected, modality_selected, path_selected
 from medflow.sources.fingerprint import FingerprintMemo
+from tests.conftest import shared_data_path
 
-
-def _shared_data(*parts: str) -> Path:
-    """../shared/data/<parts>: skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1."""
-    base = Path(
-        os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-    )
-    path = base.joinpath(*parts)
-    if not path.exists():
-        message = f"real DICOM test data not found at {path}"
-        if os.environ.get("MEDFLOW_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message + " (MEDFLOW_REQUIRE_SHARED_DATA=1)")
-        pytest.skip(message)
-    return path
+_shared_data = shared_data_path  # skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1
 
 
 def _discover(root: Path, **filter_fields):

@@ -29,20 +29,9 @@ from medflow.sources.discovery import discover_dicom
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.sources.series import read_item
 from medflow.sources.stack_geometry import spacing_findings, tilt_degrees
+from tests.conftest import shared_data_path
 
-
-def _shared_data(*parts: str) -> Path:
-    """../shared/data/<parts>: skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1."""
-    base = Path(
-        os.environ.get("MEDFLOW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-    )
-    path = base.joinpath(*parts)
-    if not path.exists():
-        message = f"real DICOM test data not found at {path}"
-        if os.environ.get("MEDFLOW_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message + " (MEDFLOW_REQUIRE_SHARED_DATA=1)")
-        pytest.skip(message)
-    return path
+_shared_data = shared_data_path  # skip when absent, fail when MEDFLOW_REQUIRE_SHARED_DATA=1
 
 
 def _items(root: Path, **filter_fields) -> list[ItemRef]:
