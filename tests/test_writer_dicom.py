@@ -317,6 +317,9 @@ def test_the_writer_refuses_a_sample_that_was_not_anonymized(run, tmp_path):
     sample = Sample("ct-0000000000000000", np.zeros((1, 16, 20), np.float32), "zyx", source_files=(str(source),))
     with pytest.raises(StepError, match="did not go through the 'anonymize' step"):
         write_dicom(sample, DicomParams(kind="dicom"), tmp_path)
+    anonymized = sample.replace(source_files=(), meta={"deid": {"config": {}, "key_source": {"env": "X"}}})
+    with pytest.raises(StepError, match="names no source files"):
+        write_dicom(anonymized, DicomParams(kind="dicom"), tmp_path)
     assert not list(tmp_path.iterdir())
 
 

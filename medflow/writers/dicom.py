@@ -66,6 +66,8 @@ def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[Writ
             "the item did not go through the 'anonymize' step; refusing to write DICOM that would carry "
             "identifying data (add '- step: anonymize' to the recipe's steps)",
         )
+    if not sample.source_files:
+        raise StepError(WRITER, sample.item_id, "the sample names no source files to de-identify and write")
     config = DeidConfig.model_validate(deid["config"])
     key = _key(deid, sample.item_id)
     out_root = out_dir.resolve()
