@@ -73,7 +73,7 @@ class AnonymizeParams(StepParams):
         description=(
             "Rectangles [x, y, w, h] in pixels (column, row, width, height) filled with 0 in every frame of "
             "the written DICOM when clean-pixel-data or clean-recognizable-visual-features is on "
-            "(uncompressed pixel data only)."
+            "(uncompressed pixel data only). The item's array (tensors) is not masked by this step."
         ),
         json_schema_extra={"unit": "pixels"},
     )
