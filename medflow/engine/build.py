@@ -73,13 +73,13 @@ class BuildReport:
 
 
 def output_dir(loaded: LoadedRecipe) -> Path:
-    return resolve_path(loaded, loaded.recipe.outputs.dir)
+    return Path(os.path.normpath(resolve_path(loaded, loaded.recipe.outputs.dir)))
 
 
 def cache_dir(loaded: LoadedRecipe) -> Path:
     engine = loaded.recipe.engine
     if engine.cache_dir:
-        return resolve_path(loaded, engine.cache_dir)
+        return Path(os.path.normpath(resolve_path(loaded, engine.cache_dir)))
     # Next to the output folder, not inside it: the cache holds original headers (PHI),
     # and the output folder is what people copy and share.
     out = output_dir(loaded)
@@ -110,6 +110,10 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
             raise InputError(str(root), "source folder does not exist")
         reader_params = {"duplicates": source.duplicates}
     discovery = discover_dicom(root, source.filter, memo)
+    if isinstance(source, SampleSource):
+        from medflow.sources.sample_data import MARKER_NAME
+
+        discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel != MARKER_NAME]
     file_hashes = {
         item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
     }
