@@ -8,7 +8,7 @@ curve groups, pseudonyms, Table E.1-1, then medflow's rules for unlisted attribu
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
@@ -67,7 +67,9 @@ class AuditRecord:
     old_hash: str | None
 
     def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        # written out rather than dataclasses.asdict (which deep-copies): one call per audited element
+        return {"tag": self.tag, "keyword": self.keyword, "path": self.path, "action": self.action,
+                "applied": self.applied, "old_hash": self.old_hash}
 
 
 def tag_text(tag: int) -> str:
