@@ -312,6 +312,20 @@ def test_retained_path_like_uids_are_refused_not_used(run, tmp_path, monkeypatch
     assert not list((tmp_path / "out").rglob("*.dcm"))
 
 
+def test_a_failing_instance_leaves_no_partial_series(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFLOW_DEID_KEY", KEY)
+    first = next(p for p, cf in run["originals"].items() if cf.modality == "CT")
+    folder = _small_folder(run, tmp_path, first)
+    _variant(first, folder / "bad.dcm", SOPInstanceUID=EVIL["SOPInstanceUID"], InstanceNumber=9,
+             ImagePositionPatient=[-100.0, -120.0, 99.0])  # same series, second slice
+    report = build(load_recipe(_recipe(tmp_path, folder, options="[retain-uids]", crosswalk=None, writers="[dicom]")),
+                   show_progress=False)
+    assert report.total == 1 and report.exit_code == 1
+    assert "not a valid DICOM UID" in report.failed[0][1]
+    # the valid slice (first in z order) was written, then removed with its audit when the second failed
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != "manifest.json"]
+
+
 def test_the_writer_refuses_a_sample_that_was_not_anonymized(run, tmp_path):
     source = next(iter(run["originals"]))
     sample = Sample("ct-0000000000000000", np.zeros((1, 16, 20), np.float32), "zyx", source_files=(str(source),))

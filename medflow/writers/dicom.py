@@ -70,41 +70,52 @@ def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[Writ
         raise StepError(WRITER, sample.item_id, "the sample names no source files to de-identify and write")
     config = DeidConfig.model_validate(deid["config"])
     key = _key(deid, sample.item_id)
-    out_root = out_dir.resolve()
     written: list[WrittenFile] = []
     seen: set[str] = set()
-    for source in sample.source_files:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid values in real files are de-identified anyway
-            try:
-                original = pydicom.dcmread(source)
-            except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
-                raise InputError(source, f"cannot read for the DICOM writer: {type(exc).__name__}: {exc}") from exc
-            result = deidentify(original, config, key)
-        try:  # the step decided on its headers; the full instance is checked again before writing
-            decision = apply_burned_in_policy(
-                result.burned_in_risk, result.burned_in_reason, config.burned_in, sample.item_id
-            )
-        except BurnedInTextError as exc:
-            raise StepError(WRITER, sample.item_id, str(exc)) from None
-        if decision != "write":
-            raise StepError(WRITER, sample.item_id, f"burned-in text risk ({result.burned_in_reason}); not written")
-        ds = result.dataset
-        parts = [_uid_part(ds, keyword, source) for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        relative = PurePosixPath(params.folder, *parts[:2], parts[2] + ".dcm")
-        if relative.as_posix() in seen:
-            raise InputError(source, f"two instances of item {sample.item_id} have the same SOPInstanceUID")
-        seen.add(relative.as_posix())
-        audit = PurePosixPath(params.audit_folder, *parts[:2], parts[2] + ".jsonl")
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        for rel, data in ((relative, buffer.getvalue()), (audit, result.audit_jsonl().encode("utf-8"))):
-            target = (out_dir / rel).resolve()
-            if out_root not in target.parents:  # belt and braces: the UID check already forbids this
-                raise InputError(source, f"output path {rel} would leave the output folder")
-            sha = atomic_write_bytes(target, data)
-            written.append(WrittenFile(rel.as_posix(), sha, len(data)))
+    try:
+        for source in sample.source_files:
+            _write_instance(source, config, key, params, out_dir, sample.item_id, seen, written)
+    except BaseException:
+        for done in written:  # a failed item leaves no partial series in the dataset
+            (out_dir / done.path).unlink(missing_ok=True)
+        raise
     return written
+
+
+def _write_instance(
+    source: str, config: DeidConfig, key: bytes, params: DicomParams, out_dir: Path, item_id: str,
+    seen: set[str], written: list[WrittenFile],
+) -> None:
+    """De-identify one original file and write it and its audit, appending to ``written``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid values in real files are de-identified anyway
+        try:
+            original = pydicom.dcmread(source)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
+            raise InputError(source, f"cannot read for the DICOM writer: {type(exc).__name__}: {exc}") from exc
+        result = deidentify(original, config, key)
+    try:  # the step decided on the headers; the full instance is checked again before writing
+        decision = apply_burned_in_policy(result.burned_in_risk, result.burned_in_reason, config.burned_in, item_id)
+    except BurnedInTextError as exc:
+        raise StepError(WRITER, item_id, str(exc)) from None
+    if decision != "write":
+        raise StepError(WRITER, item_id, f"burned-in text risk ({result.burned_in_reason}); not written")
+    ds = result.dataset
+    study, series, sop = (_uid_part(ds, k, source) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+    relative = PurePosixPath(params.folder, study, series, sop + ".dcm")
+    if relative.as_posix() in seen:
+        raise InputError(source, f"two instances of item {item_id} have the same SOPInstanceUID")
+    seen.add(relative.as_posix())
+    audit = PurePosixPath(params.audit_folder, study, series, sop + ".jsonl")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    out_root = out_dir.resolve()
+    for rel, data in ((relative, buffer.getvalue()), (audit, result.audit_jsonl().encode("utf-8"))):
+        target = (out_dir / rel).resolve()
+        if out_root not in target.parents:  # belt and braces: the UID check already forbids this
+            raise InputError(source, f"output path {rel} would leave the output folder")
+        sha = atomic_write_bytes(target, data)
+        written.append(WrittenFile(rel.as_posix(), sha, len(data)))
 
 
 def _key(deid: dict, item_id: str) -> bytes:
