@@ -50,16 +50,19 @@ def seed_pipeline(slices, color="ycbcr"):
     ramp = np.arange(256)
     lut = np.stack([ramp, np.zeros(256), 255 - ramp], axis=1).astype(np.float32) / 255  # blue -> red, RGB
     rgb = lut[index]  # z, y, x, 3
+    out = np.empty((len(slices), 3) + volume.shape[1:], dtype=np.float32)  # N, C, H, W
     if color == "bt601":
         kr, kb = 0.299, 0.114
         kg = 1 - kr - kb
         matrix = np.array([[kr, kg, kb], [-kr / (2 - 2 * kb), -kg / (2 - 2 * kb), 0.5],
                            [0.5, -kg / (2 - 2 * kr), -kb / (2 - 2 * kr)]])
-        out = (rgb.astype(np.float64) @ matrix.T + [0.0, 0.5, 0.5]).astype(np.float32)
-    else:
-        ycrcb = np.stack([cv2.cvtColor(rgb_slice, cv2.COLOR_RGB2YCrCb) for rgb_slice in rgb])
-        out = ycrcb[..., [0, 2, 1]] if color == "ycbcr" else ycrcb  # Y, Cb, Cr
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # N, C, H, W
+        for z, rgb_slice in enumerate(rgb):
+            out[z] = (rgb_slice.astype(np.float64) @ matrix.T + [0.0, 0.5, 0.5]).transpose(2, 0, 1)
+        return out
+    order = [0, 2, 1] if color == "ycbcr" else [0, 1, 2]  # OpenCV gives Y, Cr, Cb
+    for z, rgb_slice in enumerate(rgb):
+        out[z] = cv2.cvtColor(rgb_slice, cv2.COLOR_RGB2YCrCb).transpose(2, 0, 1)[order]
+    return out
 
 
 def main():
