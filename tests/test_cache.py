@@ -63,3 +63,47 @@ def test_corrupt_record_reads_as_absent(tmp_path):
     path.write_text("{not json")
     assert cache.get_record("67" * 32) is None
     assert not path.exists()
+
+
+def test_flipped_array_byte_is_detected(tmp_path):
+    cache = Cache(tmp_path)
+    key = "89" * 32
+    cache.put(key, {"a": 1}, np.arange(64, dtype=np.float32))
+    path = tmp_path / "objects" / key[:2] / f"{key}.mfc"
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0x01  # inside the array bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="sha256"):
+        cache.get(key)
+
+
+def test_slabs_round_trip_and_detect_corruption_at_the_end(tmp_path):
+    cache = Cache(tmp_path)
+    key = "ab" * 32
+    array = np.arange(10 * 3 * 2, dtype=np.int16).reshape(10, 3, 2)
+    writer = cache.open_writer(key)
+    for start in range(0, 10, 4):
+        writer.write(array[start : start + 4])
+    writer.commit({"axes": "zyx"}, array.shape)
+    header, slabs = cache.get_slabs(key, 3)
+    assert header == {"axes": "zyx"}
+    assert np.array_equal(np.concatenate(list(slabs)), array)
+    assert np.array_equal(cache.get(key)[1], array)
+
+    path = tmp_path / "objects" / key[:2] / f"{key}.mfc"
+    data = bytearray(path.read_bytes())
+    data[9] ^= 0x01
+    path.write_bytes(bytes(data))
+    _, slabs = cache.get_slabs(key, 3)
+    with pytest.raises(CacheError, match="sha256"):
+        list(slabs)
+    assert not path.exists()
+
+
+def test_aborted_writer_leaves_nothing(tmp_path):
+    cache = Cache(tmp_path)
+    writer = cache.open_writer("cd" * 32)
+    writer.write(np.zeros(4))
+    writer.abort()
+    assert not cache.has("cd" * 32)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

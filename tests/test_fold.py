@@ -40,31 +40,61 @@ def _outputs(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npy"))}
 
 
-def _build_both_ways(tmp_path, source, steps, monkeypatch):
-    calls = []
-    original = fold_module.fold
+def _build_both_ways(tmp_path, source, steps, monkeypatch, expect_stream=None):
+    """Build three ways (streamed + folded, folded whole volumes, plain) and compare the bytes."""
+    import medflow.engine.stream as stream_module
+
+    calls, streamed = [], []
+    original_fold, original_stream = fold_module.fold, stream_module.run_streamed
 
     def counting(*args, **kwargs):
-        result = original(*args, **kwargs)
+        result = original_fold(*args, **kwargs)
         calls.append(result is not None)
         return result
 
+    def counting_stream(task):
+        result = original_stream(task)
+        streamed.append(result is not None)
+        return result
+
     monkeypatch.setattr(fold_module, "fold", counting)
+    monkeypatch.setattr(stream_module, "run_streamed", counting_stream)
     folded = build(load_recipe(_recipe(tmp_path, source, steps, "folded")), show_progress=False)
     assert folded.exit_code == 0 and any(calls), "the folded path was not taken"
+    if expect_stream is not None:
+        assert any(streamed) == expect_stream
+    whole = build(load_recipe(_recipe(tmp_path, source, steps, "whole"), overrides=["engine.stream=false"]),
+                  show_progress=False)
+    assert whole.exit_code == 0
     calls.clear()
     plain = build(load_recipe(_recipe(tmp_path, source, steps, "plain"),
                               overrides=["engine.fold_pointwise=false"]), show_progress=False)
     assert plain.exit_code == 0 and not calls
-    a, b = _outputs(tmp_path / "out-folded"), _outputs(tmp_path / "out-plain")
-    assert a and a == b
+    a, b, c = (_outputs(tmp_path / f"out-{n}") for n in ("folded", "whole", "plain"))
+    assert a and a == b == c
+    assert folded.manifest["items"] == plain.manifest["items"] or _same_but_keys(folded, plain)
     return a
+
+
+def _same_but_keys(one, other) -> bool:
+    strip = [{k: v for k, v in item.items() if k not in ("steps", "output_key")} for item in one.manifest["items"]]
+    strip2 = [{k: v for k, v in item.items() if k not in ("steps", "output_key")} for item in other.manifest["items"]]
+    return strip == strip2
 
 
 def test_seed_chain_is_bit_identical_on_signed_data(tmp_path, monkeypatch):
     for series in range(2):
         write_ct_series(tmp_path / "data", series, n_slices=3, size=32)
-    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch, expect_stream=True)
+
+
+def test_streaming_over_several_slabs_is_bit_identical(tmp_path, monkeypatch):
+    import medflow.engine.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 4)  # 11 slices: slabs of 4, 4, 3
+    write_ct_series(tmp_path / "data", 1, n_slices=11, size=16)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS.replace("NCHW", "NHWC"), monkeypatch,
+                     expect_stream=True)
 
 
 def test_per_slice_rescale_is_honoured(tmp_path, monkeypatch):
@@ -98,15 +128,16 @@ def test_monochrome1_window_from_header_is_bit_identical(tmp_path, monkeypatch):
 
 def test_sample_phantom_is_bit_identical(tmp_path, monkeypatch):
     steps = "steps:\n  - step: window\n    preset: lung\n  - step: colormap\n    map: jet\n" \
-            "  - step: layout\n    layout: NHWC\n"
-    _build_both_ways(tmp_path, "  sample: ct-phantom", steps, monkeypatch)
+            "  - step: layout\n    layout: NCDHW\n"
+    _build_both_ways(tmp_path, "  sample: ct-phantom", steps, monkeypatch, expect_stream=False)
 
 
 def test_a_pointwise_param_change_reuses_the_stored_values(tmp_path):
     write_ct_series(tmp_path / "data", 1, n_slices=3)
     recipe = _recipe(tmp_path, "  dicom: data", SEED_STEPS, "r")
-    build(load_recipe(recipe), show_progress=False)
-    report = build(load_recipe(recipe, overrides=["steps[0].width=1200"]), show_progress=False)
+    build(load_recipe(recipe, overrides=["engine.stream=false"]), show_progress=False)
+    report = build(load_recipe(recipe, overrides=["steps[0].width=1200", "engine.stream=false"]),
+                   show_progress=False)
     (computed,) = report.manifest["run"]["computed"].values()
     assert computed == ["window", "colormap", "color_space", "layout"]  # no DICOM decoding
 
@@ -152,3 +183,21 @@ def test_large_lut_data_survives_into_the_sample_headers(tmp_path):
     expected = pydicom.dcmread(get_testdata_file("mlut_18.dcm")).ModalityLUTSequence[0]
     decoded = pydicom.Dataset.from_json(lut_item)
     assert list(decoded.LUTData) == list(expected.LUTData)
+
+
+def test_streaming_recovers_from_corrupt_cached_values(tmp_path):
+    write_ct_series(tmp_path / "data", 1, n_slices=5)
+    recipe = _recipe(tmp_path, "  dicom: data", SEED_STEPS, "r")
+    build(load_recipe(recipe), show_progress=False)
+    before = _outputs(tmp_path / "out-r")
+    (entry,) = list((tmp_path / ".medflow" / "cache" / "objects").rglob("*.mfc"))
+    data = bytearray(entry.read_bytes())
+    data[100] ^= 0x01  # a stored value, found only once every slab has been read
+    entry.write_bytes(bytes(data))
+    for path in (tmp_path / "out-r" / "tensors").glob("*.npy"):
+        path.unlink()
+    report = build(load_recipe(recipe), show_progress=False)
+    assert report.exit_code == 0
+    (computed,) = report.manifest["run"]["computed"].values()
+    assert computed[0] == "dicom_read"
+    assert _outputs(tmp_path / "out-r") == before

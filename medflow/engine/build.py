@@ -400,6 +400,7 @@ def _task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         out_dir=str(prepared.out_dir),
         cache_dir=str(prepared.cache.root),
         fold=recipe.engine.fold_pointwise,
+        stream=recipe.engine.stream,
         expect=recipe.outputs.expect.model_dump(mode="json") if recipe.outputs.expect else None,
         dataset_stats=dict(prepared.dataset_stats),
     )

@@ -17,16 +17,20 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medflow.errors import CacheError
-from medflow.writers.atomic import atomic_write, atomic_write_bytes
+from medflow.writers.atomic import atomic_write_bytes
 
-_MAGIC = b"MFCACHE1"
-_HEADER = struct.Struct("<8sQ")  # magic, length of the JSON header in bytes
+_MAGIC = b"MFCACHE2"
+# An entry is: magic, the array's raw bytes, the JSON header, then a trailer (header
+# length, magic). The header comes last so an array can be written slab by slab.
+_TRAILER = struct.Struct("<Q8s")
 
 
 class Cache:
@@ -44,24 +48,17 @@ class Cache:
 
     def put(self, key: str, header: dict[str, Any], array: np.ndarray) -> None:
         """Store ``array`` (any dtype except object) with a JSON-able ``header`` under ``key``."""
-        array = np.ascontiguousarray(array)
-        if array.dtype.hasobject:
-            raise TypeError("object arrays cannot be cached")
-        payload = memoryview(array).cast("B") if array.size else b""
-        meta = dict(header)
-        meta["_array"] = {
-            "dtype": array.dtype.str,
-            "shape": list(array.shape),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
-        meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+        writer = self.open_writer(key)
+        try:
+            writer.write(array)
+            writer.commit(header, array.shape)
+        except BaseException:
+            writer.abort()
+            raise
 
-        def write(f) -> None:
-            f.write(_HEADER.pack(_MAGIC, len(meta_bytes)))
-            f.write(meta_bytes)
-            f.write(payload)
-
-        atomic_write(self._object_path(key), write)
+    def open_writer(self, key: str) -> ArrayWriter:
+        """Write an array under ``key`` slab by slab (axis 0); it appears only on ``commit``."""
+        return ArrayWriter(self._object_path(key))
 
     def get(self, key: str) -> tuple[dict[str, Any], np.ndarray] | None:
         """The entry under ``key``, or ``None`` when absent.
@@ -76,12 +73,8 @@ class Cache:
         except FileNotFoundError:
             return None
         try:
-            magic, meta_len = _HEADER.unpack_from(data)
-            if magic != _MAGIC:
-                raise ValueError("bad magic")
-            meta = json.loads(data[_HEADER.size : _HEADER.size + meta_len])
-            info = meta.pop("_array")
-            body = memoryview(data)[_HEADER.size + meta_len :]
+            meta, info, start, stop = _parse(path, len(data), data[-_TRAILER.size :], lambda a, b: data[a:b])
+            body = memoryview(data)[start:stop]
             if hashlib.sha256(body).hexdigest() != info["sha256"]:
                 raise ValueError("array bytes do not match their sha256")
             array = np.frombuffer(body, dtype=np.dtype(info["dtype"])).reshape(info["shape"]).copy()
@@ -89,6 +82,48 @@ class Cache:
             self._discard(path)
             raise CacheError(f"corrupt cache entry {path}: {exc}") from exc
         return meta, array
+
+    def get_slabs(self, key: str, slab: int) -> tuple[dict[str, Any], Iterator[np.ndarray]] | None:
+        """The header and the array slab by slab (axis 0, read from disk as needed), or None.
+
+        The array's sha256 is checked as the slabs go by; a mismatch raises CacheError
+        after the last slab (the entry is deleted), so a caller must not commit what it
+        built from the slabs before the iterator is exhausted.
+        """
+        path = self._object_path(key)
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                f.seek(max(0, size - _TRAILER.size))
+                trailer = f.read()
+
+                def read(a: int, b: int) -> bytes:
+                    f.seek(a)
+                    return f.read(b - a)
+
+                meta, info, start, stop = _parse(path, size, trailer, read)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, struct.error) as exc:
+            self._discard(path)
+            raise CacheError(f"corrupt cache entry {path}: {exc}") from exc
+        dtype, shape = np.dtype(info["dtype"]), tuple(info["shape"])
+
+        def slabs() -> Iterator[np.ndarray]:
+            digest = hashlib.sha256()
+            row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            with open(path, "rb") as f:
+                f.seek(start)
+                for first in range(0, shape[0], slab):
+                    rows = min(slab, shape[0] - first)
+                    data = f.read(rows * row_bytes)
+                    digest.update(data)
+                    yield np.frombuffer(data, dtype=dtype).reshape((rows,) + shape[1:])
+            if digest.hexdigest() != info["sha256"]:
+                self._discard(path)
+                raise CacheError(f"corrupt cache entry {path}: array bytes do not match their sha256")
+
+        return meta, slabs()
 
     # --- records ----------------------------------------------------------------
     def _record_path(self, key: str) -> Path:
@@ -112,5 +147,67 @@ class Cache:
     def _discard(path: Path) -> None:
         try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _parse(path: Path, size: int, trailer: bytes, read) -> tuple[dict[str, Any], dict[str, Any], int, int]:
+    """Header, array info and the array's byte range [start, stop) of an entry."""
+    meta_len, magic = _TRAILER.unpack(trailer)
+    if magic != _MAGIC or read(0, len(_MAGIC)) != _MAGIC:
+        raise ValueError("bad magic")
+    stop = size - _TRAILER.size - meta_len
+    if stop < len(_MAGIC):
+        raise ValueError("truncated")
+    meta = json.loads(read(stop, stop + meta_len))
+    info = meta.pop("_array")
+    expected = int(np.prod(info["shape"], dtype=np.int64)) * np.dtype(info["dtype"]).itemsize
+    if stop - len(_MAGIC) != expected:
+        raise ValueError(f"array is {stop - len(_MAGIC)} bytes, its header says {expected}")
+    return meta, info, len(_MAGIC), stop
+
+
+class ArrayWriter:
+    """An array written slab by slab into a temp file next to its entry, renamed on ``commit``."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._path = path
+        self._file = os.fdopen(fd, "wb")
+        self._file.write(_MAGIC)
+        self._digest = hashlib.sha256()
+        self._dtype: np.dtype | None = None
+
+    def write(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        if array.dtype.hasobject:
+            raise TypeError("object arrays cannot be cached")
+        if self._dtype is None:
+            self._dtype = array.dtype
+        elif array.dtype != self._dtype:
+            raise TypeError(f"slab dtype {array.dtype} differs from {self._dtype}")
+        data = memoryview(array).cast("B") if array.size else b""
+        self._digest.update(data)
+        self._file.write(data)
+
+    def commit(self, header: dict[str, Any], shape: tuple[int, ...]) -> None:
+        """Finish the entry: ``shape`` is the whole array's (checked against the bytes written)."""
+        meta = dict(header)
+        meta["_array"] = {
+            "dtype": (self._dtype or np.dtype(np.float32)).str,
+            "shape": list(shape),
+            "sha256": self._digest.hexdigest(),
+        }
+        meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+        self._file.write(meta_bytes)
+        self._file.write(_TRAILER.pack(len(meta_bytes), _MAGIC))
+        self._file.close()
+        os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        self._file.close()
+        try:
+            os.unlink(self._tmp)
         except FileNotFoundError:
             pass

@@ -10,7 +10,12 @@ from medflow.sample import Geometry, Sample
 
 def save_sample(cache: Cache, key: str, sample: Sample) -> None:
     """Store ``sample`` under ``key`` (pixels raw, the rest JSON)."""
-    header = {
+    cache.put(key, sample_header(sample), sample.pixels)
+
+
+def sample_header(sample: Sample) -> dict:
+    """Everything of a Sample but its pixels, as JSON."""
+    return {
         "item_id": sample.item_id,
         "axes": sample.axes,
         "channels": list(sample.channels),
@@ -20,7 +25,6 @@ def save_sample(cache: Cache, key: str, sample: Sample) -> None:
         "source_files": list(sample.source_files),
         "private_tables": sample.private_tables,
     }
-    cache.put(key, header, sample.pixels)
 
 
 def load_sample(cache: Cache, key: str) -> Sample | None:
@@ -29,6 +33,11 @@ def load_sample(cache: Cache, key: str) -> Sample | None:
     if entry is None:
         return None
     header, pixels = entry
+    return sample_from_header(header, pixels)
+
+
+def sample_from_header(header: dict, pixels: np.ndarray) -> Sample:
+    """The Sample of :func:`sample_header` with ``pixels``."""
     geometry = Geometry.from_json(header["geometry"]) if header["geometry"] else None
     return Sample(
         item_id=header["item_id"],

@@ -40,6 +40,7 @@ class ItemTask:
     out_dir: str
     cache_dir: str
     fold: bool = True  # fold leading pointwise steps into lookup tables (same bytes, faster)
+    stream: bool = True  # stream slab by slab when every step and writer allows it (same bytes, less memory)
     expect: dict[str, Any] | None = None  # outputs.expect of the recipe
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
     accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
@@ -82,6 +83,18 @@ def run_item(task: ItemTask) -> ItemResult:
 
 def _run(task: ItemTask) -> ItemResult:
     cache = Cache(Path(task.cache_dir))
+    # Streaming starts from the stored values (cached or decoded): the plan resumes at
+    # link 1 when only they are cached, at 0 when nothing is.
+    if task.start <= 1 and can_stream(task) and not cache.has(task.links[0].key):
+        from medflow.engine.stream import run_streamed
+
+        result = run_streamed(task)
+        if result is not None:
+            cache.put_record(task.output_key, {
+                "item_id": result.item_id, "outputs": result.outputs, "meta": result.meta,
+                "private_tables": result.private_tables,
+            })
+            return result
     links = task.links
     sample, start = _resume(task, cache)
     computed: list[str] = []
@@ -155,6 +168,28 @@ def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]
     sample = read_item(item, **task.reader_params)
     save_sample(cache, links[0].key, sample)
     return sample, 1, [links[0].name]
+
+
+def can_stream(task: ItemTask) -> bool:
+    """Can this item go slab by slab from the reader to the writers?
+
+    Needs: a series item; every step slicewise for its params, none checkpointed
+    (there is no whole volume to store) and none needing dataset statistics; at least
+    one pointwise step to fold; every writer able to stream; not a statistics pass.
+    """
+    from medflow.engine.fold import pointwise_prefix
+
+    if not (task.stream and task.fold) or task.item.kind != "series" or task.accumulate is not None:
+        return False
+    if task.item.broken_files:
+        return False  # the whole-volume path fails the item naming the broken file
+    if task.dataset_stats or not task.writers or pointwise_prefix(task.steps) == 0:
+        return False
+    if any(link.checkpoint for link in task.links[1:-1]):
+        return False
+    if not all(params.slicewise() for params in task.steps):
+        return False
+    return all(get_writer(params.kind).open_stream is not None for params in task.writers)
 
 
 def check_expectation(sample: Sample, expect: dict[str, Any]) -> None:

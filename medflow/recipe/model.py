@@ -117,6 +117,11 @@ class Engine(_Strict):
         description="Run the leading pointwise steps (window, colormap, color space...) through per-slice "
         "lookup tables over the stored values: bit-identical output, much faster. false: run them on every pixel.",
     )
+    stream: bool = Field(
+        True,
+        description="Stream an item slab by slab from the reader to the writers when every step and writer "
+        "allows it: same bytes, memory bounded by a few slices. false: whole volumes.",
+    )
     backend: Literal["local", "dask"] = Field(
         "local",
         description="'local': this machine (in-process for 1 worker, else loky processes); 'dask': a Dask "

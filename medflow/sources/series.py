@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -373,10 +374,79 @@ def read_item(
             Rows/Columns, orientation or PixelSpacing; or duplicates are found with
             ``duplicates="error"``. The message names the absolute file path.
     """
+    opened = _open(item, duplicates)
+    stored = values == "stored"
+    if stored:
+        dtype = _stored_dtype(opened.first, opened.color)
+        if dtype is None:
+            raise NotStoredValues(f"item {item.item_id} has no plain integer stored values")
+    else:
+        dtype = np.float32
+    pixels = np.empty(opened.shape, dtype=dtype)
+    if item.kind == "multiframe":
+        _fill_frames(pixels, opened.path, opened.kept, opened.first, opened.color, stored)
+    else:
+        for rank, (s, arr, ds, slice_path) in enumerate(_decode_series(item, opened)):
+            pixels[rank] = _stored(arr, slice_path, pixels.dtype) if stored else _values(arr, s, ds, opened.color)
+    return opened.sample(pixels, stored)
+
+
+@dataclass
+class _Opened:
+    """An item with its slices ordered and its geometry known, before any pixel is decoded."""
+
+    item: ItemRef
+    path: Path | None  # the file of a multi-frame item
+    first: Dataset
+    headers_by_slice: dict[str, Dataset] | None
+    kept: list[_Slice]
+    dropped: list[_Slice]
+    notes: list[str]
+    geometry: Geometry | None
+    color: bool
+    shape: tuple[int, ...]
+
+    def sample(self, pixels: np.ndarray, stored: bool) -> Sample:
+        item, first, kept = self.item, self.first, self.kept
+        if item.kind == "multiframe":
+            headers_json = _frame_headers(first, kept)
+        else:
+            headers_json = [_header_json(self.headers_by_slice[s.rel]) for s in kept]
+        photometric = str(first.get("PhotometricInterpretation", "")).strip()
+        modality = item.modality or str(first.get("Modality") or "")
+        meta: dict[str, Any] = {
+            "modality": modality,
+            "units": _units(modality, first, self.color),
+            # of the pixels as returned, not of the files: color is always RGB here
+            "photometric_interpretation": "RGB" if self.color else photometric,
+            "notes": list(self.notes),
+            "n_slices": len(kept),
+            "dropped_files": sorted(s.rel for s in self.dropped) if item.kind == "series" else [],
+        }
+        if item.kind == "multiframe":
+            meta["dropped_frames"] = sorted(s.frame + 1 for s in self.dropped)
+        if stored:
+            meta["stored_rescale"] = [[float(s.slope), float(s.intercept)] for s in kept]
+        return Sample(
+            item_id=item.item_id,
+            pixels=pixels,
+            axes="zyxc" if self.color else "zyx",
+            channels=("r", "g", "b") if self.color else (),
+            geometry=self.geometry,
+            headers=headers_json,
+            meta=meta,
+            source_files=(os.fspath(self.path),)
+            if item.kind == "multiframe"
+            else tuple(os.fspath(Path(item.root) / s.rel) for s in kept),
+        )
+
+
+def _open(item: ItemRef, duplicates: str) -> _Opened:
     if duplicates not in ("first", "error"):
         raise ValueError(f"duplicates must be 'first' or 'error', got {duplicates!r}")
     if not item.files:
         raise InputError(item.root, f"item {item.item_id} has no files")
+    path = None
     if item.kind == "multiframe":
         path = Path(item.root) / item.files[0]
         first = _header(path)
@@ -388,7 +458,6 @@ def read_item(
         headers_by_slice = {s.rel: ds for s, ds in zip(slices, headers, strict=True)}
     kept, normal, dropped, notes = _order(item, slices, duplicates)
     geometry = _geometry(item, kept, normal, notes)
-
     rows, cols = int(first.Rows), int(first.Columns)
     photometric = str(first.get("PhotometricInterpretation", "")).strip()
     color = int(first.get("SamplesPerPixel") or 1) == 3 or photometric == "PALETTE COLOR"
@@ -397,58 +466,55 @@ def read_item(
         # decoding; apply_color_lut maps PALETTE COLOR to RGB.
         notes.append(f"{photometric} pixels converted to RGB")
     shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
-    stored = values == "stored"
-    if stored:
-        dtype = _stored_dtype(first, color)
-        if dtype is None or any(s.slope is None or s.intercept is None for s in kept):
-            raise NotStoredValues(f"item {item.item_id} has no plain integer stored values")
-    else:
-        dtype = np.float32
-    pixels = np.empty(shape, dtype=dtype)
-    if item.kind == "multiframe":
-        _fill_frames(pixels, path, kept, first, color, stored)
-        headers_json = _frame_headers(first, kept)
-    else:
-        for rank, s in enumerate(kept):
-            slice_path = Path(item.root) / s.rel
-            try:
-                arr = pixel_array(slice_path)
-            except Exception as exc:  # decoders raise many types
-                raise _decode_error(slice_path, exc) from exc
-            ds = headers_by_slice[s.rel]
-            if arr.shape[:2] != (rows, cols):
-                raise InputError(
-                    os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}"
-                )
-            pixels[rank] = _stored(arr, slice_path, pixels.dtype) if stored else _values(arr, s, ds, color)
-        headers_json = [_header_json(headers_by_slice[s.rel]) for s in kept]
+    return _Opened(item, path, first, headers_by_slice, kept, dropped, notes, geometry, color, shape)
 
-    modality = item.modality or str(first.get("Modality") or "")
-    meta: dict[str, Any] = {
-        "modality": modality,
-        "units": _units(modality, first, color),
-        # of the pixels as returned, not of the files: color is always RGB here
-        "photometric_interpretation": "RGB" if color else photometric,
-        "notes": list(notes),
-        "n_slices": len(kept),
-        "dropped_files": sorted(s.rel for s in dropped) if item.kind == "series" else [],
-    }
-    if item.kind == "multiframe":
-        meta["dropped_frames"] = sorted(s.frame + 1 for s in dropped)
-    if stored:
-        meta["stored_rescale"] = [[float(s.slope), float(s.intercept)] for s in kept]
-    return Sample(
-        item_id=item.item_id,
-        pixels=pixels,
-        axes="zyxc" if color else "zyx",
-        channels=("r", "g", "b") if color else (),
-        geometry=geometry,
-        headers=headers_json,
-        meta=meta,
-        source_files=(os.fspath(path),)
-        if item.kind == "multiframe"
-        else tuple(os.fspath(Path(item.root) / s.rel) for s in kept),
-    )
+
+def _decode_series(item: ItemRef, opened: _Opened):
+    """Decode a series' slices in z order: yields (slice, decoded array, header, path)."""
+    rows, cols = opened.shape[1:3]
+    for s in opened.kept:
+        slice_path = Path(item.root) / s.rel
+        try:
+            arr = pixel_array(slice_path)
+        except Exception as exc:  # decoders raise many types
+            raise _decode_error(slice_path, exc) from exc
+        if arr.shape[:2] != (rows, cols):
+            raise InputError(
+                os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}"
+            )
+        yield s, arr, opened.headers_by_slice[s.rel], slice_path
+
+
+def open_stored_slabs(
+    item: ItemRef, duplicates: Literal["first", "error"], slab: int
+) -> tuple[Sample, Iterator[np.ndarray]]:
+    """A series' stored values slab by slab (z order), for streaming.
+
+    Returns a Sample whose ``pixels`` is an empty ``(n_slices, 0, 0)`` placeholder of the
+    stored dtype (headers, geometry and meta as :func:`read_item` with ``values="stored"``),
+    and an iterator of arrays of at most ``slab`` slices each. Raises
+    :class:`NotStoredValues` for multi-frame, color or Modality-LUT-Sequence items.
+    """
+    opened = _open(item, duplicates)
+    dtype = _stored_dtype(opened.first, opened.color)
+    if dtype is None or item.kind != "series":
+        raise NotStoredValues(f"item {item.item_id} cannot be streamed as stored values")
+    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True)
+
+    def slabs() -> Iterator[np.ndarray]:
+        buffer = np.empty((slab,) + opened.shape[1:], dtype=dtype)
+        filled = 0
+        for _s, arr, _ds, slice_path in _decode_series(item, opened):
+            buffer[filled] = _stored(arr, slice_path, dtype)
+            filled += 1
+            if filled == slab:
+                yield buffer
+                buffer = np.empty_like(buffer)
+                filled = 0
+        if filled:
+            yield buffer[:filled]
+
+    return skeleton, slabs()
 
 
 def _stored_dtype(ds: Dataset, color: bool) -> np.dtype | None:

@@ -527,6 +527,10 @@ class MultiWindowParams(StepParams):
             raise ValueError(f"output_range must be increasing (got {list(self.output_range)})")
         return self
 
+    def slicewise(self) -> bool:
+        # without 2.5D context every slice is windowed on its own
+        return self.context_slices == 0
+
 
     def canonical_params(self) -> dict[str, Any]:
         """Params plus every window's numbers: editing the presets file changes the cache key."""

@@ -26,6 +26,10 @@ class LayoutParams(StepParams):
     scale: float = Field(1.0, description="Multiply values by this before the dtype cast (e.g. 255 for [0,1] -> uint8).")
     offset: float = Field(0.0, description="Add this after scaling, before the dtype cast.")
 
+    def slicewise(self) -> bool:
+        # N is the slice axis for these layouts: slab k of the output is layout(slab k).
+        return self.layout in ("NCHW", "NHWC")
+
 
 @register("layout", 1, LayoutParams)
 def layout(sample: Sample, params: LayoutParams) -> Sample:

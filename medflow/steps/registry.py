@@ -28,6 +28,14 @@ class StepParams(BaseModel):
         """The params that define the step's output (JSON-able, without ``step``)."""
         return self.model_dump(mode="json", exclude={"step"})
 
+    def slicewise(self) -> bool:
+        """With these params, does output slice z depend only on input slice z (axis z first)?
+
+        Lets the engine stream an item slab by slab. Pointwise steps are slicewise;
+        other steps override this when true for some params (e.g. NCHW layout).
+        """
+        return get_step(self.step).pointwise
+
 
 StepFunction = Callable[[Sample, Any], Sample]
 

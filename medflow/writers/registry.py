@@ -43,16 +43,28 @@ class WriterSpec:
     function: WriterFunction
     summary: str
     per_item: bool = True
+    open_stream: Callable[..., Any] | None = None
 
 
 _WRITERS: dict[str, WriterSpec] = {}
 
 
-def register_writer(kind: str, version: int, params: type[WriterParams], *, per_item: bool = True):
+def register_writer(
+    kind: str,
+    version: int,
+    params: type[WriterParams],
+    *,
+    per_item: bool = True,
+    open_stream: Callable[..., Any] | None = None,
+):
     """Decorator registering a writer function under ``kind``.
 
     ``per_item=False`` marks a writer that runs once after all items (e.g. shards);
     its function is then ``(item_files, params, out_dir) -> list[WrittenFile]``.
+    ``open_stream(sample_skeleton, params, out_dir) -> stream`` lets the engine write an
+    item slab by slab: ``stream.write(slab_sample)`` in z order, then ``stream.close()``
+    returns the WrittenFile list (bytes identical to the plain function's) or
+    ``stream.abort()`` removes everything.
     """
 
     def decorate(function):
@@ -62,7 +74,7 @@ def register_writer(kind: str, version: int, params: type[WriterParams], *, per_
         if field is None or typing.get_args(field.annotation) != (kind,):
             raise ValueError(f"writer {kind!r}: params model must declare kind: Literal[{kind!r}]")
         summary = (function.__doc__ or "").strip().splitlines()[0]
-        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item)
+        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item, open_stream)
         return function
 
     return decorate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,64 @@ class NpyParams(WriterParams):
     folder: str = Field("tensors", description="Subfolder of the output folder for the .npy files.")
 
 
-@register_writer("npy", 1, NpyParams)
+class NpyStream:
+    """Writes one item's .npy slab by slab; the bytes equal :func:`write_npy`'s on the whole array.
+
+    The header (final shape: the slab shape with the item's slice count as first axis)
+    goes out with the first slab; the file appears under its name only on ``close``.
+    """
+
+    def __init__(self, skeleton: Sample, params: NpyParams, out_dir: Path):
+        import hashlib
+        import tempfile
+
+        self.relative = Path(params.folder) / f"{skeleton.item_id}.npy"
+        self.path = out_dir / self.relative
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.n_first = skeleton.pixels.shape[0]
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.file = os.fdopen(fd, "wb")
+        self.digest = hashlib.sha256()
+        self.written = 0
+        self.slab_shape: tuple[int, ...] | None = None
+
+    def _out(self, data) -> None:
+        self.digest.update(data)
+        self.file.write(data)
+
+    def write(self, slab: Sample) -> None:
+        import io
+
+        array = np.ascontiguousarray(slab.pixels)
+        if self.slab_shape is None:
+            self.slab_shape = array.shape[1:]
+            header = np.lib.format.header_data_from_array_1_0(array)
+            header["shape"] = (self.n_first,) + array.shape[1:]
+            buffer = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buffer, header)
+            self._out(buffer.getvalue())
+        elif array.shape[1:] != self.slab_shape:
+            raise ValueError(f"slab shape {array.shape} does not continue {self.slab_shape}")
+        self._out(memoryview(array).cast("B"))
+        self.written += array.shape[0]
+
+    def close(self) -> list[WrittenFile]:
+        self.file.close()
+        if self.written != self.n_first:
+            self.abort()
+            raise ValueError(f"wrote {self.written} slices of {self.n_first}")
+        os.replace(self.tmp, self.path)
+        return [WrittenFile(self.relative.as_posix(), self.digest.hexdigest(), self.path.stat().st_size)]
+
+    def abort(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+@register_writer("npy", 1, NpyParams, open_stream=NpyStream)
 def write_npy(sample: Sample, params: NpyParams, out_dir: Path) -> list[WrittenFile]:
     """Write the item's final array as one .npy file (memory-mappable)."""
     relative = Path(params.folder) / f"{sample.item_id}.npy"
