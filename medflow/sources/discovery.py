@@ -39,7 +39,6 @@ distinguishing values too (e.g. ``EchoNumbers=2``), so each is stable on its own
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import struct
 import warnings
