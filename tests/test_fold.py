@@ -201,3 +201,11 @@ def test_streaming_recovers_from_corrupt_cached_values(tmp_path):
     (computed,) = report.manifest["run"]["computed"].values()
     assert computed[0] == "dicom_read"
     assert _outputs(tmp_path / "out-r") == before
+
+
+def test_anonymize_folds_with_the_pixel_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFLOW_DEID_KEY", "fold-test-key-0123456789abcdef0123")
+    for series in range(2):
+        write_ct_series(tmp_path / "data", series, n_slices=3, size=16)
+    steps = SEED_STEPS.replace("steps:\n", "steps:\n  - step: anonymize\n    key_env: MEDFLOW_DEID_KEY\n")
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=False)

@@ -153,6 +153,11 @@ class AnonymizeParams(StepParams):
             mask_regions=tuple(tuple(r) for r in self.mask_regions),
         )
 
+    def slicewise(self) -> bool:
+        # The burned-in decision and the recorded notes are per item, not per slice: a
+        # streamed item would record them from its first slab only.
+        return False
+
     def key_source(self) -> dict[str, str]:
         """Where the key is (not secret): ``{"env": NAME}`` or ``{"file": absolute path}``."""
         return {"file": self.key_file} if self.key_file is not None else {"env": self.key_env}
@@ -181,7 +186,9 @@ def _load_args(source: dict[str, str]) -> dict[str, str]:
     return {"key_file": source["file"]} if "file" in source else {"env_var": source["env"]}
 
 
-@register(STEP, 1, AnonymizeParams)
+# Pointwise in the engine's sense: pixel values pass through untouched, so the step can sit
+# among the folded pointwise steps (it then sees every slice's header, as on the volume).
+@register(STEP, 1, AnonymizeParams, pointwise=True)
 def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
     """De-identify the item's headers (PS3.15 Annex E Basic Profile + options) with a keyed pseudonymizer.
 
