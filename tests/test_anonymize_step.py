@@ -239,3 +239,24 @@ def test_the_deidentify_pipeline_builds(monkeypatch, tmp_path):
     assert ds.InstitutionName == "SITE-A"
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
     assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("MF-")
+
+
+def test_manifest_of_a_deidentifying_recipe_carries_no_input_path(tmp_path, monkeypatch):
+    """Folders named after the patient must not reach manifest.json through the file lists."""
+    from medflow.engine.build import build
+    from medflow.recipe.loader import load_recipe
+    from tests.dicom_factory import write_ct_series
+
+    monkeypatch.setenv("MEDFLOW_DEID_KEY", "manifest-test-key-0123456789abcdef")
+    source = tmp_path / "DOE_JANE_MRN4711"
+    write_ct_series(source / "study_DOE", 1, n_slices=2, patient="DOE^JANE")
+    (source / "notes_DOE_JANE.txt").write_text("not dicom")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"medflow: 1\nname: r\nsource:\n  dicom: {source}\nsteps:\n  - step: anonymize\n"
+                      "  - step: window\n    level: 40\n    width: 400\noutputs:\n  dir: out\n")
+    report = build(load_recipe(recipe), show_progress=False)
+    assert report.exit_code == 0
+    text = (tmp_path / "out" / "manifest.json").read_text()
+    for planted in ("DOE", "JANE", "4711", "slice000"):
+        assert planted not in text
+    assert "<file:" in text and "inputs_redacted" in text

@@ -307,6 +307,8 @@ def build(
             "dataset_stats_computed": not stats_were_cached,
         },
     }
+    if any(getattr(params, "deidentifies", lambda: False)() for params in recipe.steps):
+        manifest = redact_input_paths(manifest, prepared)
     write_manifest(prepared.out_dir, manifest)
     return BuildReport(
         out_dir=prepared.out_dir,
@@ -534,3 +536,28 @@ def _write_private_tables(
         atomic_write_bytes(target, buffer.getvalue().encode("utf-8"), mode=0o600)
         written.append(str(target))
     return written, errors
+
+
+def redact_input_paths(manifest: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
+    """The manifest with every input path (and the source folder) replaced by a hash token.
+
+    For recipes that de-identify: hospital exports often name folders and files after
+    the patient or the MRN, and the manifest travels with the dataset. Each path
+    becomes ``<file:16 hex of sha256(path)>`` (stable, so builds still compare), the
+    source folder ``<source>``, wherever they occur (file lists, notes, errors).
+    """
+    import hashlib
+    import json
+
+    paths = {rel for item in prepared.items for rel in item.files}
+    paths |= {rel for item in prepared.items for rel, _ in item.broken_files}
+    paths |= {rel for rel, _ in prepared.skipped} | {rel for rel, _ in prepared.unreadable}
+    text = json.dumps(manifest, ensure_ascii=False)
+    root = str(prepared.source_root)
+    text = text.replace(json.dumps(root, ensure_ascii=False)[1:-1], "<source>")
+    for rel in sorted(paths, key=len, reverse=True):
+        token = f"<file:{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}>"
+        text = text.replace(json.dumps(rel, ensure_ascii=False)[1:-1], token)
+    redacted = json.loads(text)
+    redacted["inputs_redacted"] = "input paths replaced by <file:sha256[:16]> tokens (the recipe de-identifies)"
+    return redacted

@@ -153,6 +153,10 @@ class AnonymizeParams(StepParams):
             mask_regions=tuple(tuple(r) for r in self.mask_regions),
         )
 
+    def deidentifies(self) -> bool:
+        # Tells the engine to keep input paths (often patient names or MRNs) out of the manifest.
+        return True
+
     def slicewise(self) -> bool:
         # The burned-in decision and the recorded notes are per item, not per slice: a
         # streamed item would record them from its first slab only.
