@@ -209,3 +209,11 @@ def test_anonymize_folds_with_the_pixel_steps(tmp_path, monkeypatch):
         write_ct_series(tmp_path / "data", series, n_slices=3, size=16)
     steps = SEED_STEPS.replace("steps:\n", "steps:\n  - step: anonymize\n    key_env: MEDFLOW_DEID_KEY\n")
     _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=False)
+
+
+def test_ich_multi_window_folds_and_streams_bit_identically(tmp_path, monkeypatch):
+    for series in range(2):
+        write_ct_series(tmp_path / "data", series, n_slices=3, size=16)
+    steps = ("steps:\n  - step: multi_window\n    windows: [brain, subdural, {level: 40, width: 380, name: soft}]\n"
+             "  - step: layout\n    layout: NHWC\n    dtype: uint8\n    scale: 255\n")
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)

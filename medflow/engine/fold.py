@@ -27,7 +27,6 @@ from medflow.errors import CacheError
 from medflow.ops.intensity import rescale
 from medflow.sample import Sample
 from medflow.sources.base import ItemRef
-from medflow.steps.registry import get_step
 
 # A lookup table bigger than this (rows x values) is not worth it: run the steps directly.
 MAX_TABLE_ENTRIES = 8_000_000
@@ -37,7 +36,7 @@ def pointwise_prefix(steps: list[Any]) -> int:
     """Number of leading steps that are pointwise (0: nothing to fold)."""
     count = 0
     for params in steps:
-        if not get_step(params.step).pointwise:
+        if not params.pointwise():
             break
         count += 1
     return count

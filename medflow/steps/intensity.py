@@ -527,8 +527,8 @@ class MultiWindowParams(StepParams):
             raise ValueError(f"output_range must be increasing (got {list(self.output_range)})")
         return self
 
-    def slicewise(self) -> bool:
-        # without 2.5D context every slice is windowed on its own
+    def pointwise(self) -> bool:
+        # without 2.5D context each pixel's channels are windows of that pixel's value alone
         return self.context_slices == 0
 
 

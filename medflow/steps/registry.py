@@ -28,13 +28,21 @@ class StepParams(BaseModel):
         """The params that define the step's output (JSON-able, without ``step``)."""
         return self.model_dump(mode="json", exclude={"step"})
 
+    def pointwise(self) -> bool:
+        """With these params, is each output value a function of the same input pixel's value only?
+
+        Lets the engine fold the step into a lookup table. Defaults to the registered
+        flag; a step overrides this when it holds only for some params.
+        """
+        return get_step(self.step).pointwise
+
     def slicewise(self) -> bool:
         """With these params, does output slice z depend only on input slice z (axis z first)?
 
         Lets the engine stream an item slab by slab. Pointwise steps are slicewise;
         other steps override this when true for some params (e.g. NCHW layout).
         """
-        return get_step(self.step).pointwise
+        return self.pointwise()
 
 
 StepFunction = Callable[[Sample, Any], Sample]
