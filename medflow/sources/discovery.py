@@ -289,6 +289,39 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
         raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
 
 
+# Bump when the facts read from a header, or the rules that read them, change.
+_HEADER_MEMO = "discovery-header-v1"
+
+
+def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:
+    """The file's header facts, from the memo while the file is unchanged (no re-parse on rebuilds)."""
+    cached = memo.get_extra(path, _HEADER_MEMO)
+    if cached is not None:
+        if "problem" in cached:
+            raise HeaderProblem(cached["problem"], cached.get("series_uid"))
+        return _FileInfo(
+            rel=rel,
+            modality=cached["modality"],
+            series_uid=cached["series_uid"],
+            sop_uid=cached["sop_uid"],
+            description=cached["description"],
+            image_type=tuple(cached["image_type"]),
+            n_frames=cached["n_frames"],
+            orientation=tuple(cached["orientation"]) if cached["orientation"] is not None else None,
+            size=tuple(cached["size"]),
+            echo=cached["echo"],
+        )
+    try:
+        info = _file_info(rel, read_image_header(path))
+    except HeaderProblem as problem:
+        memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
+        raise
+    facts = dataclasses.asdict(info)
+    del facts["rel"]
+    memo.set_extra(path, _HEADER_MEMO, facts)
+    return info
+
+
 def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
     """Yield ``(relative POSIX path, absolute path)`` of candidate files, in sorted order."""
 
@@ -405,7 +438,7 @@ def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> D
     broken: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rel, path in _walk(root, filter, skipped):
         try:
-            info = _file_info(rel, read_image_header(path))
+            info = _memoized_file_info(rel, path, memo)
         except HeaderProblem as problem:
             if problem.series_uid:
                 broken[problem.series_uid].append((rel, problem.reason))

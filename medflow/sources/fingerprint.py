@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medflow.writers.atomic import atomic_write_bytes, sha256_file
 
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 
 
 class FingerprintMemo:
@@ -34,19 +34,48 @@ class FingerprintMemo:
             except (ValueError, KeyError, OSError):
                 self._entries = {}  # a damaged memo only costs a rehash
 
+    def _entry(self, key: str, stat: os.stat_result) -> dict:
+        """The memo entry of ``key`` if it is still valid for ``stat``, else a fresh one."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if (
+                self._verify
+                or not isinstance(entry, dict)
+                or entry.get("size") != stat.st_size
+                or entry.get("mtime_ns") != stat.st_mtime_ns
+            ):
+                entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                self._entries[key] = entry
+                self._dirty = True
+            return entry
+
     def sha256(self, path: Path) -> str:
         """sha256 hex digest of ``path``'s bytes."""
         key = os.fspath(Path(path).resolve())
-        stat = os.stat(key)
-        with self._lock:
-            entry = self._entries.get(key)
-        if not self._verify and entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
-            return entry[2]
-        digest = sha256_file(Path(key))
-        with self._lock:
-            self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
-            self._dirty = True
+        entry = self._entry(key, os.stat(key))
+        digest = entry.get("sha256")
+        if digest is None:
+            digest = sha256_file(Path(key))
+            with self._lock:
+                entry["sha256"] = digest
+                self._dirty = True
         return digest
+
+    def get_extra(self, path: Path, name: str):
+        """A value memoized for ``path`` under ``name`` (e.g. its parsed header facts), or None.
+
+        Valid while the file's size and mtime are unchanged; ``verify`` ignores it.
+        """
+        key = os.fspath(Path(path).resolve())
+        return self._entry(key, os.stat(key)).get(name)
+
+    def set_extra(self, path: Path, name: str, value) -> None:
+        """Memoize a JSON-able ``value`` for ``path`` under ``name``."""
+        key = os.fspath(Path(path).resolve())
+        entry = self._entry(key, os.stat(key))
+        with self._lock:
+            entry[name] = value
+            self._dirty = True
 
     def save(self) -> None:
         """Write the memo atomically (no-op when nothing changed or in memory only)."""

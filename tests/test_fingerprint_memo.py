@@ -1,0 +1,66 @@
+"""The memo of file hashes and header facts: reused while a file is unchanged, redone when it changes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import medflow.sources.discovery as discovery
+from medflow.recipe.model import SeriesFilter
+from medflow.sources.fingerprint import FingerprintMemo
+from medflow.writers.atomic import sha256_file
+from tests.dicom_factory import write_ct_series
+
+
+def test_unchanged_files_are_neither_hashed_nor_parsed_again(tmp_path, monkeypatch):
+    write_ct_series(tmp_path / "data", 1, n_slices=3)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    first = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    memo.save()
+    memo = FingerprintMemo(memo_path)  # as the next build loads it
+
+    def no_parse(*_args, **_kwargs):
+        raise AssertionError("header parsed again")
+
+    monkeypatch.setattr(discovery, "read_image_header", no_parse)
+    monkeypatch.setattr("medflow.sources.fingerprint.sha256_file", no_parse)
+    again = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    assert again.items == first.items
+
+
+def test_a_changed_file_is_hashed_and_parsed_again(tmp_path):
+    files = write_ct_series(tmp_path / "data", 1, n_slices=2)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    before = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    memo.save()
+    write_ct_series(tmp_path / "data", 1, n_slices=2, pixels=__import__("numpy").zeros((16, 16), "int16"))
+    os.utime(files[0], ns=(1, 1))  # a different mtime even on a coarse clock
+    memo = FingerprintMemo(memo_path)
+    after = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    assert after.items[0].fingerprint != before.items[0].fingerprint
+    assert memo.sha256(files[0]) == sha256_file(files[0])
+
+
+def test_verify_ignores_the_memo(tmp_path):
+    (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
+    memo = FingerprintMemo(tmp_path / "memo.json")
+    memo.sha256(path)
+    memo.save()
+    # same size and mtime, different bytes: only --verify can see it
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert FingerprintMemo(tmp_path / "memo.json").sha256(path) != sha256_file(path)
+    assert FingerprintMemo(tmp_path / "memo.json", verify=True).sha256(path) == sha256_file(path)
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"format": 1, "entries": {"x": [1, 2, "y"]}}'])
+def test_a_damaged_or_old_memo_only_costs_a_rehash(tmp_path, damage):
+    (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
+    (tmp_path / "memo.json").write_text(damage)
+    assert FingerprintMemo(tmp_path / "memo.json").sha256(path) == sha256_file(path)
