@@ -138,7 +138,7 @@ def test_killed_build_resumes_without_recomputing_finished_items(tmp_path):
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     # Slow each item down (in the child only) so the kill lands mid-build, deterministically.
     slow_run = (
-        "import sys, time, medflow.engine.build as b\n"
+        "import sys, time, medflow.engine.execute as b\n"
         "original = b.run_item\n"
         "def slow(task):\n"
         "    time.sleep(0.3)\n"

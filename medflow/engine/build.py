@@ -10,13 +10,13 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
+from medflow.engine.execute import execute, resolve_workers
 from medflow.engine.manifest import (
     MANIFEST_VERSION,
     environment,
@@ -25,8 +25,9 @@ from medflow.engine.manifest import (
     write_manifest,
 )
 from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item
+from medflow.engine.privacy import redact_input_paths, write_private_tables
 from medflow.engine.progress import Progress
-from medflow.engine.run import ItemResult, ItemTask, run_item
+from medflow.engine.run import ItemResult, ItemTask
 from medflow.errors import InputError
 from medflow.recipe.loader import LoadedRecipe, resolve_path
 from medflow.recipe.model import SampleSource
@@ -267,7 +268,7 @@ def build(
         manifest_items.append(entry)
 
     shard_outputs = _write_dataset_writers(prepared, manifest_items)
-    private_files, private_errors = _write_private_tables(prepared.out_dir, private_tables)
+    private_files, private_errors = write_private_tables(prepared.out_dir, private_tables)
     failed.extend(private_errors)
     finished_wall = dt.datetime.now(dt.UTC)
     seconds = time.perf_counter() - started
@@ -308,7 +309,7 @@ def build(
         },
     }
     if any(getattr(params, "deidentifies", lambda: False)() for params in recipe.steps):
-        manifest = redact_input_paths(manifest, prepared)
+        manifest = redact_input_paths(manifest, prepared.source_root, _input_paths(prepared))
     write_manifest(prepared.out_dir, manifest)
     return BuildReport(
         out_dir=prepared.out_dir,
@@ -326,63 +327,10 @@ def build(
     )
 
 
-def resolve_workers(workers: int | str) -> int:
-    """``'auto'`` -> number of usable CPU cores; an int >= 1 as is."""
-    if workers == "auto":
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:
-            return max(1, os.cpu_count() or 1)
-    return max(1, int(workers))
-
-
-def execute(
-    tasks: list[ItemTask], workers: int, *, backend: str = "local", address: str | None = None
-) -> Iterator[ItemResult]:
-    """Run ``tasks`` and yield results as they finish (unordered when parallel).
-
-    Local backend: one worker runs in this process; more use joblib's loky
-    processes, streaming results so the parent holds only small records. Dask
-    backend: the same per-item function on a Dask distributed cluster.
-    """
-    if backend == "dask":
-        from medflow.engine.dask_backend import execute_dask
-
-        yield from execute_dask(tasks, address, workers)
-        return
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield run_item(task)
-        return
-    from joblib import Parallel, delayed
-
-    _fresh_workers_if_environment_changed()
-    parallel = Parallel(
-        n_jobs=min(workers, len(tasks)),
-        backend="loky",
-        return_as="generator_unordered",
-        pre_dispatch="2*n_jobs",
-    )
-    yield from parallel(delayed(run_item)(task) for task in tasks)
-
-
-_WORKER_ENVIRONMENT: int | None = None
-
-
-def _fresh_workers_if_environment_changed() -> None:
-    """Restart loky's reusable workers when os.environ changed since they were started.
-
-    Workers inherit the environment once, when spawned, and loky keeps them for the
-    next build in the same process; a step reading a variable (e.g. the
-    de-identification key) must see the value of now, not of the first build.
-    """
-    global _WORKER_ENVIRONMENT
-    fingerprint = hash(frozenset(os.environ.items()))
-    if _WORKER_ENVIRONMENT is not None and fingerprint != _WORKER_ENVIRONMENT:
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor().shutdown(wait=True)
-    _WORKER_ENVIRONMENT = fingerprint
+def _input_paths(prepared: Prepared) -> set[str]:
+    paths = {rel for item in prepared.items for rel in item.files}
+    paths |= {rel for item in prepared.items for rel, _ in item.broken_files}
+    return paths | {rel for rel, _ in prepared.skipped} | {rel for rel, _ in prepared.unreadable}
 
 
 def _per_item_writers(recipe: Any) -> list[Any]:
@@ -502,62 +450,3 @@ def _remove_stale_temp_files(out_dir: Path) -> None:
             pass
 
 
-def _write_private_tables(
-    out_dir: Path, tables: list[dict[str, list[list[str]]]]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """Merge every item's private rows per file and write each file (CSV, mode 0600).
-
-    Such files (e.g. a crosswalk from original IDs to pseudonyms) must never land in
-    the dataset: a path inside the output folder is refused and reported as a failure.
-    """
-    import csv
-    import io
-
-    from medflow.writers.atomic import atomic_write_bytes
-
-    merged: dict[str, tuple[list[str], set[tuple[str, ...]]]] = {}
-    for table in tables:
-        for path, rows in table.items():
-            if not rows:
-                continue
-            header, body = merged.setdefault(path, (list(rows[0]), set()))
-            body.update(tuple(row) for row in rows[1:])
-    written, errors = [], []
-    out_resolved = out_dir.resolve()
-    for path, (header, body) in sorted(merged.items()):
-        target = Path(path).resolve()
-        if target == out_resolved or out_resolved in target.parents:
-            errors.append((path, "refused: this private file (e.g. a crosswalk) must be outside the output folder"))
-            continue
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(sorted(body))
-        atomic_write_bytes(target, buffer.getvalue().encode("utf-8"), mode=0o600)
-        written.append(str(target))
-    return written, errors
-
-
-def redact_input_paths(manifest: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
-    """The manifest with every input path (and the source folder) replaced by a hash token.
-
-    For recipes that de-identify: hospital exports often name folders and files after
-    the patient or the MRN, and the manifest travels with the dataset. Each path
-    becomes ``<file:16 hex of sha256(path)>`` (stable, so builds still compare), the
-    source folder ``<source>``, wherever they occur (file lists, notes, errors).
-    """
-    import hashlib
-    import json
-
-    paths = {rel for item in prepared.items for rel in item.files}
-    paths |= {rel for item in prepared.items for rel, _ in item.broken_files}
-    paths |= {rel for rel, _ in prepared.skipped} | {rel for rel, _ in prepared.unreadable}
-    text = json.dumps(manifest, ensure_ascii=False)
-    root = str(prepared.source_root)
-    text = text.replace(json.dumps(root, ensure_ascii=False)[1:-1], "<source>")
-    for rel in sorted(paths, key=len, reverse=True):
-        token = f"<file:{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}>"
-        text = text.replace(json.dumps(rel, ensure_ascii=False)[1:-1], token)
-    redacted = json.loads(text)
-    redacted["inputs_redacted"] = "input paths replaced by <file:sha256[:16]> tokens (the recipe de-identifies)"
-    return redacted
