@@ -1,7 +1,7 @@
 """Turn the benchmark's raw results into the markdown of RESULTS.md; summarize a cProfile file.
 
     python benchmarks/report.py --pstats FILE        # top functions as JSON (used by run.py)
-    python benchmarks/report.py --results FILE.json  # re-render the markdown from saved results
+    python benchmarks/report.py --results FILE.json  # re-render the markdown (e.g. after editing NOTES.md)
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pstats_top(args.pstats)))
     elif args.results:
         results = json.loads(args.results.read_text())
-        print(markdown(results, machine(sys.executable, BENCH.parent)))
+        print(markdown(results, results.get("machine") or machine(sys.executable, BENCH.parent)), end="")
     return 0
 
 

@@ -346,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.results["quick"] = args.quick
     bench.results["monai"] = monai
 
+    bench.results["machine"] = report.machine(PY, REPO)
     (work / "results.json").write_text(json.dumps(bench.results, indent=1, default=str))
-    text = report.markdown(bench.results, report.machine(PY, REPO))
+    text = report.markdown(bench.results, bench.results["machine"])
     target = args.results or (work / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
     target.write_text(text)
     print()
