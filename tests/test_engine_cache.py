@@ -198,3 +198,20 @@ def test_outputs_expect_fails_items_that_differ_and_names_how(project):
     assert "layout is NCHW, expected NHWC" in reason and "dtype is float32, expected uint8" in reason
     assert "expected within [0, 0.5]" in reason
     assert not list((project / "out" / "tensors").glob("*.npy"))
+
+
+def test_outputs_get_the_usual_file_mode_and_the_cache_stays_private(project):
+    import os
+    import stat
+
+    _build(project)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in list((project / "out").rglob("*.npy")) + [project / "out" / "manifest.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    cache = project / ".medflow" / "cache"
+    private = [*cache.joinpath("objects").rglob("*.mfc"), *cache.joinpath("records").rglob("*.json"),
+               cache / "fingerprints.json"]
+    assert len(private) > 3
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # original headers, paths: owner only

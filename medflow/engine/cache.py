@@ -130,7 +130,8 @@ class Cache:
         return self.root / "records" / key[:2] / f"{key}.json"
 
     def put_record(self, key: str, record: dict[str, Any]) -> None:
-        atomic_write_bytes(self._record_path(key), json.dumps(record, sort_keys=True, indent=1).encode())
+        # owner-only, like the array entries: records can hold private tables (a crosswalk)
+        atomic_write_bytes(self._record_path(key), json.dumps(record, sort_keys=True, indent=1).encode(), mode=0o600)
 
     def get_record(self, key: str) -> dict[str, Any] | None:
         """The record under ``key``, ``None`` when absent; a corrupt record is deleted and reads as absent."""

@@ -82,5 +82,5 @@ class FingerprintMemo:
         if self._path is None or not self._dirty:
             return
         payload = json.dumps({"format": MEMO_FORMAT, "entries": self._entries}, separators=(",", ":"))
-        atomic_write_bytes(self._path, payload.encode())
+        atomic_write_bytes(self._path, payload.encode(), mode=0o600)  # input paths: owner only
         self._dirty = False

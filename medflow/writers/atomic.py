@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; outputs get the mode a plain
+# open() would give them (0666 minus the umask), unless a caller asks for another.
+DEFAULT_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write(
     path: Path, write: Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = False
 ) -> str:
@@ -35,8 +46,7 @@ def atomic_write(
             raw.flush()
             if durable:
                 os.fsync(raw.fileno())
-        if mode is not None:
-            os.chmod(tmp_name, mode)
+        os.chmod(tmp_name, DEFAULT_FILE_MODE if mode is None else mode)
         os.replace(tmp_name, path)
     except BaseException:
         try:

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from medflow.sample import Sample
-from medflow.writers.atomic import atomic_write
+from medflow.writers.atomic import DEFAULT_FILE_MODE, atomic_write
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
 
 
@@ -67,6 +67,7 @@ class NpyStream:
         if self.written != self.n_first:
             self.abort()
             raise ValueError(f"wrote {self.written} slices of {self.n_first}")
+        os.chmod(self.tmp, DEFAULT_FILE_MODE)
         os.replace(self.tmp, self.path)
         return [WrittenFile(self.relative.as_posix(), self.digest.hexdigest(), self.path.stat().st_size)]
 
