@@ -325,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     sets = QUICK if args.quick else FULL
     data = {}
     for name, (series, slices) in sets.items():
-        subprocess.run([PY, BENCH / "generate.py", work / "data" / name, "--series", str(series), "--slices",
+        folder = work / "data" / (f"quick-{name}" if args.quick else name)  # a smoke run keeps the full data
+        subprocess.run([PY, BENCH / "generate.py", folder, "--series", str(series), "--slices",
                         str(slices)], check=True, cwd=REPO)
-        data[name] = work / "data" / name
+        data[name] = folder
     real = SHARED_CT if SHARED_CT.is_dir() and not args.quick else None
     if real is None and not args.quick:
         print(f"real CT not found at {SHARED_CT}: skipped (set MEDFLOW_SHARED_DATA)", file=sys.stderr)
