@@ -310,7 +310,7 @@ def _startup(results: dict, add) -> None:
         f"{_f(med(startup['runs'], 'build_s'), 3)} s in-build; bare `python -c pass`: {_f(med(startup['python']), 3)} s.")
     add("")
     if startup.get("imports"):
-        add("Slowest top-level imports of that run (`python -X importtime`, cumulative ms):")
+        add("Slowest imports (top level and one level down) of that run (`python -X importtime`, cumulative ms):")
         add("")
         add("| module | ms |")
         add("| --- | ---: |")

@@ -270,7 +270,7 @@ def _compare(a: Path | None, b: Path | None, *extra: str, channel_axis: str = "1
 
 
 def _top_imports(log: Path, n: int = 12) -> list[tuple[str, float]]:
-    """Top-level packages by cumulative import time (ms) from ``python -X importtime``."""
+    """Top-level imports and theirs (depth 1 and 2), by cumulative import time (ms), from ``python -X importtime``."""
     rows = []
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("import time:") or "|" not in line:
@@ -281,7 +281,8 @@ def _top_imports(log: Path, n: int = 12) -> list[tuple[str, float]]:
         except ValueError:
             continue
         name = parts[2].rstrip()
-        if not name.startswith("  ") or name.startswith("   "):  # depth-1 entries only
+        depth = (len(name) - len(name.lstrip()) - 1) // 2  # "   pkg" is a top-level import (depth 1)
+        if depth > 2:
             continue
         rows.append((name.strip(), cumulative / 1000))
     return sorted(rows, key=lambda r: -r[1])[:n]
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print("MONAI/torch not importable (pip install torch==2.13.0, then pip install monai): MONAI skipped",
               file=sys.stderr)
     bench = Bench(work, runs, monai)
+    bench.results["machine"] = report.machine(PY, REPO)  # date and commit of the start
     started = time.perf_counter()
 
     sets = QUICK if args.quick else FULL
@@ -347,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.results["quick"] = args.quick
     bench.results["monai"] = monai
 
-    bench.results["machine"] = report.machine(PY, REPO)
     (work / "results.json").write_text(json.dumps(bench.results, indent=1, default=str))
     text = report.markdown(bench.results, bench.results["machine"])
     target = args.results or (work / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
