@@ -207,7 +207,7 @@ def test_round_trip_uint8_ycbcr_on_a_grid():
         assert np.abs(back.astype(int) - rgb).max() <= 1, space
 
 
-@pytest.mark.parametrize("space, bound", [("hsv", 5), ("lab", 27)])
+@pytest.mark.parametrize("space, bound", [("hsv", 6), ("lab", 27)])
 def test_lossy_8bit_spaces_stay_within_documented_bound(space, bound):
     # 8-bit HSV (2-degree hue) and Lab are lossy: the docstrings state these bounds.
     rgb = _grid_u8(3)
@@ -248,3 +248,17 @@ def test_space_of_channel_names():
     assert space_of(("y", "cr", "cb")) == "ycrcb"
     assert space_of(("l", "a", "b")) == "lab"
     assert space_of(("b", "g", "r")) is None
+
+
+@pytest.mark.parametrize("to", ["ycrcb", "hsv", "lab"])
+def test_opencv_conversions_do_not_depend_on_the_array_shape(to):
+    """A pixel converts to the same bits in a 1-column table and in a 512-wide image (the fold relies on it)."""
+    from medflow.ops import colorspace
+
+    rng = np.random.default_rng(1)
+    image = rng.random((3, 512, 3)).astype(np.float32)
+    whole = colorspace.convert(image, "rgb", to)
+    column = colorspace.convert(image.reshape(-1, 1, 3), "rgb", to).reshape(whole.shape)
+    odd = colorspace.convert(image.reshape(-1, 3)[:1001], "rgb", to)
+    assert np.array_equal(whole, column)
+    assert np.array_equal(whole.reshape(-1, whole.shape[-1])[:1001], odd)

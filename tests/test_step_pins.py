@@ -84,7 +84,7 @@ CASES = {
 PINS = {
     # (name, version): sha256 of the output (see _fingerprint)
     ("anonymize", 1): "f51260a3ce4ea6cb5887e9638cbe39011c9b839730276d59059a8a6407c6dbb2",
-    ("color_space", 1): "a66077ef6fa5e4655a648b8491cfc804899d783e8e5d8ab5eaea08cc7da57c3f",
+    ("color_space", 2): "a66077ef6fa5e4655a648b8491cfc804899d783e8e5d8ab5eaea08cc7da57c3f",
     ("colormap", 1): "1b3ec2ca633e32ccf660b769f853fd67b786738499303b4990a398e00d76731f",
     ("crop_pad", 1): "1e93774b5eeb4593e1d729fa695db84729df1c6abe9f74d402ee9fd95626ccb9",
     ("denoise", 1): "0751df4a2b8075d6c8ec7d6570f5af4115f3c28cdf691390de6f83fc338c6d04",

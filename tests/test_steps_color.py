@@ -51,7 +51,7 @@ def _json_header(ds) -> dict:
 
 def test_registered_pointwise_with_versions():
     assert (COLORMAP.name, COLORMAP.version, COLORMAP.pointwise) == ("colormap", 1, True)
-    assert (COLOR_SPACE.name, COLOR_SPACE.version, COLOR_SPACE.pointwise) == ("color_space", 1, True)
+    assert (COLOR_SPACE.name, COLOR_SPACE.version, COLOR_SPACE.pointwise) == ("color_space", 2, True)
     for spec in (COLORMAP, COLOR_SPACE):
         for name, field in spec.params_model.model_fields.items():
             assert name == "step" or field.description, f"{spec.name}.{name} has no description"

@@ -112,7 +112,7 @@ def fold(stored: Sample, steps: list[Any], apply_step) -> Sample | None:
 
 
 def _index(stored_slice: np.ndarray, lo: int) -> np.ndarray:
-    """Row index into a table starting at stored value ``lo`` (int32: faster to gather than intp)."""
-    index = stored_slice.astype(np.int32)
+    """Row index into a table starting at stored value ``lo`` (intp: np.take would convert anything else)."""
+    index = stored_slice.astype(np.intp)
     index -= lo
     return index

@@ -145,7 +145,7 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
         ``(..., 3)`` channels (H, S, V), same dtype. float32: H in degrees [0, 360),
         S and V in [0, 1]. uint8: H = degrees / 2 in 0..179, S and V in 0..255.
         8-bit HSV is lossy (2-degree hue steps): over all 2**24 colours an
-        RGB -> HSV -> RGB round trip on uint8 is off by up to 5 levels.
+        RGB -> HSV -> RGB round trip on uint8 is off by up to 6 levels (OpenCV's vectorized path, which medflow always uses).
     """
     return _opencv(rgb, cv2.COLOR_RGB2HSV, 3)
 
@@ -237,12 +237,24 @@ def _linear(
     return out.reshape(arr.shape[:-1] + (len(rows),))
 
 
+_ROW = 64
+
+
 def _opencv(arr: np.ndarray, code: int, out_channels: int) -> np.ndarray:
-    """Run ``cv2.cvtColor`` on ``(..., 3)`` by viewing it as a one-column image."""
+    """Run ``cv2.cvtColor`` on ``(..., 3)``, pixel by pixel independent of the array's shape."""
     arr = np.asarray(arr)
     _check(arr)
     if arr.size == 0:
         return np.zeros(arr.shape[:-1] + (out_channels,), dtype=arr.dtype)
-    image = np.ascontiguousarray(arr.reshape(-1, 1, 3))
-    out = cv2.cvtColor(image, code)
+    # OpenCV's vectorized and scalar code paths round differently in the last bit, and
+    # which one runs depends on the image width. Always converting rows of _ROW pixels (a
+    # multiple of every SIMD width, so no scalar tail) makes the result of each pixel
+    # independent of the array's shape: a lookup table and a whole image agree exactly.
+    flat = arr.reshape(-1, 3)
+    n_pixels = flat.shape[0]
+    padding = (-n_pixels) % _ROW
+    if padding:
+        flat = np.concatenate([flat, np.zeros((padding, 3), dtype=flat.dtype)])
+    image = np.ascontiguousarray(flat.reshape(-1, _ROW, 3))
+    out = cv2.cvtColor(image, code).reshape(-1, out_channels)[:n_pixels]
     return out.reshape(arr.shape[:-1] + (out_channels,))

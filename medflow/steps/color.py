@@ -141,7 +141,7 @@ class ColorSpaceParams(StepParams):
     )
 
 
-@register("color_space", 1, ColorSpaceParams, pointwise=True)
+@register("color_space", 2, ColorSpaceParams, pointwise=True)
 def color_space(sample: Sample, params: ColorSpaceParams) -> Sample:
     """Convert between RGB and YCbCr (Y, Cb, Cr), YCrCb (Y, Cr, Cb), HSV, Lab or gray."""
     source = colorspace.space_of(sample.channels)
