@@ -26,6 +26,11 @@ class LayoutParams(StepParams):
     scale: float = Field(1.0, description="Multiply values by this before the dtype cast (e.g. 255 for [0,1] -> uint8).")
     offset: float = Field(0.0, description="Add this after scaling, before the dtype cast.")
 
+    def pointwise(self) -> bool:
+        # NHWC keeps medflow's z, y, x, c order: only the dtype conversion acts, value by
+        # value, so the step can join a folded lookup table (e.g. windows -> uint8).
+        return self.layout == "NHWC"
+
     def slicewise(self) -> bool:
         # N is the slice axis for these layouts: slab k of the output is layout(slab k).
         return self.layout in ("NCHW", "NHWC")
