@@ -24,7 +24,7 @@ from medflow.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item
+from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item, resume_index
 from medflow.engine.privacy import redact_input_paths, write_private_tables
 from medflow.engine.progress import Progress
 from medflow.engine.run import ItemResult, ItemTask
@@ -176,7 +176,7 @@ def _compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addre
             links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats)
             base = _task(prepared, ItemPlan(item, links, "", 0, True))
             tasks.append(dataclasses.replace(base, steps=steps[:index], writers=[], expect=None,
-                                             start=_resume_index(prepared.cache, links), accumulate=params))
+                                             start=resume_index(prepared.cache, links), accumulate=params))
         total, left_out = None, 0
         for result in execute(tasks, workers, backend=backend, address=address):
             if result.status != "ok" or result.stats is None:
@@ -196,13 +196,6 @@ def _compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addre
         if left_out:
             notes.append(f"step {index + 1} '{params.step}': {left_out} item(s) failed and are not in the statistics")
     return notes
-
-
-def _resume_index(cache: Cache, links: list[Any]) -> int:
-    for index in range(len(links) - 1, -1, -1):
-        if links[index].checkpoint and cache.has(links[index].key):
-            return index + 1
-    return 0
 
 
 def build(

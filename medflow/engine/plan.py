@@ -122,15 +122,20 @@ def plan_item(
     if record is not None and not missing:
         return ItemPlan(item, links, out_key, len(links), False, [], record)
 
-    start = 0
-    for index in range(len(links) - 1, -1, -1):
-        if links[index].checkpoint and cache.has(links[index].key):
-            start = index + 1
-            break
-    if start == 0 and cache.has(stored_key(links[0].key)):
-        start = 1  # the read's stored values are cached: no DICOM decoding needed
+    start = resume_index(cache, links)
     reasons = _reasons(item, links, previous, missing)
     return ItemPlan(item, links, out_key, start, True, reasons, None)
+
+
+def resume_index(cache: Cache, links: list[Link]) -> int:
+    """Index of the first link to compute: after the last checkpoint of the chain in the cache.
+
+    1 when only the read's stored values are cached (no DICOM decoding needed), 0 when nothing is.
+    """
+    for index in range(len(links) - 1, -1, -1):
+        if links[index].checkpoint and cache.has(links[index].key):
+            return index + 1
+    return 1 if cache.has(stored_key(links[0].key)) else 0
 
 
 def _missing_outputs(record: dict[str, Any], out_dir: Path, verify: bool) -> list[str]:

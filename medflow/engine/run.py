@@ -241,4 +241,4 @@ def apply_step(params: Any, sample: Sample) -> Sample:
     return out
 
 
-__all__ = ["InputError", "ItemResult", "ItemTask", "apply_step", "run_item"]
+__all__ = ["ItemResult", "ItemTask", "apply_step", "check_expectation", "run_item"]
