@@ -133,14 +133,21 @@ def _print_summary(report) -> None:
     out = sys.stdout
     unreadable = f", {len(report.unreadable)} unreadable file(s)" if report.unreadable else ""
     unreadable += f", {len(report.quarantined)} quarantined" if report.quarantined else ""
+    unreadable += f", {len(report.filtered)} filtered" if report.filtered else ""
     print(
         f"{report.ok}/{report.total} items ok, {len(report.failed)} failed{unreadable}, "
         f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s",
         file=out,
     )
     print(f"output: {report.out_dir}  (manifest: {report.out_dir / 'manifest.json'})", file=out)
+    accounting = report.accounting
+    if accounting:
+        withheld = len(accounting["withheld"])
+        print(f"inputs: {accounting['inputs']} DICOM file(s) = {accounting['written']} written + {withheld} withheld"
+              + (" (each with its reason in the manifest's accounting)" if withheld else ""), file=out)
     if report.skipped:
-        print(f"{len(report.skipped)} file(s) skipped (not image DICOM); listed in the manifest", file=out)
+        print(f"{len(report.skipped)} other file(s) skipped (not DICOM, hidden, or not an image for this recipe); "
+              "listed in the manifest", file=out)
     for who, reason in report.failed:
         print(f"FAILED {who}: {reason}", file=out)
     for file, reason in report.unreadable:

@@ -80,5 +80,18 @@ class QuarantineItem(MedflowError):
         super().__init__(f"quarantined by step '{step}': {reason}")
 
 
+class FilteredItem(MedflowError):
+    """The recipe's source filter leaves this item out (found only once its file is read).
+
+    Not a failure: the item is listed as filtered (withheld, with the reason) in the
+    summary and the manifest; nothing of it is written.
+    """
+
+    def __init__(self, item: str, reason: str):
+        self.item = item
+        self.reason = reason
+        super().__init__(f"filtered: {reason}")
+
+
 class CacheError(MedflowError):
     """A cache entry is unreadable or corrupt (callers delete and recompute it)."""

@@ -116,13 +116,20 @@ def _fmt(value: float) -> str:
 def run_stages(loaded: Any, n_items: int = 2) -> tuple[list[tuple[str, list[Tile]]], list[tuple[str, str]]]:
     """Read the first ``n_items`` items of the recipe and run its steps; one tile per stage.
 
-    Only the middle slice of each stage is kept (no full volumes accumulate).
+    Only the middle slice of each stage is kept (no full volumes accumulate). In a
+    de-identifying recipe only what would be written is shown: no stage before the
+    de-identifying step (original pixels and headers), nothing of a quarantined or filtered
+    item, and messages name input files by their manifest tokens.
     """
     from medflow.engine.build import prepare
+    from medflow.engine.privacy import PathRedactor
     from medflow.engine.run import apply_step
+    from medflow.errors import FilteredItem, QuarantineItem
 
     prepared = prepare(loaded)
     steps = list(loaded.recipe.steps)
+    first_shown = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
+    redactor = PathRedactor(prepared.source_root) if prepared.deidentifies else None
     rows: list[tuple[str, list[Tile]]] = []
     errors: list[tuple[str, str]] = []
     for item in prepared.items[:n_items]:
@@ -135,10 +142,21 @@ def run_stages(loaded: Any, n_items: int = 2) -> tuple[list[tuple[str, list[Tile
                 sample = _read(item, prepared.reader_params) if index == 0 else apply_step(steps[index - 1], sample)
                 if index == 0:
                     photometric = f", {sample.meta.get('photometric_interpretation') or '?'}"
-                image, lines = display(sample)
+                if index < first_shown:
+                    continue  # before de-identification: never shown
+                shown = _instance_display(sample) if item.kind == "instance" else sample
+                if shown is None:
+                    tiles.append(Tile(title, ["no pixel data", str(sample.meta.get("sop_class_uid", ""))], None))
+                    continue
+                image, lines = display(shown)
                 tiles.append(Tile(title, lines, image))
+            except (QuarantineItem, FilteredItem) as exc:
+                word = "quarantined" if isinstance(exc, QuarantineItem) else "filtered"
+                tiles.append(Tile(title, [f"{word}: nothing of this item is written or shown"], None,
+                                  f"{word}: {_private(exc.reason, item, redactor)}"))
+                break
             except Exception as exc:  # noqa: BLE001 - a preview shows the failure in its tile
-                message = f"{type(exc).__name__}: {exc}"
+                message = _private(f"{type(exc).__name__}: {exc}", item, redactor)
                 tiles.append(Tile(title, [], None, message))
                 errors.append((item.item_id, f"{title}: {message}"))
                 break
@@ -146,8 +164,31 @@ def run_stages(loaded: Any, n_items: int = 2) -> tuple[list[tuple[str, list[Tile
     return rows, errors
 
 
+def _private(message: str, item: Any, redactor: Any) -> str:
+    return message if redactor is None else redactor.text(message, list(item.files))
+
+
+def _instance_display(sample: Sample) -> Sample | None:
+    """The pixels an instance item would be written with (first frame, decoded for display only)."""
+    original = sample.originals[0] if sample.originals else None
+    if original is None or "PixelData" not in original:
+        return None
+    pixels = np.asarray(original.pixel_array)
+    frames = int(original.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3:
+        return Sample(sample.item_id, np.ascontiguousarray(pixels), "yxc", channels=("r", "g", "b")[: pixels.shape[-1]])
+    return Sample(sample.item_id, np.ascontiguousarray(pixels), "yx")
+
+
 def _read(item: Any, reader_params: dict[str, Any]) -> Sample:
     from medflow.errors import InputError
+
+    if item.kind == "instance":
+        from medflow.engine.instance import read_instance
+
+        return read_instance(Path(item.root) / item.files[0], item.item_id, reader_params.get("filter"))
     from medflow.sources.series import read_item
 
     if item.broken_files:
@@ -186,6 +227,8 @@ def render(rows: list[tuple[str, list[Tile]]], n_columns: int) -> np.ndarray:
                 fitted = _fit(tile.image)
                 dy, dx = (TILE - fitted.shape[0]) // 2, (TILE - fitted.shape[1]) // 2
                 canvas[y + dy : y + dy + fitted.shape[0], x + dx : x + dx + fitted.shape[1]] = fitted
+            elif tile.error is None:  # nothing to draw (e.g. an object without pixel data)
+                canvas[y : y + TILE, x : x + TILE] = (48, 48, 48)
             else:
                 canvas[y : y + TILE, x : x + TILE] = (60, 0, 0)
                 _wrapped(canvas, f"FAILED: {tile.error}", (x + 6, y + 20), TILE - 12)

@@ -116,6 +116,10 @@ class Sample:
             de-identification crosswalk, original -> pseudonym): absolute path -> rows,
             the first row being the header. The engine merges every item's rows and
             writes each file once, atomically, with mode 0600; never in the manifest.
+        originals: the parsed original instances (pydicom Datasets, pixel data as stored,
+            never decoded) when the item was read without pixels (a chain that does not read
+            pixels, e.g. de-identify -> DICOM). Identifying: only de-identifying writers use
+            them; they are never cached, pickled back to the parent or written.
     """
 
     item_id: str
@@ -127,6 +131,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     source_files: tuple[str, ...] = ()
     private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
+    originals: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != len(self.axes):

@@ -49,4 +49,4 @@ def test_pinned_key_scheme():
                     "reader": "dicom_read", "version": 1}, separators=(",", ":"), sort_keys=True).encode()
     ).hexdigest()
     assert read == expected_read
-    assert keys.CACHE_FORMAT_VERSION == 2
+    assert keys.CACHE_FORMAT_VERSION == 3  # 3: cached Samples name their source files by index, not path

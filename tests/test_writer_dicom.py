@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from medflow.cli import main
 from medflow.engine.build import build
-from medflow.errors import StepError
+from medflow.errors import StepError, UsageError
 from medflow.recipe.loader import load_recipe
 from medflow.sample import Sample
 from medflow.writers.dicom import DicomParams, write_dicom
@@ -280,15 +280,20 @@ def _small_folder(run, tmp_path: Path, *names: Path) -> Path:
     return folder
 
 
-def test_missing_key_fails_every_item_clearly_and_writes_nothing(run, tmp_path, monkeypatch):
-    monkeypatch.delenv("MEDFLOW_DEID_KEY", raising=False)
-    report = build(load_recipe(_recipe(tmp_path, run["folder"])), show_progress=False)
-    assert report.exit_code == 1 and report.ok == 0
-    assert len(report.failed) == report.total
-    for item, reason in report.failed:
-        assert reason == (f"step 'anonymize' failed on item {item}: environment variable MEDFLOW_DEID_KEY "
-                          "with the de-identification key is not set")
-    assert not (tmp_path / "out" / "dicom").exists() and not (tmp_path / "private").exists()
+@pytest.mark.parametrize("key", [None, "short-key"], ids=["unset", "shorter-than-16-bytes"])
+def test_a_missing_or_weak_key_stops_before_anything_is_read_cached_or_written(run, tmp_path, monkeypatch, capsys, key):
+    if key is None:
+        monkeypatch.delenv("MEDFLOW_DEID_KEY", raising=False)
+    else:
+        monkeypatch.setenv("MEDFLOW_DEID_KEY", key)
+    recipe = _recipe(tmp_path, run["folder"])
+    with pytest.raises(UsageError, match=r"^steps\[0\] anonymize: .*MEDFLOW_DEID_KEY|^steps\[0\] anonymize: .*16 bytes"):
+        build(load_recipe(recipe), show_progress=False)
+    for command in (["run", str(recipe)], ["plan", str(recipe)], ["run", str(recipe), "--dry-run"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "anonymize" in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [recipe.name]  # no output, cache or private file
 
 
 def test_crosswalk_inside_the_output_folder_is_refused(run, tmp_path, monkeypatch):
@@ -318,8 +323,9 @@ def test_a_failing_instance_leaves_no_partial_series(run, tmp_path, monkeypatch)
     folder = _small_folder(run, tmp_path, first)
     _variant(first, folder / "bad.dcm", SOPInstanceUID=EVIL["SOPInstanceUID"], InstanceNumber=9,
              ImagePositionPatient=[-100.0, -120.0, 99.0])  # same series, second slice
-    report = build(load_recipe(_recipe(tmp_path, folder, options="[retain-uids]", crosswalk=None, writers="[dicom]")),
-                   show_progress=False)
+    # with a pixel writer the item is the series (a recipe of only anonymize -> dicom takes files one by one)
+    report = build(load_recipe(_recipe(tmp_path, folder, options="[retain-uids]", crosswalk=None,
+                                       writers="[dicom, npy]")), show_progress=False)
     assert report.total == 1 and report.exit_code == 1
     assert "not a valid DICOM UID" in report.failed[0][1]
     # the valid slice (first in z order) was written, then removed with its audit when the second failed
@@ -345,7 +351,7 @@ def test_a_recipe_without_anonymize_writes_no_dicom(run, tmp_path):
 
 
 def test_dry_run_prints_actions_and_writes_nothing(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("MEDFLOW_DEID_KEY", raising=False)  # a dry run needs no key
+    monkeypatch.setenv("MEDFLOW_DEID_KEY", KEY)  # item ids are keyed, so even a dry run needs the key
     recipe = _recipe(tmp_path, run["folder"])
     assert main(["run", str(recipe), "--dry-run"]) == 0
     printed = capsys.readouterr().out
@@ -436,8 +442,13 @@ def test_shared_deid_data_phi_through_the_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDFLOW_DEID_KEY", KEY)
     recipe = _recipe(tmp_path, source, burned_in="allow", crosswalk=None, writers="[dicom]")
     report = build(load_recipe(recipe), show_progress=False)
-    assert report.failed == [] and report.ok == report.total == 3  # the two CT brains are one series
-    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 3  # ctbrain2 repeats ctbrain1's SOPInstanceUID: dropped
+    # anonymize -> dicom takes each file as an item; ctbrain2 repeats ctbrain1's SOPInstanceUID: withheld
+    assert report.failed == [] and report.total == 4 and report.ok == 3
+    [(_, reason)] = report.filtered
+    assert reason.startswith("same SOPInstanceUID as item ")
+    assert report.accounting["inputs"] == 4 and report.accounting["written"] == 3
+    assert [w["reason"].split(":")[0] for w in report.accounting["withheld"]] == ["duplicate"]
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 3
     originals = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one file has an over-long LO (see SOURCES.md)

@@ -18,11 +18,18 @@ SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 ENCAPSULATED_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104"
 
 
-def burned_in_risk(ds: Dataset) -> tuple[bool, str]:
-    """(at risk, reason) for one instance, from its header only."""
+def burned_in_risk(ds: Dataset, trust_flag: bool = True) -> tuple[bool, str]:
+    """(at risk, reason) for one instance, from its header only.
+
+    BurnedInAnnotation YES is always a risk. NO is honoured for this instance when
+    ``trust_flag`` (the sender states there is no burned-in text); absent, or distrusted,
+    the modality and SOP class decide.
+    """
     flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if flag == "YES":
         return True, "BurnedInAnnotation is YES"
+    if flag == "NO" and trust_flag:
+        return False, ""
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality in RISKY_MODALITIES:
         return True, f"modality {modality} often carries burned-in text"

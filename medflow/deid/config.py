@@ -76,6 +76,8 @@ class DeidConfig(BaseModel):
         options: Annex E option names, e.g. ``retain-longitudinal-modified-dates``.
         rules: recipe overrides (keep / replace by keyword).
         burned_in: what the caller does with an instance at risk of burned-in text.
+        trust_burned_in_annotation: an instance whose BurnedInAnnotation (0028,0301) is NO is
+            not at risk; ``False`` distrusts the flag (modality and SOP class decide).
         mask_regions: rectangles ``(x, y, w, h)`` in pixels (column, row, width, height) filled
             with 0 in every frame when clean-pixel-data or clean-recognizable-visual-features
             is on; only for uncompressed pixel data.
@@ -87,6 +89,7 @@ class DeidConfig(BaseModel):
     options: frozenset[OptionName] = frozenset()
     rules: DeidRules = Field(default_factory=DeidRules)
     burned_in: BurnedInPolicy = "quarantine"
+    trust_burned_in_annotation: bool = True
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
 
     @field_validator("options", mode="before")

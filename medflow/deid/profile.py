@@ -176,7 +176,7 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
         implicit, little = ds.original_encoding
         if implicit is not None:
             out.set_original_encoding(implicit, little, ds.original_character_set)
-    risk, reason = burned_in_risk(ds)
+    risk, reason = burned_in_risk(ds, trust_flag=config.trust_burned_in_annotation)
     if masked and risk:
         risk, reason = False, f"{reason}; masked with the configured regions"
     if "clean-graphics" in config.options:

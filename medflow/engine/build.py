@@ -25,7 +25,14 @@ from medflow.engine.manifest import (
     write_manifest,
 )
 from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item, resume_index
-from medflow.engine.privacy import redact_input_paths, write_private_tables
+from medflow.engine.privacy import (
+    PathRedactor,
+    keyed_item_id,
+    path_token,
+    recipe_secret,
+    redact_manifest,
+    write_private_tables,
+)
 from medflow.engine.progress import Progress
 from medflow.engine.run import ItemResult, ItemTask
 from medflow.errors import InputError
@@ -51,6 +58,7 @@ class Prepared:
     plans: list[ItemPlan]
     reader_params: dict[str, Any]
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> statistics
+    deidentifies: bool = False  # the recipe de-identifies: ids keyed, paths redacted, nothing identifying cached
 
 
 @dataclass
@@ -67,6 +75,8 @@ class BuildReport:
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
     private_files: list[str] = field(default_factory=list)
+    filtered: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason): left out by the filter
+    accounting: dict[str, Any] = field(default_factory=dict)  # see input_accounting
 
     @property
     def exit_code(self) -> int:
@@ -87,34 +97,63 @@ def cache_dir(loaded: LoadedRecipe) -> Path:
     return out.parent / ".medflow" / "cache"
 
 
+def reads_no_pixels(recipe: Any) -> bool:
+    """Do the recipe's steps and writers all work without pixels (e.g. de-identify -> DICOM)?
+
+    Such a build takes every DICOM file as its own item, parses it once and never decodes
+    pixel data (see :mod:`medflow.sources.instances`).
+    """
+    from medflow.steps.registry import get_step
+
+    writers = list(recipe.outputs.writers)
+    if not recipe.steps or not writers:
+        return False
+    if any(get_step(p.step).reads_pixels for p in recipe.steps):
+        return False
+    return all(not get_writer(w.kind).reads_pixels and get_writer(w.kind).per_item for w in writers)
+
+
 def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
-    """Discover the items, fingerprint them and plan every item against the cache.
+    """Check secrets, discover the items, fingerprint them and plan every item against the cache.
 
     Raises:
+        UsageError: a de-identifying recipe's key is missing or too short (nothing is read).
         InputError: the source folder does not exist (a recipe-level error: no work starts).
     """
     from medflow.sources.discovery import discover_dicom
 
     recipe = loaded.recipe
+    secret = recipe_secret(list(recipe.steps))
     out_dir = output_dir(loaded)
     cache = Cache(cache_dir(loaded))
-    memo = FingerprintMemo(cache.root / "fingerprints.json", verify=verify)
+    memo = FingerprintMemo(cache.root / "fingerprints.json", verify=verify, secret=secret)
     source = recipe.source
     if isinstance(source, SampleSource):
         from medflow.sources.sample_data import materialize_sample
 
         root = materialize_sample(source.sample, cache.root / "samples")
-        reader_params = {"duplicates": "first"}
+        reader_params: dict[str, Any] = {"duplicates": "first"}
     else:
         root = resolve_path(loaded, source.dicom)
         if not root.is_dir():
             raise InputError(str(root), "source folder does not exist")
         reader_params = {"duplicates": source.duplicates}
-    discovery = discover_dicom(root, source.filter, memo)
+    if reads_no_pixels(recipe):
+        from medflow.sources.instances import discover_instances
+
+        discovery = discover_instances(root, source.filter, memo)
+        reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
+    else:
+        discovery = discover_dicom(root, source.filter, memo)
     if isinstance(source, SampleSource):
         from medflow.sources.sample_data import MARKER_NAME
 
         discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel != MARKER_NAME]
+    if secret is not None:
+        discovery.items = sorted(
+            (dataclasses.replace(item, item_id=keyed_item_id(item.item_id, secret)) for item in discovery.items),
+            key=lambda item: item.item_id,
+        )
     file_hashes = {
         item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
     }
@@ -124,9 +163,19 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
     prepared = Prepared(
         loaded, out_dir, cache, root, discovery.items, file_hashes, skipped, unreadable, [], reader_params
     )
+    prepared.deidentifies = secret is not None
     prepared.dataset_stats = _cached_dataset_stats(prepared)
     _plan_all(prepared, verify)
     return prepared
+
+
+def _instance_filter(flt: Any) -> dict[str, Any]:
+    """The series-level filter as the per-instance task applies it (joins the read's cache key)."""
+    return {
+        "modality": flt.modality,
+        "series_description": flt.series_description,
+        "exclude_localizers_explicit": bool(flt.exclude_localizers and "exclude_localizers" in flt.model_fields_set),
+    }
 
 
 def _plan_all(prepared: Prepared, verify: bool) -> None:
@@ -233,31 +282,38 @@ def build(
         progress.update(result.status == "ok")
         if result.status != "ok" and not keep_going:
             break
+    _resolve_shared_outputs(prepared, results)
 
     manifest_items = []
     failed: list[tuple[str, str]] = []
     quarantined: list[tuple[str, str]] = []
+    filtered: list[tuple[str, str]] = []
     private_tables: list[dict[str, list[list[str]]]] = []
     ok = 0
     for plan in prepared.plans:
         item_id = plan.item.item_id
         if plan.up_to_date:
-            entry = _manifest_item(prepared, plan, "ok", plan.record["outputs"], plan.record["meta"], None)
-            private_tables.append(plan.record.get("private_tables", {}))
-            ok += 1
+            status = plan.record.get("status", "ok")
+            error = plan.record.get("error")
+            entry = _manifest_item(prepared, plan, status, plan.record["outputs"], plan.record["meta"], error)
         elif item_id in results:
             result = results[item_id]
-            entry = _manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error)
-            if result.status == "ok":
-                ok += 1
-                private_tables.append(result.private_tables)
-            elif result.status == "quarantined":
-                quarantined.append((item_id, result.error or "quarantined"))
-            else:
-                failed.append((item_id, result.error or "failed"))
+            status, error = result.status, result.error
+            entry = _manifest_item(prepared, plan, status, result.outputs, result.meta, error)
         else:
-            entry = _manifest_item(prepared, plan, "not built", [], {}, "stopped after an earlier failure")
+            status, error = "not built", "stopped after an earlier failure"
+            entry = _manifest_item(prepared, plan, status, [], {}, error)
+        if status == "ok":
+            ok += 1
+            private_tables.append(plan.record.get("private_tables", {}) if plan.up_to_date else result.private_tables)
+        elif status == "quarantined":
+            quarantined.append((item_id, error or "quarantined"))
+        elif status in ("filtered", "duplicate"):
+            filtered.append((item_id, error or status))
+        elif status == "not built":
             failed.append((item_id, "not built: stopped after an earlier failure"))
+        else:
+            failed.append((item_id, error or "failed"))
         manifest_items.append(entry)
 
     shard_outputs = _write_dataset_writers(prepared, manifest_items)
@@ -265,6 +321,7 @@ def build(
     failed.extend(private_errors)
     finished_wall = dt.datetime.now(dt.UTC)
     seconds = time.perf_counter() - started
+    accounting = input_accounting(prepared, manifest_items)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "environment": environment(),
@@ -283,12 +340,17 @@ def build(
         "notes": stats_notes,
         "inputs_skipped": [{"file": f, "reason": r} for f, r in prepared.skipped],
         "inputs_unreadable": [{"file": f, "reason": r} for f, r in prepared.unreadable],
+        "accounting": accounting,
         "summary": {
             "items": len(prepared.plans),
             "ok": ok,
             "failed": len(failed),
             "quarantined": len(quarantined),
+            "filtered": len(filtered),
             "unreadable_files": len(prepared.unreadable),
+            "input_files": accounting["inputs"],
+            "input_files_written": accounting["written"],
+            "input_files_withheld": len(accounting["withheld"]),
         },
         "quarantined": [{"id": item_id, "reason": reason} for item_id, reason in quarantined],
         "run": {
@@ -301,29 +363,118 @@ def build(
             "dataset_stats_computed": not stats_were_cached,
         },
     }
-    if any(getattr(params, "deidentifies", lambda: False)() for params in recipe.steps):
-        manifest = redact_input_paths(manifest, prepared.source_root, _input_paths(prepared))
+    unreadable = [(str(prepared.source_root / f), r) for f, r in prepared.unreadable]
+    skipped = prepared.skipped
+    if prepared.deidentifies:
+        redactor = PathRedactor(prepared.source_root)
+        item_files = _item_paths(prepared)
+        manifest = redact_manifest(manifest, redactor, item_files)
+        failed = [(i, redactor.text(r, item_files.get(i, ()))) for i, r in failed]
+        quarantined = [(i, redactor.text(r, item_files.get(i, ()))) for i, r in quarantined]
+        filtered = [(i, redactor.text(r, item_files.get(i, ()))) for i, r in filtered]
+        unreadable = [(path_token(f), redactor.text(r, [f])) for f, r in prepared.unreadable]
+        skipped = [(path_token(f), redactor.text(r, [f])) for f, r in prepared.skipped]
     write_manifest(prepared.out_dir, manifest)
     return BuildReport(
         out_dir=prepared.out_dir,
         total=len(prepared.plans),
         ok=ok,
         failed=failed,
-        unreadable=[(str(prepared.source_root / f), r) for f, r in prepared.unreadable],
+        unreadable=unreadable,
         quarantined=quarantined,
+        filtered=filtered,
         private_files=private_files,
         computed=len(results),
         from_cache=sum(p.up_to_date for p in prepared.plans),
-        skipped=prepared.skipped,
+        skipped=skipped,
         seconds=seconds,
         manifest=manifest,
+        accounting=accounting,
     )
 
 
-def _input_paths(prepared: Prepared) -> set[str]:
-    paths = {rel for item in prepared.items for rel in item.files}
-    paths |= {rel for item in prepared.items for rel, _ in item.broken_files}
-    return paths | {rel for rel, _ in prepared.skipped} | {rel for rel, _ in prepared.unreadable}
+def _resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None:
+    """Instance items that wrote the same output path (one SOPInstanceUID in two files): keep one.
+
+    The item with the smallest id keeps the path, whatever order the workers finished in;
+    the others become ``duplicate`` (withheld, naming the kept item). When the file on disk
+    is not the kept item's bytes (another wrote last), the kept item is written again.
+    """
+    owners: dict[str, list[str]] = {}
+    outputs_of: dict[str, list[dict[str, Any]]] = {}
+    for plan in prepared.plans:
+        if plan.item.kind != "instance":
+            continue
+        item_id = plan.item.item_id
+        if plan.up_to_date and plan.record.get("status", "ok") == "ok":
+            outputs_of[item_id] = plan.record["outputs"]
+        elif item_id in results and results[item_id].status == "ok":
+            outputs_of[item_id] = results[item_id].outputs
+        for out in outputs_of.get(item_id, []):
+            owners.setdefault(out["path"], []).append(item_id)
+    losers: dict[str, str] = {}
+    for ids in owners.values():
+        if len(ids) > 1:
+            keep = min(ids)
+            for other in ids:
+                if other != keep:
+                    losers[other] = keep
+    if not losers:
+        return
+    plans = {plan.item.item_id: plan for plan in prepared.plans}
+    for loser, keep in sorted(losers.items()):
+        plan = plans[loser]
+        results[loser] = ItemResult(loser, "duplicate", error=f"same SOPInstanceUID as item {keep}: not written twice")
+        plan.write_outputs, plan.start = True, 0  # its record is not reused as "ok"
+    from medflow.writers.atomic import sha256_file
+
+    for keep in sorted(set(losers.values())):
+        stale = [o for o in outputs_of[keep] if not (prepared.out_dir / o["path"]).is_file()
+                 or sha256_file(prepared.out_dir / o["path"]) != o["sha256"]]
+        if stale:
+            from medflow.engine.run import run_item
+
+            results[keep] = run_item(_task(prepared, plans[keep]))
+            plans[keep].write_outputs, plans[keep].start = True, 0
+
+
+#: Reasons of discovery for files that are not DICOM objects (not inputs of the accounting).
+_NOT_AN_INPUT = ("not a dicom file", "hidden", "cannot list folder", "not a regular file")
+
+
+def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every DICOM file found in the source: written (its item is built) or withheld with the reason.
+
+    ``inputs`` = ``written`` + ``len(withheld)``. Files that are not DICOM (or hidden) are not
+    inputs; they stay listed in ``inputs_skipped``.
+    """
+    written = 0
+    withheld: list[dict[str, str]] = []
+    by_id = {plan.item.item_id: plan.item for plan in prepared.plans}
+    for entry in manifest_items:
+        item = by_id[entry["id"]]
+        files = list(item.files) + [rel for rel, _ in item.broken_files]
+        if entry["status"] == "ok":
+            written += len(item.files)
+            withheld += [{"file": rel, "reason": f"unreadable: {why}"} for rel, why in item.broken_files]
+            continue
+        label = {"quarantined": "quarantined", "filtered": "filtered", "duplicate": "duplicate"}.get(
+            entry["status"], "failed")
+        reason = f"{label}: {entry.get('error') or entry['status']}"
+        withheld += [{"file": rel, "reason": reason} for rel in files]
+    for rel, reason in prepared.unreadable:
+        withheld.append({"file": rel, "reason": f"unreadable: {reason}"})
+    for rel, reason in prepared.skipped:
+        if not reason.lower().startswith(_NOT_AN_INPUT):
+            withheld.append({"file": rel, "reason": f"not built by this recipe: {reason}"})
+    return {"inputs": written + len(withheld), "written": written, "withheld": withheld}
+
+
+def _item_paths(prepared: Prepared) -> dict[str, list[str]]:
+    """Per item id, the relative paths it read or failed to read (what its errors can mention)."""
+    return {
+        item.item_id: list(item.files) + [rel for rel, _ in item.broken_files] for item in prepared.items
+    }
 
 
 def _per_item_writers(recipe: Any) -> list[Any]:
@@ -410,7 +561,7 @@ def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tup
     """Separate files that look like DICOM but cannot be read (failures) from files that are not ours to read."""
     unreadable, other = [], []
     for rel, reason in skipped:
-        if _looks_like_dicom(root / rel) and not _is_benign(reason):
+        if reason.startswith("cannot read") or (_looks_like_dicom(root / rel) and not _is_benign(reason)):
             unreadable.append((rel, reason))
         else:
             other.append((rel, reason))

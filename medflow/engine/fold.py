@@ -48,18 +48,19 @@ def stored_key(read_key: str) -> str:
 
 
 def read_stored(
-    item: ItemRef, reader_params: dict[str, Any], cache: Cache, read_key: str
+    item: ItemRef, reader_params: dict[str, Any], cache: Cache, read_key: str, *, cache_it: bool = True
 ) -> tuple[Sample | None, bool]:
     """The item's stored integer values and whether they came from the cache.
 
-    Decoded and cached when not cached (or corrupt); ``(None, False)`` when the item
+    Decoded and cached (unless ``cache_it`` is false: original headers before a
+    de-identifying step) when not cached or corrupt; ``(None, False)`` when the item
     has no plain integer stored values (color, Modality LUT Sequence...).
     """
     from medflow.sources.series import NotStoredValues, read_item
 
     key = stored_key(read_key)
     try:
-        cached = load_sample(cache, key)
+        cached = load_sample(cache, key, item)
     except CacheError:
         cached = None
     if cached is not None:
@@ -68,7 +69,8 @@ def read_stored(
         sample = read_item(item, values="stored", **reader_params)
     except NotStoredValues:
         return None, False
-    save_sample(cache, key, sample)
+    if cache_it:
+        save_sample(cache, key, sample, item)
     return sample, False
 
 

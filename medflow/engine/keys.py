@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 
 
 def canonical_json(value: Any) -> bytes:

@@ -77,10 +77,13 @@ def item_links(
     ``dataset_stats`` maps a step's index to the dataset statistics it uses; they
     join that step's key (new items change the statistics, hence every output).
     The link before a dataset-statistics step is checkpointed: both passes need it.
+    Links before a de-identifying step are never checkpointed (their headers are original).
     """
     dataset_stats = dataset_stats or {}
+    # Nothing before a de-identifying step is cached: those Samples carry the original headers.
+    first_private = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
     key = keys.read_key(item.fingerprint, READER_NAME, READER_VERSION, reader_params)
-    links = [Link(READER_NAME, READER_VERSION, reader_params, key, True)]
+    links = [Link(READER_NAME, READER_VERSION, reader_params, key, first_private == 0)]
     for index, params in enumerate(steps):
         spec = get_step(params.step)
         canonical = params.canonical_params()
@@ -89,7 +92,8 @@ def item_links(
         key = keys.step_key(key, spec.name, spec.version, canonical)
         last = index == len(steps) - 1
         before_stats = index + 1 < len(steps) and needs_dataset_stats(steps[index + 1])
-        links.append(Link(spec.name, spec.version, canonical, key, spec.checkpoint or last or before_stats))
+        checkpoint = (spec.checkpoint or last or before_stats) and index + 1 >= first_private
+        links.append(Link(spec.name, spec.version, canonical, key, checkpoint))
     return links
 
 
@@ -117,7 +121,7 @@ def plan_item(
     """Plan one item against the cache and, for the reasons, the previous manifest entry."""
     links = item_links(item, reader_params, steps, dataset_stats)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
-    record = cache.get_record(out_key)
+    record = _manifest_record(previous, out_key) if item.kind == "instance" else cache.get_record(out_key)
     missing = _missing_outputs(record, out_dir, verify) if record else None
     if record is not None and not missing:
         return ItemPlan(item, links, out_key, len(links), False, [], record)
@@ -125,6 +129,22 @@ def plan_item(
     start = resume_index(cache, links)
     reasons = _reasons(item, links, previous, missing)
     return ItemPlan(item, links, out_key, start, True, reasons, None)
+
+
+def _manifest_record(previous: dict[str, Any] | None, out_key: str) -> dict[str, Any] | None:
+    """An instance item's record: its previous manifest entry, when built with the same output key.
+
+    Instance items (chains that never read pixels) are not cached: their originals carry
+    identity and there is no intermediate worth keeping. Withheld outcomes (quarantined,
+    filtered) are records too: the same file and recipe give the same decision.
+    """
+    if previous is None or previous.get("output_key") != out_key:
+        return None
+    if previous.get("status") not in ("ok", "quarantined", "filtered"):
+        return None
+    return {key: previous.get(key) for key in ("outputs", "meta", "status", "error")} | {
+        "outputs": previous.get("outputs") or [], "meta": previous.get("meta") or {}
+    }
 
 
 def resume_index(cache: Cache, links: list[Link]) -> int:

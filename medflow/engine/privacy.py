@@ -46,23 +46,104 @@ def write_private_tables(
     return written, errors
 
 
-def redact_input_paths(manifest: dict[str, Any], source_root: Path, paths: set[str]) -> dict[str, Any]:
-    """The manifest with every input path (and the source folder) replaced by a hash token.
+def recipe_secret(steps: list[Any]) -> bytes | None:
+    """The de-identification key of a de-identifying recipe, loaded before any work; ``None`` otherwise.
 
-    For recipes that de-identify: hospital exports often name folders and files after
-    the patient or the MRN, and the manifest travels with the dataset. Each path
-    becomes ``<file:16 hex of sha256(path)>`` (stable, so builds still compare), the
-    source folder ``<source>``, wherever they occur (file lists, notes, errors).
+    Raises:
+        UsageError: the key is missing, unreadable or too short (exit 2: nothing read, cached or written).
+    """
+    from medflow.errors import MedflowError, UsageError
+
+    for index, params in enumerate(steps):
+        if not params.deidentifies():
+            continue
+        try:
+            return params.load_secret()
+        except MedflowError as exc:
+            raise UsageError(f"steps[{index}] {params.step}: {exc}; nothing was read or written") from None
+    return None
+
+
+def keyed_item_id(item_id: str, key: bytes) -> str:
+    """``<prefix>-<16 hex of HMAC-SHA256(key, item id)>``: an id nobody can link to the originals without the key.
+
+    Unkeyed ids hash original UIDs or paths, which anyone holding the originals can recompute.
     """
     import hashlib
-    import json
+    import hmac
 
-    text = json.dumps(manifest, ensure_ascii=False)
-    root = str(source_root)
-    text = text.replace(json.dumps(root, ensure_ascii=False)[1:-1], "<source>")
-    for rel in sorted(paths, key=len, reverse=True):
-        token = f"<file:{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}>"
-        text = text.replace(json.dumps(rel, ensure_ascii=False)[1:-1], token)
-    redacted = json.loads(text)
-    redacted["inputs_redacted"] = "input paths replaced by <file:sha256[:16]> tokens (the recipe de-identifies)"
-    return redacted
+    prefix = item_id.split("-", 1)[0]
+    digest = hmac.new(key, b"item-id\x00" + item_id.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return f"{prefix}-{digest.hexdigest()[:16]}"
+
+
+def path_token(rel: str) -> str:
+    """The manifest's stand-in for an input path: ``<file:16 hex of sha256(path)>`` (stable across builds)."""
+    import hashlib
+
+    return f"<file:{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}>"
+
+
+class PathRedactor:
+    """Replaces input paths (and the source folder) by tokens in what a de-identifying build writes or prints.
+
+    Hospital exports name folders and files after the patient or the MRN. Each path becomes
+    :func:`path_token` and the source folder ``<source>``. Exact values map directly; free
+    text (errors, notes, reasons) is searched for the paths the caller names as relevant
+    (the item's own files), so the cost stays linear in the size of the manifest.
+    """
+
+    def __init__(self, source_root: Path):
+        self.root = str(source_root)
+
+    def text(self, value: str, paths: Any = ()) -> str:
+        """``value`` with the source folder and each of ``paths`` (relative POSIX) replaced."""
+        if self.root and self.root in value:
+            value = value.replace(self.root, "<source>")
+        for rel in sorted(paths, key=len, reverse=True):
+            if rel and rel in value:
+                value = value.replace(rel, path_token(rel))
+        return value
+
+    def tree(self, value: Any, paths: Any = ()) -> Any:
+        """A copy of a JSON-like ``value`` with :meth:`text` applied to every string (keys included)."""
+        if isinstance(value, str):
+            return self.text(value, paths)
+        if isinstance(value, list | tuple):
+            return [self.tree(v, paths) for v in value]
+        if isinstance(value, dict):
+            return {self.text(k, paths): self.tree(v, paths) for k, v in value.items()}
+        return value
+
+
+def redact_manifest(manifest: dict[str, Any], redactor: PathRedactor, item_files: dict[str, list[str]]) -> dict[str, Any]:
+    """The manifest of a de-identifying build with every input path replaced by its token.
+
+    ``item_files`` maps an item id to the relative paths it read (or failed to read):
+    each item's entry is searched for those paths; the dataset-level lists for their own file.
+    """
+    out = dict(manifest)
+    items = []
+    for entry in manifest["items"]:
+        paths = item_files.get(entry["id"], ())
+        items.append(redactor.tree(entry, paths))
+    out["items"] = items
+    for section in ("inputs_skipped", "inputs_unreadable"):
+        out[section] = [
+            {"file": path_token(row["file"]), "reason": redactor.text(row["reason"], [row["file"]])}
+            for row in manifest.get(section, [])
+        ]
+    if "accounting" in out:
+        accounting = dict(out["accounting"])
+        accounting["withheld"] = [
+            {**row, "file": path_token(row["file"]), "reason": redactor.text(row["reason"], [row["file"]])}
+            for row in accounting.get("withheld", [])
+        ]
+        out["accounting"] = accounting
+    every_path = [rel for paths in item_files.values() for rel in paths]
+    for section in ("notes", "dataset_outputs", "dataset_stats", "quarantined", "run", "recipe"):
+        if section in out:
+            out[section] = redactor.tree(out[section], every_path if section == "notes" else ())
+    out["inputs_redacted"] = "input paths replaced by <file:sha256[:16]> tokens (the recipe de-identifies)"
+    return out
+

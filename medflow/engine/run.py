@@ -19,7 +19,7 @@ import numpy as np
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, save_sample
 from medflow.engine.plan import Link
-from medflow.errors import CacheError, InputError, MedflowError, QuarantineItem, StepError
+from medflow.errors import CacheError, FilteredItem, InputError, MedflowError, QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.sources.base import ItemRef
 from medflow.steps.registry import get_step
@@ -51,7 +51,7 @@ class ItemResult:
     """What a worker returns: small, JSON-able, never the pixels."""
 
     item_id: str
-    status: str  # "ok" | "failed" | "quarantined"
+    status: str  # "ok" | "failed" | "quarantined" | "filtered"
     outputs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -69,6 +69,8 @@ def run_item(task: ItemTask) -> ItemResult:
         result = _run(task)
     except QuarantineItem as exc:
         result = ItemResult(item_id, "quarantined", error=exc.reason)
+    except FilteredItem as exc:
+        result = ItemResult(item_id, "filtered", error=exc.reason)
     except MedflowError as exc:
         if os.environ.get("MEDFLOW_DEBUG"):
             raise
@@ -82,6 +84,8 @@ def run_item(task: ItemTask) -> ItemResult:
 
 
 def _run(task: ItemTask) -> ItemResult:
+    if task.item.kind == "instance":
+        return _run_instance(task)
     cache = Cache(Path(task.cache_dir))
     # Streaming starts from the stored values (cached or decoded): the plan resumes at
     # link 1 when only they are cached, at 0 when nothing is.
@@ -108,7 +112,7 @@ def _run(task: ItemTask) -> ItemResult:
         sample = apply_step(params, sample)
         computed.append(link.name)
         if link.checkpoint:
-            save_sample(cache, link.key, sample)
+            save_sample(cache, link.key, sample, task.item)
     if task.accumulate is not None:
         accumulator = task.accumulate.new_accumulator()
         accumulator.update(sample.pixels)
@@ -132,12 +136,31 @@ def _run(task: ItemTask) -> ItemResult:
                       private_tables=sample.private_tables)
 
 
+def _run_instance(task: ItemTask) -> ItemResult:
+    """One file through a chain that never reads pixels; nothing is cached (see :mod:`medflow.engine.instance`)."""
+    from medflow.engine.instance import read_instance
+
+    item = task.item
+    sample = read_instance(Path(item.root) / item.files[0], item.item_id, task.reader_params.get("filter"))
+    computed = [task.links[0].name]
+    for params, link in zip(task.steps, task.links[1:], strict=True):
+        sample = apply_step(params, sample)
+        computed.append(link.name)
+    out_dir = Path(task.out_dir)
+    outputs = []
+    for params in task.writers:
+        for written in get_writer(params.kind).function(sample, params, out_dir):
+            outputs.append({"path": written.path, "sha256": written.sha256, "size": written.size})
+    return ItemResult(item.item_id, "ok", outputs=outputs, meta=sample.meta, computed=computed,
+                      private_tables=sample.private_tables)
+
+
 def _resume(task: ItemTask, cache: Cache) -> tuple[Sample | None, int]:
     """The checkpoint the plan chose to resume from, or (None, 0) if it is gone or corrupt."""
     if task.start == 0:
         return None, 0
     try:
-        sample = load_sample(cache, task.links[task.start - 1].key)
+        sample = load_sample(cache, task.links[task.start - 1].key, task.item)
     except CacheError:
         sample = None  # the corrupt entry was deleted; start from the read
     return (sample, task.start) if sample is not None else (None, 0)
@@ -158,15 +181,18 @@ def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]
         raise InputError(str(Path(item.root) / rel), reason + more)
     n_fold = pointwise_prefix(task.steps) if task.fold else 0
     if n_fold:
-        stored, stored_was_cached = read_stored(item, task.reader_params, cache, links[0].key)
+        stored, stored_was_cached = read_stored(
+            item, task.reader_params, cache, links[0].key, cache_it=links[0].checkpoint
+        )
         folded = fold(stored, task.steps[:n_fold], apply_step) if stored is not None else None
         if folded is not None:
             if links[n_fold].checkpoint:
-                save_sample(cache, links[n_fold].key, folded)
+                save_sample(cache, links[n_fold].key, folded, item)
             computed = ([] if stored_was_cached else [links[0].name]) + [link.name for link in links[1 : n_fold + 1]]
             return folded, n_fold + 1, computed
     sample = read_item(item, **task.reader_params)
-    save_sample(cache, links[0].key, sample)
+    if links[0].checkpoint:
+        save_sample(cache, links[0].key, sample, item)
     return sample, 1, [links[0].name]
 
 

@@ -41,7 +41,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     stored_writer = None
     if cached is not None:
         header, slabs = cached
-        skeleton = sample_from_header(header, np.empty((header["meta"]["n_slices"], 0, 0), np.int16))
+        skeleton = sample_from_header(header, np.empty((header["meta"]["n_slices"], 0, 0), np.int16), task.item)
         computed = [link.name for link in task.links[1:]]
     else:
         from medflow.sources.series import NotStoredValues, open_stored_slabs
@@ -52,7 +52,8 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             )
         except NotStoredValues:
             return None
-        stored_writer = cache.open_writer(key)
+        # stored values carry the original headers: not cached before a de-identifying step
+        stored_writer = cache.open_writer(key) if task.links[0].checkpoint else None
         computed = [link.name for link in task.links]
     n_fold = folding.pointwise_prefix(task.steps)
     out_dir = Path(task.out_dir)
@@ -98,7 +99,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
         _abort(streams, stored_writer)
         raise
     if stored_writer is not None:
-        stored_writer.commit(sample_header(skeleton), (start,) + tuple(shape or ()))
+        stored_writer.commit(sample_header(skeleton, task.item), (start,) + tuple(shape or ()))
     tables = {path: [headers[path], *sorted(rows)] for path, rows in private.items()}
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=meta or {}, computed=computed,
                       private_tables=tables)

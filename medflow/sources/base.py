@@ -16,8 +16,9 @@ class ItemRef:
             ``<modality>-<16 hex>``; see :func:`make_item_id`.
         root: absolute path of the source folder.
         files: the item's files, POSIX paths relative to ``root``, sorted.
-        kind: ``"series"`` (single-frame files sharing SeriesInstanceUID) or
-            ``"multiframe"`` (one multi-frame instance).
+        kind: ``"series"`` (single-frame files sharing SeriesInstanceUID),
+            ``"multiframe"`` (one multi-frame instance) or ``"instance"`` (any one DICOM
+            file, for chains that never read pixels: see :mod:`medflow.sources.instances`).
         modality: Modality (0008,0060).
         series_description: SeriesDescription (0008,103E), may be empty.
         fingerprint: sha256 over the (relative path, file sha256) pairs: changes
@@ -31,7 +32,7 @@ class ItemRef:
     item_id: str
     root: str
     files: tuple[str, ...]
-    kind: Literal["series", "multiframe"]
+    kind: Literal["series", "multiframe", "instance"]
     modality: str = ""
     series_description: str = ""
     fingerprint: str = ""

@@ -7,6 +7,8 @@ while both are unchanged. ``verify=True`` ignores the memo and rehashes.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -18,9 +20,15 @@ MEMO_FORMAT = 2
 
 
 class FingerprintMemo:
-    """sha256 of files, memoized in a JSON file (``None`` path: in memory only)."""
+    """sha256 of files, memoized in a JSON file (``None`` path: in memory only).
 
-    def __init__(self, memo_path: Path | None, verify: bool = False):
+    With a ``secret`` (a de-identifying build), entries are keyed by HMAC(secret, path) and no
+    header facts are kept: the cache then holds neither the export's folder names (often the
+    patient's) nor header values.
+    """
+
+    def __init__(self, memo_path: Path | None, verify: bool = False, secret: bytes | None = None):
+        self._secret = secret
         self._path = memo_path
         self._verify = verify
         self._entries: dict[str, list] = {}
@@ -49,13 +57,21 @@ class FingerprintMemo:
                 self._dirty = True
             return entry
 
+    def _key(self, path: Path) -> tuple[str, str]:
+        """(memo key, resolved path) of ``path``."""
+        resolved = os.fspath(Path(path).resolve())
+        if self._secret is None:
+            return resolved, resolved
+        mac = hmac.new(self._secret, b"memo-path\x00" + resolved.encode("utf-8", "surrogateescape"), hashlib.sha256)
+        return "hmac:" + mac.hexdigest(), resolved
+
     def sha256(self, path: Path) -> str:
         """sha256 hex digest of ``path``'s bytes."""
-        key = os.fspath(Path(path).resolve())
-        entry = self._entry(key, os.stat(key))
+        key, resolved = self._key(path)
+        entry = self._entry(key, os.stat(resolved))
         digest = entry.get("sha256")
         if digest is None:
-            digest = sha256_file(Path(key))
+            digest = sha256_file(Path(resolved))
             with self._lock:
                 entry["sha256"] = digest
                 self._dirty = True
@@ -66,13 +82,17 @@ class FingerprintMemo:
 
         Valid while the file's size and mtime are unchanged; ``verify`` ignores it.
         """
-        key = os.fspath(Path(path).resolve())
-        return self._entry(key, os.stat(key)).get(name)
+        if self._secret is not None:
+            return None
+        key, resolved = self._key(path)
+        return self._entry(key, os.stat(resolved)).get(name)
 
     def set_extra(self, path: Path, name: str, value) -> None:
-        """Memoize a JSON-able ``value`` for ``path`` under ``name``."""
-        key = os.fspath(Path(path).resolve())
-        entry = self._entry(key, os.stat(key))
+        """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify)."""
+        if self._secret is not None:
+            return
+        key, resolved = self._key(path)
+        entry = self._entry(key, os.stat(resolved))
         with self._lock:
             entry[name] = value
             self._dirty = True

@@ -33,7 +33,9 @@ from medflow.deid import (
     load_key,
     plan_deidentification,
 )
+from medflow.deid.burned_in import burned_in_risk
 from medflow.deid.config import BurnedInPolicy, OptionName
+from medflow.deid.pseudonyms import Pseudonymizer
 from medflow.errors import QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.steps.registry import StepParams, register
@@ -66,6 +68,13 @@ class AnonymizeParams(StepParams):
         description=(
             "Instances at risk of burned-in text (BurnedInAnnotation YES; US, SC, OT, secondary capture, "
             "encapsulated documents): 'quarantine' (the item is listed, nothing written), 'fail', 'allow'."
+        ),
+    )
+    trust_burned_in_annotation: bool = Field(
+        True,
+        description=(
+            "Honour BurnedInAnnotation (0028,0301) = NO per instance (written even on a risky modality). "
+            "false: distrust the flag, the modality and SOP class decide."
         ),
     )
     mask_regions: list[tuple[int, int, int, int]] = Field(
@@ -150,6 +159,7 @@ class AnonymizeParams(StepParams):
             options=frozenset(self.options),
             rules=self.rules,
             burned_in=self.burned_in,
+            trust_burned_in_annotation=self.trust_burned_in_annotation,
             mask_regions=tuple(tuple(r) for r in self.mask_regions),
         )
 
@@ -161,6 +171,14 @@ class AnonymizeParams(StepParams):
         # The burned-in decision and the recorded notes are per item, not per slice: a
         # streamed item would record them from its first slab only.
         return False
+
+    def load_secret(self) -> bytes:
+        """The de-identification key (checked by the engine before any file is read).
+
+        Raises:
+            DeidKeyError: unset, unreadable, or shorter than 16 bytes.
+        """
+        return load_key(**_load_args(self.key_source()))
 
     def key_source(self) -> dict[str, str]:
         """Where the key is (not secret): ``{"env": NAME}`` or ``{"file": absolute path}``."""
@@ -192,7 +210,7 @@ def _load_args(source: dict[str, str]) -> dict[str, str]:
 
 # Pointwise in the engine's sense: pixel values pass through untouched, so the step can sit
 # among the folded pointwise steps (it then sees every slice's header, as on the volume).
-@register(STEP, 1, AnonymizeParams, pointwise=True)
+@register(STEP, 1, AnonymizeParams, pointwise=True, reads_pixels=False)
 def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
     """De-identify the item's headers (PS3.15 Annex E Basic Profile + options) with a keyed pseudonymizer.
 
@@ -207,6 +225,8 @@ def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
     except DeidKeyError as exc:
         raise StepError(STEP, sample.item_id, str(exc)) from None
     config = params.config()
+    if sample.originals:
+        return _mark_instances(sample, params, config, key)
     headers, crosswalk, notes = [], {}, []
     risk, method = None, None
     for header in sample.headers:
@@ -219,12 +239,48 @@ def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
         crosswalk.update(result.crosswalk)
         notes.extend(n for n in result.notes if n not in notes)
         method = list(result.dataset.get("DeidentificationMethod") or [])
+    _burned_in_decision(risk, config, sample.item_id)
+    meta = _deid_meta(sample, params, config, key, method, risk, notes)
+    return sample.replace(headers=headers, meta=meta, private_tables=_crosswalk_table(sample, params, crosswalk))
+
+
+def _mark_instances(sample: Sample, params: AnonymizeParams, config: DeidConfig, key: bytes) -> Sample:
+    """An item read without pixels: decide the burned-in policy on the originals, record the config.
+
+    The ``dicom`` writer de-identifies the originals themselves (once, with this config and key):
+    de-identifying them here too would do the work twice.
+    """
+    risk = None
+    for original in sample.originals:
+        at_risk, reason = burned_in_risk(original, trust_flag=config.trust_burned_in_annotation)
+        if at_risk:
+            risk = reason
+            break
+    _burned_in_decision(risk, config, sample.item_id)
+    crosswalk = {}
+    if params.crosswalk is not None:
+        pseudo = Pseudonymizer(key)
+        for original in sample.originals:
+            patient_id = str(original.get("PatientID", "") or "")
+            crosswalk[patient_id] = pseudo.patient(patient_id)
+    meta = _deid_meta(sample, params, config, key, None, risk, [])
+    return sample.replace(meta=meta, private_tables=_crosswalk_table(sample, params, crosswalk))
+
+
+def _burned_in_decision(risk: str | None, config: DeidConfig, item_id: str) -> None:
+    """Raise per the burned-in policy when an instance of the item is at risk."""
     try:
-        decision = apply_burned_in_policy(risk is not None, risk or "", config.burned_in, sample.item_id)
+        decision = apply_burned_in_policy(risk is not None, risk or "", config.burned_in, item_id)
     except BurnedInTextError as exc:
-        raise StepError(STEP, sample.item_id, f"burned-in text risk ({exc.reason}); policy is 'fail'") from None
+        raise StepError(STEP, item_id, f"burned-in text risk ({exc.reason}); policy is 'fail'") from None
     if decision == "quarantine":
-        raise QuarantineItem(STEP, sample.item_id, f"burned-in text risk: {risk}")
+        raise QuarantineItem(STEP, item_id, f"burned-in text risk: {risk}")
+
+
+def _deid_meta(
+    sample: Sample, params: AnonymizeParams, config: DeidConfig, key: bytes,
+    method: list[str] | None, risk: str | None, notes: list[str],
+) -> dict[str, Any]:
     meta = dict(sample.meta)
     meta["deid"] = {
         "profile": config.profile,
@@ -237,12 +293,16 @@ def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
         "key_source": params.key_source(),
         "key_id": key_id(key),
     }
+    return meta
+
+
+def _crosswalk_table(sample: Sample, params: AnonymizeParams, crosswalk: dict[str, str]) -> dict[str, list[list[str]]]:
     tables = dict(sample.private_tables)
     if params.crosswalk is not None:
         rows = [["original_patient_id", "pseudonym_patient_id"]]
         rows += [[original, pseudonym] for original, pseudonym in sorted(crosswalk.items())]
         tables[str(Path(params.crosswalk).resolve())] = rows
-    return sample.replace(headers=headers, meta=meta, private_tables=tables)
+    return tables
 
 
 def dry_run(params: AnonymizeParams, first_file: str | Path) -> list[str]:

@@ -44,6 +44,20 @@ class StepParams(BaseModel):
         """
         return self.pointwise()
 
+    def deidentifies(self) -> bool:
+        """Does this step de-identify the item? The engine then keeps identity out of what it writes."""
+        return False
+
+    def load_secret(self) -> bytes | None:
+        """The step's secret key (e.g. a de-identification key), loaded from where the recipe says.
+
+        The engine calls this before any work, so a missing or weak key stops the build at once.
+
+        Raises:
+            MedflowError: the secret is missing or unusable (message names where it was looked for).
+        """
+        return None
+
 
 StepFunction = Callable[[Sample, Any], Sample]
 
@@ -62,6 +76,9 @@ class StepSpec:
         pointwise: output value of each pixel depends only on that pixel's value
             (lets the engine fold the step into a lookup table).
         checkpoint: the engine caches the Sample after this step (expensive steps).
+        reads_pixels: the step looks at ``Sample.pixels``. A chain whose steps and writers
+            all say ``False`` (de-identify -> DICOM) never decodes pixel data: each input
+            file is its own item, read once and written with its pixel data as stored.
     """
 
     name: str
@@ -71,6 +88,7 @@ class StepSpec:
     summary: str
     pointwise: bool = False
     checkpoint: bool = False
+    reads_pixels: bool = True
 
 
 _REGISTRY: dict[str, StepSpec] = {}
@@ -83,6 +101,7 @@ def register(
     *,
     pointwise: bool = False,
     checkpoint: bool = False,
+    reads_pixels: bool = True,
 ) -> Callable[[StepFunction], StepFunction]:
     """Decorator registering ``function`` as step ``name`` at ``version``.
 
@@ -104,7 +123,7 @@ def register(
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         if not summary:
             raise ValueError(f"step {name!r}: the function needs a docstring (its first line is the summary)")
-        _REGISTRY[name] = StepSpec(name, version, params, function, summary, pointwise, checkpoint)
+        _REGISTRY[name] = StepSpec(name, version, params, function, summary, pointwise, checkpoint, reads_pixels)
         return function
 
     return decorate

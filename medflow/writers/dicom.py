@@ -22,11 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import pydicom
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from medflow.deid import DeidConfig, DeidKeyError, apply_burned_in_policy, deidentify, key_id, load_key
 from medflow.deid.errors import BurnedInTextError
-from medflow.errors import InputError, StepError
+from medflow.errors import InputError, QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.writers.atomic import atomic_write_bytes
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
@@ -47,16 +47,8 @@ class DicomParams(WriterParams):
         description="Subfolder for the per-file audit (JSON Lines: attribute, action, keyed hash of the old value).",
     )
 
-    @field_validator("folder", "audit_folder")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
-            raise ValueError(f"must be a relative folder inside the output folder without '..' (got {value!r})")
-        return value
 
-
-@register_writer("dicom", 1, DicomParams)
+@register_writer("dicom", 1, DicomParams, reads_pixels=False)
 def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[WrittenFile]:
     """Write each source instance de-identified (anonymize step's config and key), pixel data unchanged."""
     deid = sample.meta.get("deid")
@@ -72,9 +64,11 @@ def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[Writ
     key = _key(deid, sample.item_id)
     written: list[WrittenFile] = []
     seen: set[str] = set()
+    # An item read without pixels carries its parsed originals: each file is parsed once.
+    originals = sample.originals if len(sample.originals) == len(sample.source_files) else (None,) * len(sample.source_files)
     try:
-        for source in sample.source_files:
-            _write_instance(source, config, key, params, out_dir, sample.item_id, seen, written)
+        for source, original in zip(sample.source_files, originals, strict=True):
+            _write_instance(source, original, config, key, params, out_dir, sample.item_id, seen, written)
     except BaseException:
         for done in written:  # a failed item leaves no partial series in the dataset
             (out_dir / done.path).unlink(missing_ok=True)
@@ -83,23 +77,24 @@ def write_dicom(sample: Sample, params: DicomParams, out_dir: Path) -> list[Writ
 
 
 def _write_instance(
-    source: str, config: DeidConfig, key: bytes, params: DicomParams, out_dir: Path, item_id: str,
-    seen: set[str], written: list[WrittenFile],
+    source: str, original: pydicom.Dataset | None, config: DeidConfig, key: bytes, params: DicomParams,
+    out_dir: Path, item_id: str, seen: set[str], written: list[WrittenFile],
 ) -> None:
-    """De-identify one original file and write it and its audit, appending to ``written``."""
+    """De-identify one original instance and write it and its audit, appending to ``written``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid values in real files are de-identified anyway
-        try:
-            original = pydicom.dcmread(source)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
-            raise InputError(source, f"cannot read for the DICOM writer: {type(exc).__name__}: {exc}") from exc
+        if original is None:
+            try:
+                original = pydicom.dcmread(source)
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
+                raise InputError(source, f"cannot read for the DICOM writer: {type(exc).__name__}: {exc}") from exc
         result = deidentify(original, config, key)
     try:  # the step decided on the headers; the full instance is checked again before writing
         decision = apply_burned_in_policy(result.burned_in_risk, result.burned_in_reason, config.burned_in, item_id)
     except BurnedInTextError as exc:
         raise StepError(WRITER, item_id, str(exc)) from None
     if decision != "write":
-        raise StepError(WRITER, item_id, f"burned-in text risk ({result.burned_in_reason}); not written")
+        raise QuarantineItem(WRITER, item_id, f"burned-in text risk: {result.burned_in_reason}")
     ds = result.dataset
     study, series, sop = (_uid_part(ds, k, source) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
     relative = PurePosixPath(params.folder, study, series, sop + ".dcm")

@@ -10,18 +10,39 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from medflow.sample import Sample
 
 
 class WriterParams(BaseModel):
-    """Base of every writer's params model: unknown keys are errors."""
+    """Base of every writer's params model: unknown keys are errors.
+
+    Every field named ``folder`` or ``*_folder`` is a subfolder of the output folder: a
+    relative path that stays inside it (not absolute, no ``..``, no backslash), checked
+    when the recipe loads so a writer can never write outside the output folder.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _folder_inside_output(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if isinstance(value, str) and (name == "folder" or name.endswith("_folder")):
+            check_subfolder(value)
+        return value
+
+
+def check_subfolder(value: str) -> str:
+    """``value`` if it names a folder inside the output folder, else ``ValueError`` saying why."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value or PureWindowsPath(value).drive:
+        raise ValueError(f"must be a relative folder inside the output folder without '..' (got {value!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,7 @@ class WriterSpec:
     summary: str
     per_item: bool = True
     open_stream: Callable[..., Any] | None = None
+    reads_pixels: bool = True  # False: writes from the original instances only (see StepSpec.reads_pixels)
 
 
 _WRITERS: dict[str, WriterSpec] = {}
@@ -57,6 +79,7 @@ def register_writer(
     *,
     per_item: bool = True,
     open_stream: Callable[..., Any] | None = None,
+    reads_pixels: bool = True,
 ):
     """Decorator registering a writer function under ``kind``.
 
@@ -75,7 +98,7 @@ def register_writer(
         if field is None or typing.get_args(field.annotation) != (kind,):
             raise ValueError(f"writer {kind!r}: params model must declare kind: Literal[{kind!r}]")
         summary = (function.__doc__ or "").strip().splitlines()[0]
-        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item, open_stream)
+        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item, open_stream, reads_pixels)
         return function
 
     return decorate
