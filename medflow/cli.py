@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_INVALID
-    from medflow.errors import InputError, RecipeError, UsageError
+    from medflow.errors import FileSystemError, InputError, MedflowError, RecipeError, UsageError
 
+    restore = _stop_on_signals() if args.command == "run" else None
     try:
         return args.handler(args)
     except RecipeError as exc:
@@ -35,9 +37,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"medflow: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished items are kept; run again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM during a run (see _stop_on_signals)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        start = "\n" if sys.stderr.isatty() else ""  # end a progress line first
+        print(f"{start}medflow: interrupted by {signal.Signals(signum).name}: finished items are kept; "
+              "run again to resume", file=sys.stderr)
+        return 128 + signum
+    except FileSystemError as exc:
+        print(f"medflow: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED_ITEMS
+    except MedflowError as exc:
+        print(f"medflow: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED_ITEMS
+    except OSError as exc:  # an OS error no medflow code expected: still one line, naming the file
+        from medflow.errors import describe_os_error
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"medflow: error: {where}{describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED_ITEMS
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _stop_on_signals():
+    """SIGINT and SIGTERM raise :class:`~medflow.errors.Interrupted` in the main thread (exit 130/143).
+
+    The exception unwinds the build like Ctrl-C: workers are stopped, this run's temp files
+    removed, the locks released. Further signals are ignored while that cleanup runs.
+    Returns a function restoring the previous handlers.
+    """
+    from medflow.errors import Interrupted
+
+    def stop(signum, _frame):
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
+
+    return restore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (engine.address)")
     run.add_argument("--dry-run", action="store_true", help="show the plan; compute and write nothing")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--force", action="store_true",
+                     help="write into an existing folder that is not a medflow output (nothing in it is deleted)")
+    run.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                     help="when another build is writing the same output folder: wait for it (default), "
+                          "or refuse at once (--no-wait)")
     run.set_defaults(handler=_cmd_run)
 
     validate = sub.add_parser("validate", help="check recipes; report every error as FILE:LINE:COL")
@@ -84,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the recipe's JSON Schema")
     schema.add_argument("--write", metavar="PATH", help="write it to PATH instead of printing")
     schema.set_defaults(handler=_cmd_schema)
+
+    audit = sub.add_parser("audit", help="prove a de-identified build: scan it for residual identifying values")
+    audit.add_argument("output", metavar="OUTPUT", help="the build folder (holds manifest.json)")
+    audit.add_argument("--source", metavar="SOURCE",
+                       help="the original files: also search for their identifying values (names, IDs, dates...)")
+    audit.add_argument("--json", action="store_true", help="print the report as JSON")
+    audit.set_defaults(handler=_cmd_audit)
     return parser
 
 
@@ -124,7 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if (args.backend or loaded.recipe.engine.backend) == "dask" and not (args.dask_address or loaded.recipe.engine.address):
         raise UsageError("the dask backend needs a scheduler address: engine.address or --dask-address")
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
-                   show_progress=not args.quiet, backend=args.backend, address=args.dask_address)
+                   show_progress=not args.quiet, backend=args.backend, address=args.dask_address,
+                   force=args.force, wait=args.wait)
     _print_summary(report)
     return report.exit_code
 
@@ -178,7 +234,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _print_plan(loaded, *, verify: bool) -> int:
     from medflow.engine.build import prepare
 
-    prepared = prepare(loaded, verify=verify)
+    prepared = prepare(loaded, verify=verify, record=False)
+    hide = _path_hider(prepared)
     up_to_date = [p for p in prepared.plans if p.up_to_date]
     todo = [p for p in prepared.plans if not p.up_to_date]
     print(f"{len(prepared.plans)} items: {len(up_to_date)} up to date, {len(todo)} to build")
@@ -192,14 +249,25 @@ def _print_plan(loaded, *, verify: bool) -> int:
         computed = names[plan.start :]
         from_cache = f"from cache: {' > '.join(cached)}; " if cached else ""
         what = f"compute: {' > '.join(computed)}" if computed else "write outputs only"
-        print(f"  {plan.item.item_id}: {'; '.join(plan.reasons)}")
+        print(f"  {plan.item.item_id}: {hide('; '.join(plan.reasons), plan.item)}")
         print(f"      {from_cache}{what}")
     for plan in up_to_date:
         print(f"  {plan.item.item_id}: up to date")
     for file, reason in prepared.unreadable:
-        print(f"  unreadable input {file}: {reason}")
+        print(f"  unreadable input {hide(file + ': ' + reason, None, [file])}")
     _print_step_dry_runs(loaded, prepared)
     return EXIT_OK
+
+
+def _path_hider(prepared):
+    """``hide(text, item=None, paths=())``: the item's (and ``paths``') input paths as manifest tokens,
+    when the recipe de-identifies (exports name folders after patients); the text as is otherwise."""
+    if not prepared.deidentifies:
+        return lambda text, item=None, paths=(): text
+    from medflow.engine.privacy import PathRedactor
+
+    redactor = PathRedactor(prepared.source_root)
+    return lambda text, item=None, paths=(): redactor.text(text, [*paths, *(item.files if item else ())])
 
 
 def _print_step_dry_runs(loaded, prepared) -> None:
@@ -317,6 +385,26 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0: no finding; 1: findings (one line each, never the value); 2: OUTPUT is not a build."""
+    from medflow.audit import EXIT_NOT_A_BUILD, NotABuildError, audit_build, format_report
+    from medflow.errors import UsageError
+
+    source = Path(args.source) if args.source else None
+    if source is not None and not source.exists():
+        raise UsageError(f"--source {source}: no such file or folder")
+    try:
+        report = audit_build(Path(args.output), source=source)
+    except NotABuildError as exc:
+        print(f"medflow: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_A_BUILD
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return report.exit_code
 
 
 if __name__ == "__main__":

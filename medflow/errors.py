@@ -95,3 +95,47 @@ class FilteredItem(MedflowError):
 
 class CacheError(MedflowError):
     """A cache entry is unreadable or corrupt (callers delete and recompute it)."""
+
+
+class WorkspaceError(UsageError):
+    """The output or cache folder cannot be used by this build (not medflow's, busy, not writable).
+
+    Raised before any work starts: the CLI prints it in one line and exits 2.
+    """
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The cause of an OS error in a few words with its errno name: ``permission denied (EACCES)``."""
+    import errno as errno_names
+
+    name = errno_names.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or str(exc) or type(exc).__name__
+    text = text[:1].lower() + text[1:]
+    return f"{text} ({name})" if name else text
+
+
+class FileSystemError(MedflowError):
+    """An OS error on a file medflow reads or writes, in one line naming the path and the cause.
+
+    ``cannot write /data/out/manifest.json: no space left on device (ENOSPC)``. An item's
+    write failing fails that item; the CLI prints one raised outside an item and exits 1.
+    """
+
+    def __init__(self, path: str, cause: OSError | str, action: str = "write"):
+        self.path = str(path)
+        self.errno = cause.errno if isinstance(cause, OSError) else None
+        self.cause = describe_os_error(cause) if isinstance(cause, OSError) else cause
+        super().__init__(f"cannot {action} {self.path}: {self.cause}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a build; ``signum`` says which (exit 128 + signum)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signum)

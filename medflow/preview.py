@@ -126,7 +126,7 @@ def run_stages(loaded: Any, n_items: int = 2) -> tuple[list[tuple[str, list[Tile
     from medflow.engine.run import apply_step
     from medflow.errors import FilteredItem, QuarantineItem
 
-    prepared = prepare(loaded)
+    prepared = prepare(loaded, record=False)
     steps = list(loaded.recipe.steps)
     first_shown = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
     redactor = PathRedactor(prepared.source_root) if prepared.deidentifies else None

@@ -52,7 +52,8 @@ def test_writes_leave_no_temp_files(tmp_path):
     cache = Cache(tmp_path)
     cache.put("23" * 32, {}, np.zeros(3))
     cache.put_record("45" * 32, {"x": 1})
-    leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
+    leftovers = [name for _, _, files in os.walk(tmp_path) for name in files
+                 if name.startswith(".medflow-tmp-") or name.endswith(".tmp")]
     assert leftovers == []
 
 

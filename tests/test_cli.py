@@ -168,4 +168,4 @@ def test_killed_build_resumes_without_recomputing_finished_items(tmp_path):
     recomputed = set(manifest["run"]["computed"])
     assert recomputed.isdisjoint(finished)
     assert len(recomputed) + len(finished) == 12
-    assert not list(tensors.glob(".*.tmp"))
+    assert not list(tensors.glob(".medflow-tmp-*")) and not list(tensors.glob(".*.tmp"))

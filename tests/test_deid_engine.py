@@ -164,12 +164,13 @@ def test_option_names_match_the_table_and_dump_sorted():
 
 
 def test_scrubber_boundaries():
-    from medflow.deid.actions import Scrubber
+    # The old actions.Scrubber became medflow.deid.phi.scrub_text; the boundary promises stay.
+    from medflow.deid.phi import IdentityValues, scrub_text
 
-    scrub = Scrubber({"ANN", "98765432", "Vanterpool", "AB"})
-    assert scrub("scanner for Ann, MRN98765432") == "scanner for , MRN"
-    assert scrub("VANTERPOOL^ANN") == "^"
-    assert scrub("Abdomen") == "Abdomen"  # 2-letter strings are ignored
+    identity = IdentityValues({"patient-name": {"VANTERPOOL^ANN", "AB"}, "patient-id": {"98765432"}})
+    assert scrub_text("scanner for Ann, MRN98765432", identity, patterns=False)[0] == "scanner for , MRN"
+    assert scrub_text("VANTERPOOL^ANN", identity, patterns=False)[0] == "^"
+    assert scrub_text("Abdomen", identity)[0] == "Abdomen"  # short name components: whole words only
 
 
 def test_audit_jsonl_one_object_per_record():

@@ -79,7 +79,12 @@ def test_retain_institution_identity(corpus):
     _, ds = _first(corpus, "CT")
     out = _run(ds, "retain-institution-identity").dataset
     assert out.InstitutionName == ds.InstitutionName
-    assert out.InstitutionAddress == ds.InstitutionAddress
+    # The corpus plants the patient's home address as InstitutionAddress too: kept text is still
+    # scrubbed of the patient's identity, so that value goes; a distinct institution address stays.
+    assert out.InstitutionAddress == "ANONYMIZED"
+    distinct = ds.copy()
+    distinct.InstitutionAddress = "1 Hospital Plaza"
+    assert _run(distinct, "retain-institution-identity").dataset.InstitutionAddress == "1 Hospital Plaza"
     assert _run(ds).dataset.InstitutionName != ds.InstitutionName
     assert "InstitutionAddress" not in _run(ds).dataset
 
@@ -112,21 +117,23 @@ def _date(text: str) -> dt.date:
 
 
 def test_retain_longitudinal_modified_dates(corpus):
-    # E.3.6: dates shifted by one keyed offset per patient, intervals kept; (0028,0303) = MODIFIED.
+    # E.3.6: dates and times moved by one keyed offset per patient, intervals kept; (0028,0303) = MODIFIED.
     pid = corpus.files[0].patient.patient_id
     files = [f for f in corpus.files if f.patient.patient_id == pid]
     results = [(f, _run(pydicom.dcmread(f.path), "retain-longitudinal-modified-dates")) for f in files]
-    offsets = {r.date_offset_days for _, r in results}
+    offsets = {(r.date_offset_days, r.time_offset_seconds) for _, r in results}
     assert len(offsets) == 1
-    offset = offsets.pop()
+    offset, seconds = offsets.pop()
     assert offset != 0 and -365 <= offset <= 365
+    assert offset * 86400 <= seconds < (offset + 1) * 86400
     for f, r in results:
         out = r.dataset
-        original = _date(STUDY_DATES[f.study_index])
-        assert _date(out.StudyDate) - original == dt.timedelta(days=offset)
-        assert out.AcquisitionDateTime[8:] == "081530.250000"  # time part untouched
-        assert _date(out.AcquisitionDateTime[:8]) == _date(out.StudyDate)
-        assert out.StudyTime == "081522"
+        study = dt.datetime.strptime(STUDY_DATES[f.study_index] + "081522", "%Y%m%d%H%M%S")
+        moved = dt.datetime.strptime(out.StudyDate + out.StudyTime, "%Y%m%d%H%M%S")
+        assert moved - study == dt.timedelta(seconds=seconds)  # StudyDate + StudyTime move together
+        acquired = dt.datetime.strptime(STUDY_DATES[f.study_index] + "081530.250000", "%Y%m%d%H%M%S.%f")
+        assert dt.datetime.strptime(out.AcquisitionDateTime, "%Y%m%d%H%M%S.%f") - acquired == dt.timedelta(
+            seconds=seconds)
         assert out.LongitudinalTemporalInformationModified == "MODIFIED"
         assert out.PatientBirthDate == ""
         assert "113107" in _codes(r)
@@ -156,8 +163,10 @@ def test_clean_structured_content(corpus):
     text = container.ContentSequence[0].TextValue
     assert "nodule 4 mm" in text
     assert f.patient.patient_id not in text and "QUIXOTERRA" not in text.upper()
-    assert str(container.ContentSequence[1].PersonName) == "ANONYMIZED"  # (0040,A123) is D
-    assert len(_run(ds).dataset.ContentSequence) == 0
+    assert str(container.ContentSequence[1].PersonName) == "ANONYMIZED^"  # (0040,A123) is D
+    # basic: the content tree stays (Type 1 values), every value a dummy
+    basic = _run(ds).dataset.ContentSequence[0].ContentSequence
+    assert basic[0].TextValue == "ANONYMIZED" and str(basic[1].PersonName) == "ANONYMIZED^"
 
 
 def test_clean_graphics(corpus):
@@ -176,7 +185,8 @@ def test_clean_graphics(corpus):
     _, mr = _first(corpus, "MR")
     kept = _run(mr, "clean-graphics").dataset.GraphicAnnotationSequence[0].TextObjectSequence[0]
     assert "QUIXOTERRA" not in kept.UnformattedTextValue.upper()
-    assert len(_run(mr).dataset.GraphicAnnotationSequence) == 0
+    basic_text = _run(mr).dataset.GraphicAnnotationSequence[0].TextObjectSequence[0]
+    assert basic_text.UnformattedTextValue == "ANONYMIZED"  # (0070,0006) is D; the item stays
 
 
 def test_clean_pixel_data_masks_given_regions(corpus):

@@ -127,7 +127,7 @@ def _write_variant(src: Path, dst: Path, **changes) -> None:
     ds.save_as(dst)
 
 
-def test_series_split_by_size_orientation_and_echo_but_not_by_jitter(tmp_path: Path):
+def test_series_split_by_orientation_and_size_on_request_but_not_by_jitter(tmp_path: Path):
     src = Path(get_testdata_file("MR_small.dcm"))
     ds = pydicom.dcmread(src, stop_before_pixels=True)
     iop = [float(v) for v in ds.ImageOrientationPatient]
@@ -140,10 +140,24 @@ def test_series_split_by_size_orientation_and_echo_but_not_by_jitter(tmp_path: P
     _write_variant(src, root / "small", half=True)
     rotated = iop[3:] + iop[:3]  # swap row and column directions
     _write_variant(src, root / "rotated", ImageOrientationPatient=rotated)
-    found = _discover(root)
+    found = discover_dicom(root, SeriesFilter(), FingerprintMemo(None), mismatched_size="split")
     assert sorted(i.files for i in found.items) == [("a", "jitter"), ("rotated",), ("small",)]
     assert len({i.item_id for i in found.items}) == 3
     assert all(i.notes and "split" in i.notes[0] for i in found.items)
+
+
+def test_a_slice_of_another_size_fails_its_series_naming_file_and_sizes(tmp_path: Path):
+    src = Path(get_testdata_file("MR_small.dcm"))
+    root = tmp_path / "s"
+    root.mkdir()
+    shutil.copy(src, root / "a")
+    _write_variant(src, root / "b", ImagePositionPatient=[0.0, 0.0, 5.0])
+    _write_variant(src, root / "small", half=True)
+    [item] = _discover(root).items  # not silently two volumes
+    assert item.files == ("a", "b")
+    [(rel, reason)] = item.broken_files
+    assert rel == "small"
+    assert reason.startswith("Rows x Columns 32x32 differ from the 64x64 of the other 2 file(s) of its series")
 
 
 def test_multi_echo_series_splits_into_one_item_per_echo():

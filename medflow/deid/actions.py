@@ -11,15 +11,20 @@ action that removes the value and keeps the attribute present when any Type coul
 * ``X/Z/U*`` -> a sequence is kept and its items de-identified (contained UIDs get ``U``);
   a UID value gets ``U``.
 
-Sequences: ``X`` removes; ``Z`` and ``D`` leave an empty sequence (medflow cannot invent a
-dummy item that fits the IOD); ``K``, ``C`` and ``X/Z/U*`` keep the sequence and apply the
-profile to every item, at any depth.
+Sequences: ``X`` removes and ``Z`` leaves an empty sequence (Type 2); every other action (``D``,
+the composites, ``K``, ``C``, ``U``) keeps the sequence and applies the whole profile to each of
+its items, at any depth: medflow cannot invent a dummy item that fits the IOD, and an emptied
+Type 1 or Type 3 sequence is invalid (PS3.5 7.5: a Type 3 sequence, when present, has items).
+An input sequence without items stays as it is, except under ``X/D`` (Type 1 or 3), where it goes.
+
+SR content items (PS3.3 C.17.3.2.1, Table C.17-2...): the value attribute that an item's
+ValueType names (:data:`CONTENT_ITEM_VALUE`) is Type 1; it is never removed or emptied but gets
+a dummy of its VR, or its cleaned value where the profile cleans it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 
 #: Composite action -> the action medflow applies (for non-sequence values).
 COMPOSITE = {"X/Z": "Z", "Z/D": "D", "X/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
@@ -41,7 +46,7 @@ DUMMY: dict[str, object] = {
     "UT": "ANONYMIZED",
     "UC": "ANONYMIZED",
     "UR": "ANONYMIZED",
-    "PN": "ANONYMIZED",
+    "PN": "ANONYMIZED^",  # a family name component: without "^" dciodvfy sees the retired PN form
     "FL": 0.0,
     "FD": 0.0,
     "SL": 0,
@@ -62,6 +67,25 @@ DUMMY: dict[str, object] = {
 
 #: VRs whose value is free or semi-free text that "clean" scrubs of known identifiers.
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
+#: Text that is not free text but a code: cleaned of identity only (PHI patterns would destroy
+#: codes such as SNOMED "399208008"), never with :func:`medflow.deid.phi.detect_patterns`.
+CODE_KEYWORDS = frozenset({
+    "CodeValue", "LongCodeValue", "URNCodeValue", "CodingSchemeDesignator", "CodingSchemeVersion",
+    "ContextIdentifier", "MappingResource", "ContextGroupExtensionCreatorUID",
+})
+#: ValueType (0040,A040) -> tag of the content item's Type 1 value (PS3.3 C.17.3, C.18).
+CONTENT_ITEM_VALUE = {
+    "TEXT": 0x0040A160,  # TextValue
+    "PNAME": 0x0040A123,  # PersonName
+    "DATE": 0x0040A121,  # Date
+    "TIME": 0x0040A122,  # Time
+    "DATETIME": 0x0040A120,  # DateTime
+    "UIDREF": 0x0040A124,  # UID
+    "CODE": 0x0040A168,  # ConceptCodeSequence
+    "NUM": 0x0040A300,  # MeasuredValueSequence
+    "COMPOSITE": 0x00081199, "IMAGE": 0x00081199, "WAVEFORM": 0x00081199,  # ReferencedSOPSequence
+}
+VALUE_TYPE = 0x0040A040
 DATE_VRS = frozenset({"DA", "DT"})
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -100,28 +124,3 @@ def shift_datetime(value: str, days: int) -> str | None:
     text = value.strip()
     shifted = shift_date(text[:8], days) if len(text) >= 8 else None
     return None if shifted is None else shifted + text[8:]
-
-
-class Scrubber:
-    """Removes known identifying strings (case-insensitive) from free text.
-
-    Built once per dataset from that dataset's own identifying values (names and their
-    components, IDs, accession number, birth date, addresses...). Strings shorter than 3
-    characters are ignored. A string that starts (ends) with a letter only matches where no
-    letter precedes (follows) it, so a name "ANN" does not eat into "scanner"; strings of digits
-    match anywhere ("MRN98765432" loses its MRN).
-    """
-
-    MIN_LEN = 3
-
-    def __init__(self, tokens: set[str]):
-        usable = sorted({t.strip() for t in tokens if len(t.strip()) >= self.MIN_LEN}, key=len, reverse=True)
-        parts = []
-        for token in usable:
-            head = r"(?<![^\W\d_])" if token[0].isalpha() else ""
-            tail = r"(?![^\W\d_])" if token[-1].isalpha() else ""
-            parts.append(head + re.escape(token) + tail)
-        self._pattern = re.compile("|".join(parts), re.IGNORECASE) if parts else None
-
-    def __call__(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub("", text)

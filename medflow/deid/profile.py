@@ -5,15 +5,24 @@ are shared, not copied, unless masked) and returns it with an audit record per a
 acted on. Every element is visited, in sequences at any depth and in the file meta information.
 
 Beyond Table E.1-1 (which lists what to change; everything else is kept), medflow applies these
-conservative rules to public attributes *not* listed in the table, because they can carry
-identity in any IOD:
+conservative rules, because identity can sit anywhere in any IOD:
 
+* every kept text value (LO, SH, UC, UR, and ST, LT, UT, PN where kept or cleaned), at any depth,
+  goes through :class:`medflow.deid.phi.Scrubber`: the input's own identifying values
+  (:class:`~medflow.deid.phi.IdentityValues`, collected at every depth) are removed in any
+  wording, and PHI-like patterns (dates, phones, e-mails, long IDs) too, except in codes
+  (CodeValue, CodingSchemeDesignator...: identity only) and in values a retain option keeps
+  (identity only, less what the option retains); recipe ``keep`` rules stay verbatim;
 * UI values that are not registered DICOM UIDs (and not a ``*ClassUID`` / transfer syntax) are
   replaced by keyed UIDs, unless retain-uids;
-* DA and DT values are emptied (shifted with modified dates, kept with full dates); TM values
-  are emptied unless a retain-longitudinal option is on;
-* PN values are emptied; LT, ST and UT free text is removed, or scrubbed of the dataset's own
-  identifiers with clean-descriptors or clean-structured-content;
+* DA, DT and TM values not listed are emptied, moved by the patient's offset with
+  retain-longitudinal-modified-dates (a DA with the TM of its keyword stem moves with it, see
+  :mod:`medflow.deid.temporal`), kept with full dates; listed ones follow the table the same way;
+* PN values are emptied; LT, ST and UT free text is removed, or scrubbed with clean-descriptors or
+  clean-structured-content;
+* sequences keep their items, de-identified by the whole profile, under every action but ``X``
+  (removed) and ``Z`` (empty); the Type 1 value of an SR content item is never removed
+  (see :mod:`medflow.deid.actions`);
 * whole overlay groups (60xx) and curve groups (50xx) are removed when the table removes their
   data (that is, without clean-graphics).
 
@@ -64,6 +73,7 @@ class DeidResult:
     crosswalk: dict[str, str] = field(default_factory=dict)
     date_offset_days: int | None = None
     pixels_masked: bool = False
+    time_offset_seconds: int | None = None
 
     def audit_jsonl(self) -> str:
         """The audit records as JSON Lines (one object per line, keys sorted)."""
@@ -157,7 +167,8 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
     Returns:
         DeidResult with the new dataset (file meta included when the input has one), the audit
         records, the burned-in risk of the *input*, notes on what could not be done
-        automatically, the patient crosswalk and the date offset used (if any).
+        automatically, the patient crosswalk, the date offset in days and the whole date-time
+        offset in seconds used (if any).
 
     Raises:
         ValueError: a key shorter than 16 bytes.
@@ -183,10 +194,12 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
         run.notes.append("clean-graphics: overlay bitmaps and curve data are kept without inspection; "
                          "their text attributes are scrubbed of this dataset's identifiers")
     if run.clean_free_text:
-        run.notes.append("free text is scrubbed only of this dataset's own identifying values; "
-                         "other identifiers in free text are not detected")
+        run.notes.append("free text is scrubbed of this dataset's own identifying values and of date, phone, "
+                         "e-mail and ID patterns; other identifiers (e.g. names of people not in the header) "
+                         "are not detected")
     crosswalk = {run.patient_id: run.pseudo.patient(run.patient_id)}
-    return DeidResult(out, run.audit, risk, reason, run.notes, crosswalk, run.offset, masked)
+    seconds = None if run.offset is None else run.offset * 86400 + run.seconds
+    return DeidResult(out, run.audit, risk, reason, run.notes, crosswalk, run.offset, masked, seconds)
 
 
 def plan_deidentification(ds: Dataset, config: DeidConfig) -> list[tuple[str, str, str]]:

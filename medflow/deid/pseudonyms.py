@@ -12,6 +12,9 @@ key can recompute (or test guesses of) the mapping.
   HMAC(key, "patient" | original PatientID)); PatientName gets the same string.
 * Date offset: a whole number of days in [-365, -1] U [1, 365] from
   HMAC(key, "date-offset" | original PatientID): one offset per patient, never zero.
+* Time offset: ``days * 86400 + seconds`` with ``days`` the date offset above and ``seconds`` in
+  [0, 86399] from HMAC(key, "time-offset" | original PatientID); DA, TM and DT values of a
+  patient all move by it (see :mod:`medflow.deid.temporal`).
 * Audit hash: hex of the first 64 bits of HMAC(key, "audit" | value bytes).
 """
 
@@ -50,6 +53,17 @@ def date_offset_days(key: bytes, patient_id: str) -> int:
     return n - MAX_OFFSET_DAYS if n < MAX_OFFSET_DAYS else n - MAX_OFFSET_DAYS + 1
 
 
+def time_of_day_offset(key: bytes, patient_id: str) -> int:
+    """The seconds part of the time offset, in [0, 86399], one per patient."""
+    digest = _mac(key, b"time-offset", patient_id.strip().encode("utf-8"))
+    return int.from_bytes(digest[:8], "big") % 86400
+
+
+def time_offset_seconds(key: bytes, patient_id: str) -> int:
+    """The whole offset in seconds: ``date_offset_days * 86400 + time_of_day_offset``."""
+    return date_offset_days(key, patient_id) * 86400 + time_of_day_offset(key, patient_id)
+
+
 def audit_hash(key: bytes, value: bytes) -> str:
     """16 hex characters of HMAC(key, "audit" | value): links records without the value."""
     return _mac(key, b"audit", value).hex()[:16]
@@ -76,6 +90,9 @@ class Pseudonymizer:
 
     def date_offset(self, patient_id: str) -> int:
         return date_offset_days(self.key, patient_id)
+
+    def time_of_day_offset(self, patient_id: str) -> int:
+        return time_of_day_offset(self.key, patient_id)
 
     def hash(self, value: bytes) -> str:
         """Same as :func:`audit_hash` (the audit hot path)."""

@@ -8,7 +8,7 @@ curve groups, pseudonyms, Table E.1-1, then medflow's rules for unlisted attribu
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
@@ -19,17 +19,24 @@ from pydicom.uid import UID_dictionary
 
 from medflow.deid.actions import (
     BINARY_VRS,
+    CODE_KEYWORDS,
     COMPOSITE,
+    CONTENT_ITEM_VALUE,
     TEXT_VRS,
-    Scrubber,
+    VALUE_TYPE,
     dummy_for,
     empty_for,
-    shift_date,
-    shift_datetime,
 )
 from medflow.deid.config import DeidConfig
+from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
 from medflow.deid.table import compile_actions, load_safe_private
+from medflow.deid.temporal import (
+    date_time_pairs,
+    shift_date_with_time,
+    shift_datetime_whole,
+    shift_time,
+)
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -38,15 +45,14 @@ MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 #: File meta elements that name the sending/receiving systems or carry private data.
 META_REMOVE = frozenset({0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102})
 _KEEP_UID_SUFFIXES = ("ClassUID", "TransferSyntaxUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID")
-#: Top-level values whose text is scrubbed out of cleaned descriptors.
-_IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "AccessionNumber", "PatientBirthDate", "PatientAddress",
-    "PatientTelephoneNumbers", "MedicalRecordLocator", "ReferringPhysicianName",
-    "PerformingPhysicianName", "OperatorsName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord",
-    "RequestingPhysician", "InstitutionName", "InstitutionAddress", "StationName", "StudyID",
-    "AdmissionID", "IssuerOfPatientID", "InstitutionalDepartmentName",
-)
+#: Identity categories (:mod:`medflow.deid.phi`) that a retain option asks to keep in the text.
+_RETAINED_IDENTITY = {
+    "retain-institution-identity": ("institution", "department", "issuer"),  # issuers name the institution
+    "retain-device-identity": ("station", "device"),
+    "retain-longitudinal-full-dates": ("date",),
+}
+#: Kept text VRs that go through the scrubber (PN is emptied instead, LT/ST/UT need a clean option).
+_SCRUBBED_VRS = frozenset({"LO", "SH", "UC", "UR"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,14 @@ def _is_well_known_uid(uid: str) -> bool:
     return uid in UID_dictionary or uid.startswith("1.2.840.10008.")
 
 
+
+
+def _blank(value: object) -> bool:
+    if isinstance(value, MultiValue | list):
+        return all(_blank(v) for v in value)
+    return value is None or str(value).strip(" \x00") == ""
+
+
 class Walker:
     """State of one :func:`~medflow.deid.profile.deidentify` call: visits elements, records audit."""
 
@@ -103,12 +117,15 @@ class Walker:
         self.retain_uids = "retain-uids" in self.options
         self.full_dates = "retain-longitudinal-full-dates" in self.options
         self.patient_id = str(ds.get("PatientID", "") or "")
-        self.offset = (
-            pseudo.date_offset(self.patient_id) if "retain-longitudinal-modified-dates" in self.options else None
-        )
+        modified = "retain-longitudinal-modified-dates" in self.options
+        self.offset = pseudo.date_offset(self.patient_id) if modified else None
+        self.seconds = pseudo.time_of_day_offset(self.patient_id) if modified else 0
         self.clean_free_text = bool({"clean-descriptors", "clean-structured-content"} & self.options)
         self._source = ds
+        self._identity: IdentityValues | None = None
         self._scrubber: Scrubber | None = None
+        self._item = ds  # the input item being walked: a DA finds its TM there
+        self._required: int | None = None  # tag of the Type 1 value of the SR content item being walked
         self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -116,21 +133,42 @@ class Walker:
         old = None if elem.VR == "SQ" else self.pseudo.hash(_value_bytes(elem.value))
         self.audit.append(AuditRecord(tag_text(elem.tag), elem.keyword, path, action, applied, old))
 
-    def scrub(self, text: str) -> str:
+    @property
+    def identity(self) -> IdentityValues:
+        """The input's identifying values, less what the options ask to retain (built once)."""
+        if self._identity is None:
+            retained = [c for o in self.options for c in _RETAINED_IDENTITY.get(o, ())]
+            identity = IdentityValues.from_dataset(self._source)
+            self._identity = identity.without(retained) if retained else identity
+        return self._identity
+
+    def scrub(self, elem: DataElement, path: str, action: str, *, patterns: bool, audit: bool = True) -> DataElement:
+        """Text with the identity (and PHI patterns) removed; audited with the rules that fired.
+
+        A value that had text and is left blank gets the VR's dummy: the attribute may be Type 1.
+        """
         if self._scrubber is None:
-            tokens: set[str] = set()
-            for kw in _IDENTIFYING_KEYWORDS:
-                value = self._source.get(kw)
-                if value is None or value == "":
-                    continue
-                values = value if isinstance(value, MultiValue | list) else [value]
-                for v in values:
-                    tokens.add(str(v))
-                    if kw.endswith("Name") or kw in ("OperatorsName", "PhysiciansOfRecord"):
-                        tokens.update(str(v).replace("^", " ").split())
-                        tokens.update(str(v).split("^"))
-            self._scrubber = Scrubber(tokens)
-        return self._scrubber(text)
+            self._scrubber = Scrubber(self.identity)
+        scrubber, value, fired = self._scrubber, elem.value, set()
+        multi = isinstance(value, MultiValue | list)
+        cleaned: list[object] = []
+        for raw in value if multi else [value]:
+            if raw is None or raw == "":
+                cleaned.append(raw)
+                continue
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+            new, rules = scrubber(text, patterns)
+            if rules:
+                fired.update(rules)
+                if text.strip() and not new.strip():
+                    new = dummy_for(elem.VR)  # type: ignore[assignment]
+            cleaned.append(new)
+        if fired:
+            self.record(elem, path, action, "clean:" + "+".join(sorted(fired)))
+            return self.with_value(elem, cleaned if multi else cleaned[0])
+        if audit:
+            self.record(elem, path, action, "clean")
+        return copy.copy(elem)
 
     def map_uid(self, value: str) -> str:
         return value if _is_well_known_uid(value) else self.pseudo.uid(value)
@@ -146,6 +184,11 @@ class Walker:
     # -- traversal -------------------------------------------------------------------------
     def dataset(self, ds: Dataset, prefix: str, top: bool = False) -> Dataset:
         out = Dataset()
+        saved = self._item, self._required
+        self._item = ds
+        self._required = None
+        if VALUE_TYPE in ds:
+            self._required = CONTENT_ITEM_VALUE.get(str(ds[VALUE_TYPE].value).strip())
         private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
         for elem in ds:
             tag = int(elem.tag)
@@ -153,6 +196,7 @@ class Walker:
             new = self.element(elem, tag, path, top, private_keep)
             if new is not None:
                 out.add(new)
+        self._item, self._required = saved
         return out
 
     def safe_private_tags(self, ds: Dataset) -> frozenset[int]:
@@ -203,6 +247,8 @@ class Walker:
         if tag == PATIENT_ID or (tag == PATIENT_NAME and top):
             self.record(elem, path, self.table.by_tag.get(tag, "Z"), "pseudonym")
             return self.with_value(elem, self.pseudo.patient(self.patient_id if top else str(elem.value or "")))
+        if tag == self._required:
+            return self.content_value(elem, tag, path)
         action = self.table.by_tag.get(tag)
         if action is not None:
             return self.apply(elem, action, path)
@@ -212,14 +258,14 @@ class Walker:
     def apply(self, elem: DataElement, action: str, path: str) -> DataElement | None:
         vr = elem.VR
         if vr == "SQ":
-            if action in ("K", "C", "X/Z/U*", "U"):
-                self.record(elem, path, action, "keep" if action == "K" else "clean")
-                return self.sequence(elem, path)
-            if action == "X":
+            if action == "X" or (action == "X/D" and not elem.value):
                 self.record(elem, path, action, "remove")
                 return None
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, [])
+            if action == "Z":
+                self.record(elem, path, action, "empty")
+                return self.with_value(elem, [])
+            self.record(elem, path, action, "keep" if action == "K" else "clean")
+            return self.sequence(elem, path)
         resolved = COMPOSITE.get(action, action)
         if resolved == "U" and vr != "UI":
             resolved = "Z"
@@ -237,9 +283,30 @@ class Walker:
         if resolved == "U":
             return self.uid(elem, path, action)
         if resolved == "K":
+            if vr in TEXT_VRS and vr != "PN":  # kept text still loses identity the options do not retain
+                return self.scrub(elem, path, action, patterns=False)
             self.record(elem, path, action, "keep")
             return copy.copy(elem)
         return self.clean(elem, path, action)
+
+    def content_value(self, elem: DataElement, tag: int, path: str) -> DataElement:
+        """The Type 1 value of an SR content item: cleaned or a dummy, never removed or emptied."""
+        action = self.table.by_tag.get(tag)
+        if elem.VR == "SQ":
+            self.record(elem, path, action or "medflow:content-value", "clean")
+            return self.sequence(elem, path)
+        if action is None:  # e.g. TextValue, which the table does not list
+            if self.clean_free_text:
+                new = self.clean(elem, path, "medflow:content-value")
+            else:
+                self.record(elem, path, "medflow:content-value", "dummy")
+                return self.with_value(elem, dummy_for(elem.VR))
+        else:
+            new = self.apply(elem, "D" if COMPOSITE.get(action, action) in ("X", "Z") else action, path)
+        if new is None or _blank(new.value):
+            self.audit[-1] = replace(self.audit[-1], applied="dummy")
+            return self.with_value(elem, dummy_for(elem.VR))
+        return new
 
     def uid(self, elem: DataElement, path: str, action: str) -> DataElement:
         if self.retain_uids:
@@ -254,19 +321,13 @@ class Walker:
     def clean(self, elem: DataElement, path: str, action: str) -> DataElement | None:
         """Action C for a non-sequence value, by VR."""
         vr = elem.VR
-        if vr in ("DA", "DT"):
+        if vr in ("DA", "DT", "TM"):
             return self.shift(elem, path, action)
-        if vr == "TM":
-            self.record(elem, path, action, "keep")
-            return copy.copy(elem)
         if vr == "UI":
             return self.uid(elem, path, action)
-        if vr in TEXT_VRS or vr == "CS":
-            self.record(elem, path, action, "clean")
-            value = elem.value
-            if isinstance(value, MultiValue | list):
-                return self.with_value(elem, [self.scrub(str(v)) for v in value])
-            return self.with_value(elem, self.scrub(str(value)) if value is not None else value)
+        if vr in TEXT_VRS or vr in ("CS", "UR"):
+            patterns = vr != "CS" and elem.keyword not in CODE_KEYWORDS
+            return self.scrub(elem, path, action, patterns=patterns)
         if vr in BINARY_VRS or " or " in vr:
             self.record(elem, path, action, "remove")  # nothing generic can clean bytes
             return None
@@ -277,27 +338,44 @@ class Walker:
         return copy.copy(elem)
 
     def shift(self, elem: DataElement, path: str, action: str) -> DataElement | None:
+        """DA, TM, DT: kept (full dates), moved by the patient's offset (modified dates) or emptied."""
         if self.full_dates:
             self.record(elem, path, action, "keep")
             return copy.copy(elem)
         if self.offset is None:
             self.record(elem, path, action, "empty")
             return self.with_value(elem, "")
-        fn = shift_date if elem.VR == "DA" else shift_datetime
-        raw = elem.value
+        vr, raw = elem.VR, elem.value
         values = [str(v) for v in raw] if isinstance(raw, MultiValue | list) else [str(raw or "")]
-        shifted = [fn(v, self.offset) if v else "" for v in values]
-        if any(s is None for s in shifted):  # a partial or invalid date cannot be shifted: empty it
-            self.record(elem, path, action, "empty")
-            return self.with_value(elem, "")
+        if vr == "TM":
+            moved = [shift_time(v, self.seconds) for v in values if v]
+            shifted: list[str | None] = [m[0] if m else None for m in moved]
+        elif vr == "DT":
+            shifted = [shift_datetime_whole(v, self.offset, self.seconds) for v in values if v]
+        else:
+            time = self._time_of(int(elem.tag)) if len(values) == 1 else None
+            shifted = [shift_date_with_time(v, time, self.offset, self.seconds) for v in values if v]
+        if not shifted or any(s is None for s in shifted):  # partial or invalid: cannot be moved
+            self.record(elem, path, action, "empty" if shifted else "keep")
+            return self.with_value(elem, "") if shifted else copy.copy(elem)
         self.record(elem, path, action, "shift")
         return self.with_value(elem, shifted if len(shifted) > 1 else shifted[0])
+
+    def _time_of(self, date_tag: int) -> str | None:
+        """The single TM written with the DA ``date_tag`` in the current item, if any."""
+        time_tag = date_time_pairs().get(date_tag)
+        if time_tag is None or time_tag not in self._item:
+            return None
+        value = self._item[time_tag].value
+        return None if isinstance(value, MultiValue | list) or not value else str(value)
 
     def unlisted(self, elem: DataElement, path: str) -> DataElement | None:
         """Public attributes that Table E.1-1 does not list (see the module docstring)."""
         vr = elem.VR
         if vr == "SQ":
             return self.sequence(elem, path)
+        if vr in _SCRUBBED_VRS:
+            return self.scrub(elem, path, "medflow:text", patterns=elem.keyword not in CODE_KEYWORDS, audit=False)
         if vr == "UI":
             if self.retain_uids or elem.keyword.endswith(_KEEP_UID_SUFFIXES):
                 return copy.copy(elem)
@@ -309,7 +387,7 @@ class Walker:
             return self.shift(elem, path, "medflow:date")
         if vr == "TM":
             if self.full_dates or self.offset is not None:
-                return copy.copy(elem)
+                return self.shift(elem, path, "medflow:time")
             self.record(elem, path, "medflow:time", "empty")
             return self.with_value(elem, "")
         if vr == "PN":
@@ -338,5 +416,3 @@ class Walker:
         if tag & 0xFFFF == 0x4000:
             return self.clean(elem, path, self.table.overlay_comments)
         return self.graphics(elem, path, self.table.overlay_data, whole_group=False)
-
-

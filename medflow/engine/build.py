@@ -113,8 +113,11 @@ def reads_no_pixels(recipe: Any) -> bool:
     return all(not get_writer(w.kind).reads_pixels and get_writer(w.kind).per_item for w in writers)
 
 
-def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
+def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) -> Prepared:
     """Check secrets, discover the items, fingerprint them and plan every item against the cache.
+
+    ``record=False`` (``plan``, ``--dry-run``, ``preview``) keeps the fingerprints in memory:
+    those commands write nothing of their own (the embedded sample is still materialized).
 
     Raises:
         UsageError: a de-identifying recipe's key is missing or too short (nothing is read).
@@ -144,7 +147,7 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
         discovery = discover_instances(root, source.filter, memo)
         reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
     else:
-        discovery = discover_dicom(root, source.filter, memo)
+        discovery = discover_dicom(root, source.filter, memo, getattr(source, "mismatched_size", "fail"))
     if isinstance(source, SampleSource):
         from medflow.sources.sample_data import MARKER_NAME
 
@@ -157,7 +160,8 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False) -> Prepared:
     file_hashes = {
         item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
     }
-    memo.save()
+    if record:
+        memo.save()
     unreadable, skipped = _split_skipped(root, discovery.skipped)
 
     prepared = Prepared(
@@ -183,7 +187,8 @@ def _plan_all(prepared: Prepared, verify: bool) -> None:
     previous = previous_items(read_manifest(prepared.out_dir))
     prepared.plans = [
         plan_item(item, prepared.reader_params, list(recipe.steps), _per_item_writers(recipe), prepared.cache,
-                  prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats)
+                  prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
+                  prepared.file_hashes[item.item_id])
         for item in prepared.items
     ]
 
@@ -247,7 +252,24 @@ def _compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addre
     return notes
 
 
-def build(
+def build(loaded: LoadedRecipe, *, force: bool = False, wait: bool = True, **options: Any) -> BuildReport:
+    """Build the dataset of ``loaded`` in its claimed output folder; returns the report (the manifest is written).
+
+    The output folder must be new, empty or a medflow output (``force`` adopts another
+    one); one build at a time holds it (``wait``: wait for a running one, else refuse);
+    temp files of dead runs are removed first, this run's own when it ends (see
+    :mod:`medflow.workspace`). ``options`` are :func:`_build_claimed`'s.
+
+    Raises:
+        WorkspaceError: the output or cache folder cannot be claimed (nothing was built).
+    """
+    from medflow.workspace import claim_output
+
+    with claim_output(output_dir(loaded), cache_dir=cache_dir(loaded), force=force, wait=wait):
+        return _build_claimed(loaded, **options)
+
+
+def _build_claimed(
     loaded: LoadedRecipe,
     *,
     workers: int | str | None = None,
@@ -257,11 +279,10 @@ def build(
     backend: str | None = None,
     address: str | None = None,
 ) -> BuildReport:
-    """Build the dataset of ``loaded``; returns the report (the manifest is written)."""
+    """Build the dataset of ``loaded`` (its workspace claimed); returns the report (the manifest is written)."""
     started_wall = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     prepared = prepare(loaded, verify=verify)
-    _remove_stale_temp_files(prepared.out_dir)
     recipe = loaded.recipe
     n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
     keep_going = recipe.engine.keep_going if keep_going is None else keep_going
@@ -316,6 +337,9 @@ def build(
             failed.append((item_id, error or "failed"))
         manifest_items.append(entry)
 
+    if not prepared.plans and not prepared.unreadable:
+        looked = f"{len(prepared.skipped)} other file(s) looked at" if prepared.skipped else "it holds no file"
+        failed.append(("source", f"no DICOM file found in {prepared.source_root} ({looked})"))
     shard_outputs = _write_dataset_writers(prepared, manifest_items)
     private_files, private_errors = write_private_tables(prepared.out_dir, private_tables)
     failed.extend(private_errors)
@@ -581,16 +605,3 @@ def _looks_like_dicom(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def _remove_stale_temp_files(out_dir: Path) -> None:
-    """Delete temp files a killed build left behind (atomic writes name them ``.<name>.<random>.tmp``)."""
-    if not out_dir.is_dir():
-        return
-    for path in out_dir.rglob(".*.tmp"):
-        try:
-            path.unlink()
-        except OSError:
-            pass
-
-

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medflow.errors import CacheError
-from medflow.writers.atomic import atomic_write_bytes
+from medflow.writers.atomic import TempFile, atomic_write_bytes
 
 _MAGIC = b"MFCACHE2"
 # An entry is: magic, the array's raw bytes, the JSON header, then a trailer (header
@@ -172,10 +171,7 @@ class ArrayWriter:
     """An array written slab by slab into a temp file next to its entry, renamed on ``commit``."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        self._path = path
-        self._file = os.fdopen(fd, "wb")
+        self._file = TempFile(path)  # a medflow temp name: a killed run's is removed by the next run
         self._file.write(_MAGIC)
         self._digest = hashlib.sha256()
         self._dtype: np.dtype | None = None
@@ -203,12 +199,7 @@ class ArrayWriter:
         meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
         self._file.write(meta_bytes)
         self._file.write(_TRAILER.pack(len(meta_bytes), _MAGIC))
-        self._file.close()
-        os.replace(self._tmp, self._path)
+        self._file.commit(mode=0o600)
 
     def abort(self) -> None:
-        self._file.close()
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
+        self._file.abort()

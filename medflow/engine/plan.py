@@ -117,8 +117,13 @@ def plan_item(
     previous: dict[str, Any] | None,
     verify: bool = False,
     dataset_stats: dict[int, Any] | None = None,
+    file_hashes: dict[str, str] | None = None,
 ) -> ItemPlan:
-    """Plan one item against the cache and, for the reasons, the previous manifest entry."""
+    """Plan one item against the cache and, for the reasons, the previous manifest entry.
+
+    ``file_hashes`` (relative path -> sha256 of the item's files) lets the reasons name exactly
+    which input files changed, appeared or disappeared.
+    """
     links = item_links(item, reader_params, steps, dataset_stats)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
     record = _manifest_record(previous, out_key) if item.kind == "instance" else cache.get_record(out_key)
@@ -127,7 +132,7 @@ def plan_item(
         return ItemPlan(item, links, out_key, len(links), False, [], record)
 
     start = resume_index(cache, links)
-    reasons = _reasons(item, links, previous, missing)
+    reasons = _reasons(item, links, previous, missing, file_hashes or {})
     return ItemPlan(item, links, out_key, start, True, reasons, None)
 
 
@@ -173,16 +178,15 @@ def _missing_outputs(record: dict[str, Any], out_dir: Path, verify: bool) -> lis
 
 
 def _reasons(
-    item: ItemRef, links: list[Link], previous: dict[str, Any] | None, missing: list[str] | None
+    item: ItemRef, links: list[Link], previous: dict[str, Any] | None, missing: list[str] | None,
+    file_hashes: dict[str, str],
 ) -> list[str]:
     if missing:
         return [f"missing or changed output: {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")]
     if previous is None:
         return ["new input (not in the previous build)"]
     if previous.get("fingerprint") != item.fingerprint:
-        old_files = dict(previous.get("files", []))
-        changed = sorted(set(item.files) ^ set(old_files)) or list(item.files)
-        return [f"changed input ({len(changed)} file(s), e.g. {changed[0]})" if changed else "changed input"]
+        return [changed_inputs(item, dict(previous.get("files", [])), file_hashes)]
     old_steps = previous.get("steps", [])
     for index, link in enumerate(links):
         if index >= len(old_steps):
@@ -198,6 +202,25 @@ def _reasons(
     if len(old_steps) > len(links):
         return [f"steps removed after step {len(links) - 1}"]
     return ["outputs changed or not in the cache"]
+
+
+def changed_inputs(item: ItemRef, old: dict[str, str], new: dict[str, str]) -> str:
+    """``changed input: 1 changed, 1 added, 0 removed (B/B_003.dcm, B/B_009.dcm)``: exact counts, first names.
+
+    ``old`` is the previous manifest's ``{path: sha256}`` (paths as ``<file:...>`` tokens when
+    that build de-identified: compared by token then, and named by token).
+    """
+    from medflow.engine.privacy import path_token
+
+    tokens = bool(old) and all(name.startswith("<file:") for name in old)
+    current = {(path_token(rel) if tokens else rel): new.get(rel) for rel in item.files}
+    changed = sorted(name for name, sha in current.items() if name in old and old[name] != sha)
+    added = sorted(name for name in current if name not in old)
+    removed = sorted(name for name in old if name not in current)
+    named = (changed + added + removed)[:3]
+    more = " ..." if len(changed) + len(added) + len(removed) > 3 else ""
+    return (f"changed input: {len(changed)} changed, {len(added)} added, {len(removed)} removed "
+            f"({', '.join(named)}{more})")
 
 
 def _param_diffs(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from medflow.recipe.compose import (
 )
 from medflow.recipe.diagnostics import issues_from_validation, sort_issues, version_issue
 from medflow.recipe.model import recipe_model
+from medflow.recipe.paths import folder_issues
 from medflow.recipe.yaml_positions import Positions, format_path
 
 
@@ -112,6 +113,8 @@ def load_recipe(
         for issue in issues_from_validation(error, model, positions, display):
             if not any(_under(issue.path, spot) for spot in tainted):
                 issues.append(issue)
+    if recipe is not None:
+        issues += folder_issues(recipe, positions, display, absolute.resolve().parent)
     if issues or recipe is None:
         raise RecipeError(sort_issues(issues))
     return LoadedRecipe(

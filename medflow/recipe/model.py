@@ -53,6 +53,11 @@ class DicomSource(_Strict):
         description="Slices at the same position: 'first' keeps the one with the lowest "
         "(InstanceNumber, SOPInstanceUID) and reports the rest; 'error' fails the item.",
     )
+    mismatched_size: Literal["fail", "split"] = Field(
+        "fail",
+        description="Files of one series (same orientation and echo) whose Rows/Columns differ from most of "
+        "the series: 'fail' the item naming them and their sizes; 'split' builds one item per size.",
+    )
 
 
 class SampleSource(_Strict):

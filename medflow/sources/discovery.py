@@ -28,7 +28,10 @@ recursively, folders in sorted order, symlinked folders not followed):
    they do not select.
 
 Grouping: a file with NumberOfFrames > 1 is an item of its own (kind
-``"multiframe"``, id from SeriesInstanceUID and SOPInstanceUID). Single-frame files
+``"multiframe"``, id from SeriesInstanceUID and SOPInstanceUID). So is a single-frame
+file without ImagePositionPatient or ImageOrientationPatient in a series of several files
+(CR, DX, MG, US, secondary captures: 2-D images that no geometry can stack; id from
+SeriesInstanceUID and SOPInstanceUID). Other single-frame files
 group by SeriesInstanceUID (kind ``"series"``); a series is split into several
 items when its files differ in ImageOrientationPatient (by more than
 ``ORIENTATION_TOLERANCE`` = 1e-3 in a direction cosine), in Rows/Columns, or in
@@ -108,6 +111,17 @@ class Discovery:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OS error in a few words: ``dangling or looping symbolic link (ELOOP)``, ``permission denied (EACCES)``."""
+    import errno
+
+    if exc.errno in (errno.ELOOP, errno.ENOENT):
+        return f"dangling or looping symbolic link ({errno.errorcode[exc.errno]})"
+    name = errno.errorcode.get(exc.errno or 0, "")
+    text = (exc.strerror or str(exc)).lower()
+    return f"{text} ({name})" if name else text
 
 
 def _truncation(ds: Dataset, size: int) -> str | None:
@@ -262,6 +276,7 @@ class _FileInfo:
     orientation: tuple[float, ...] | None
     size: tuple[int, int]
     echo: str
+    has_position: bool = True
 
 
 def _file_info(rel: str, ds: Dataset) -> _FileInfo:
@@ -284,18 +299,27 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
             orientation=orientation,
             size=(rows, cols),
             echo=echo_text,
+            has_position=bool(ds.get("ImagePositionPatient")),
         )
     except (TypeError, ValueError) as exc:
         raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
 
 
 # Bump when the facts read from a header, or the rules that read them, change.
-_HEADER_MEMO = "discovery-header-v1"
+_HEADER_MEMO = "discovery-header-v2"
 
 
 def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:
-    """The file's header facts, from the memo while the file is unchanged (no re-parse on rebuilds)."""
-    cached = memo.get_extra(path, _HEADER_MEMO)
+    """The file's header facts, from the memo while the file is unchanged (no re-parse on rebuilds).
+
+    Raises:
+        HeaderProblem: as :func:`read_image_header`; also for a file that cannot even be
+            looked at (dangling or looping symbolic link, permission denied).
+    """
+    try:
+        cached = memo.get_extra(path, _HEADER_MEMO)
+    except OSError as exc:
+        raise HeaderProblem(f"cannot read file: {_os_reason(exc)}") from None
     if cached is not None:
         if "problem" in cached:
             raise HeaderProblem(cached["problem"], cached.get("series_uid"))
@@ -310,6 +334,7 @@ def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInf
             orientation=tuple(cached["orientation"]) if cached["orientation"] is not None else None,
             size=tuple(cached["size"]),
             echo=cached["echo"],
+            has_position=cached["has_position"],
         )
     try:
         info = _file_info(rel, read_image_header(path))
@@ -414,13 +439,17 @@ def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], no
     )
 
 
-def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> Discovery:  # noqa: A002
+def discover_dicom(
+    root: Path, filter: SeriesFilter, memo: FingerprintMemo, mismatched_size: str = "fail"  # noqa: A002
+) -> Discovery:
     """Find the image items of a DICOM folder (rules in the module docstring).
 
     Args:
         root: the source folder.
         filter: which files and series enter the dataset.
         memo: file sha256 memo used for the items' fingerprints.
+        mismatched_size: files of one series (and orientation, echo) with other Rows/Columns than
+            most: ``"fail"`` the item naming them, or ``"split"`` into one item per size.
 
     Returns:
         A :class:`Discovery` with the items sorted by ``item_id`` and every skipped
@@ -462,25 +491,80 @@ def discover_dicom(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> D
         for info in multiframe.values()
     ]
     for series_uid, infos in series.items():
+        if len(infos) > 1:
+            flat = [info for info in infos if info.orientation is None or not info.has_position]
+            for info in flat:  # CR, DX, MG, US, SC: images that no geometry can stack
+                note = "2-D image without patient geometry (ImagePositionPatient/ImageOrientationPatient): an item of its own"
+                items.append(_make_item(root, [info], "series", [series_uid, info.sop_uid], (note,), memo))
+            infos = [info for info in infos if info not in flat]
+            if not infos:
+                continue
         groups: dict[tuple, list[_FileInfo]] = defaultdict(list)
         orientations: list[tuple[float, ...]] = []
         for info in infos:
             groups[(_orientation_group(info.orientation, orientations), info.size, info.echo)].append(info)
+        odd_sizes: dict[tuple, list[tuple[str, str]]] = {}
+        if mismatched_size == "fail":
+            groups, odd_sizes = _refuse_odd_sizes(groups)
         if len(groups) == 1:
-            items.append(_make_item(root, infos, "series", [series_uid], (), memo))
+            [(key, members)] = groups.items()
+            items.append(_with_odd(root, _make_item(root, members, "series", [series_uid], (), memo),
+                                   odd_sizes.get(key, []), memo))
             continue
         keys = list(groups)
         varying = [k for k in range(3) if len({key[k] for key in keys}) > 1]
         for key, members in groups.items():
             label = _split_label(key, varying)
             note = f"series split into {len(groups)} items by differing attributes; this one: {label}"
-            items.append(_make_item(root, members, "series", [series_uid, label], (note,), memo))
+            item = _make_item(root, members, "series", [series_uid, label], (note,), memo)
+            items.append(_with_odd(root, item, odd_sizes.get(key, []), memo))
     items = [_attach_broken(root, item, broken, memo) for item in items]
     for series_uid, files in broken.items():
         if series_uid not in series:
             skipped.extend(files)  # no readable file of that series: the file stands alone
     items.sort(key=lambda item: item.item_id)
     return Discovery(items=items, skipped=skipped)
+
+
+def _refuse_odd_sizes(
+    groups: dict[tuple, list[_FileInfo]],
+) -> tuple[dict[tuple, list[_FileInfo]], dict[tuple, list[tuple[str, str]]]]:
+    """Merge groups that differ only in Rows/Columns: the most common size keeps the files, the others fail it.
+
+    A slice of another size in a series is an error to report, not a reason to build two
+    volumes silently. Returns the merged groups and, per group key, ``(file, reason)`` of its
+    odd-sized files (the item then fails naming them and their sizes).
+    """
+    by_rest: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        by_rest[(key[0], key[2])].append(key)
+    merged: dict[tuple, list[_FileInfo]] = {}
+    odd: dict[tuple, list[tuple[str, str]]] = {}
+    for keys in by_rest.values():
+        main = max(keys, key=lambda k: (len(groups[k]), k[1]))
+        merged[main] = groups[main]
+        rows, cols = main[1]
+        for key in keys:
+            if key is main:
+                continue
+            for info in groups[key]:
+                reason = (f"Rows x Columns {info.size[0]}x{info.size[1]} differ from the {rows}x{cols} of the other "
+                          f"{len(groups[main])} file(s) of its series (source.mismatched_size: split builds each size "
+                          "as its own item)")
+                odd.setdefault(main, []).append((info.rel, reason))
+    return merged, odd
+
+
+def _with_odd(root: Path, item: ItemRef, odd: list[tuple[str, str]], memo) -> ItemRef:
+    """``item`` failing on its odd-sized files (they join its broken files and its fingerprint)."""
+    if not odd:
+        return item
+    all_files = sorted(set(item.files) | {rel for rel, _ in odd})
+    return dataclasses.replace(
+        item,
+        broken_files=tuple(sorted((*item.broken_files, *odd))),
+        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in all_files]),
+    )
 
 
 def _attach_broken(root: Path, item: ItemRef, broken: dict[str, list[tuple[str, str]]], memo) -> ItemRef:
@@ -491,10 +575,10 @@ def _attach_broken(root: Path, item: ItemRef, broken: dict[str, list[tuple[str, 
     files = broken.get(series_uid)
     if not files:
         return item
-    all_files = sorted(set(item.files) | {rel for rel, _ in files})
+    all_files = sorted(set(item.files) | {rel for rel, _ in (*item.broken_files, *files)})
     return dataclasses.replace(
         item,
-        broken_files=tuple(sorted(files)),
+        broken_files=tuple(sorted((*item.broken_files, *files))),
         fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in all_files]),
     )
 

@@ -59,7 +59,7 @@ class FingerprintMemo:
 
     def _key(self, path: Path) -> tuple[str, str]:
         """(memo key, resolved path) of ``path``."""
-        resolved = os.fspath(Path(path).resolve())
+        resolved = os.path.realpath(path)  # never raises on a symlink loop (os.stat then does)
         if self._secret is None:
             return resolved, resolved
         mac = hmac.new(self._secret, b"memo-path\x00" + resolved.encode("utf-8", "surrogateescape"), hashlib.sha256)

@@ -54,7 +54,8 @@ def discover_instances(root: Path, filter: SeriesFilter, memo: FingerprintMemo) 
     discovery = Discovery()
     for rel, path in _walk(root, filter, discovery.skipped):
         if not path.is_file():
-            discovery.skipped.append((rel, "not a regular file (dangling link or special file)"))
+            reason = "cannot read: dangling or looping symbolic link" if path.is_symlink() else "not a regular file"
+            discovery.skipped.append((rel, reason))
             continue
         problem = dicom_kind(path)
         if problem is not None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from medflow.errors import FileSystemError
+from medflow.workspace import create_temp_file, release_temp
 
 
 def _current_umask() -> int:
@@ -20,9 +22,89 @@ def _current_umask() -> int:
     return mask
 
 
-# mkstemp creates files readable by their owner only; outputs get the mode a plain
+# Temp files are created readable by their owner only; outputs get the mode a plain
 # open() would give them (0666 minus the umask), unless a caller asks for another.
 DEFAULT_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p`` whose OS errors are one-line :class:`FileSystemError` s naming the folder."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileSystemError(str(folder), exc, "create folder") from None
+
+
+class TempFile:
+    """A file written under a medflow temp name next to ``path``, renamed onto it by :meth:`commit`.
+
+    Every OS error (permission denied, disk full, file too large, too many open files...)
+    is raised as a :class:`FileSystemError` naming ``path`` and the cause. :meth:`abort`
+    removes the temp file first and never raises an OS error, so a failure leaves nothing.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        make_folder(self.path.parent)
+        try:
+            fd, self.tmp = create_temp_file(self.path.parent, self.path.name)
+        except OSError as exc:
+            raise FileSystemError(str(self.path), exc) from None
+        self._file = os.fdopen(fd, "wb")
+        self._done = False
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise FileSystemError(str(self.path), exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self.abort()
+            raise FileSystemError(str(self.path), exc) from None
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def commit(self, *, mode: int | None = None, durable: bool = False) -> None:
+        """Close, set the mode (default :data:`DEFAULT_FILE_MODE`) and rename onto ``path``."""
+        try:
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            os.chmod(self.tmp, DEFAULT_FILE_MODE if mode is None else mode)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise FileSystemError(str(self.path), exc) from None
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        release_temp(self.tmp)
+
+    def abort(self) -> None:
+        """Remove the temp file (first: closing may fail on a full disk), then close it."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+        release_temp(self.tmp)
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
 
 def atomic_write(
@@ -30,30 +112,24 @@ def atomic_write(
 ) -> str:
     """Write ``path`` atomically through ``write(fileobj)`` and return the sha256 of its bytes.
 
-    The temp file lives in the destination folder (same filesystem, so ``os.replace``
-    is atomic) and is removed if ``write`` raises. ``mode`` sets permissions (e.g. 0o600).
-    A killed process never leaves a partial file under ``path``. ``durable=True`` also
-    fsyncs before the rename, so the bytes survive a power cut (slow: used for the
-    manifest; cache entries carry their own hash and outputs their manifest sha256).
+    The temp file (a medflow temp name, see :mod:`medflow.workspace`) lives in the
+    destination folder (same filesystem, so ``os.replace`` is atomic) and is removed if
+    ``write`` raises. ``mode`` sets permissions (e.g. 0o600). A killed process never leaves
+    a partial file under ``path``. ``durable=True`` also fsyncs before the rename, so the
+    bytes survive a power cut (slow: used for the manifest; cache entries carry their own
+    hash and outputs their manifest sha256).
+
+    Raises:
+        FileSystemError: an OS error, naming ``path`` and the cause (nothing is left behind).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = TempFile(Path(path))
     try:
-        with os.fdopen(fd, "wb") as raw:
-            hashing = _HashingWriter(raw)
-            write(hashing)
-            raw.flush()
-            if durable:
-                os.fsync(raw.fileno())
-        os.chmod(tmp_name, DEFAULT_FILE_MODE if mode is None else mode)
-        os.replace(tmp_name, path)
+        hashing = _HashingWriter(temp)
+        write(hashing)
     except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+        temp.abort()
         raise
+    temp.commit(mode=mode, durable=durable)
     return hashing.hexdigest()
 
 
@@ -74,7 +150,7 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 class _HashingWriter:
     """File-like wrapper that hashes every byte written through it."""
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw):
         self._raw = raw
         self._digest = hashlib.sha256()
 

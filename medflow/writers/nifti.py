@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -27,10 +26,11 @@ import numpy as np
 from pydantic import Field
 
 from medflow._lazy import lazy_import
-from medflow.errors import MedflowError
+from medflow.errors import FileSystemError, MedflowError
 from medflow.ops.spatial import analyse_stack
 from medflow.sample import Sample
-from medflow.writers.atomic import atomic_write
+from medflow.workspace import create_temp_dir, release_temp
+from medflow.writers.atomic import atomic_write, make_folder
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
 
 sitk = lazy_import("SimpleITK")
@@ -152,16 +152,27 @@ def write_nifti(sample: Sample, params: NiftiParams, out_dir: Path) -> list[Writ
     image, sheared = nifti_image(sample, params.irregular)
     relative = Path(params.folder) / f"{sample.item_id}.nii.gz"
     target = Path(out_dir) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # SimpleITK writes only to a path: write into a private temp folder next to the target,
-    # then copy the bytes through atomic_write (which hashes them and renames atomically).
-    with tempfile.TemporaryDirectory(prefix=".nifti-", dir=target.parent) as tmp:
-        tmp_file = Path(tmp) / "image.nii.gz"
-        sitk.WriteImage(image, str(tmp_file), useCompression=True)
+    make_folder(target.parent)
+    # SimpleITK writes only to a path: write into a private temp folder next to the target
+    # (a medflow temp name, so a killed run's is removed by the next run), then copy the
+    # bytes through atomic_write (which hashes them and renames atomically).
+    try:
+        tmp = create_temp_dir(target.parent, target.name)
+    except OSError as exc:
+        raise FileSystemError(str(target), exc) from None
+    try:
+        tmp_file = tmp / "image.nii.gz"
+        try:
+            sitk.WriteImage(image, str(tmp_file), useCompression=True)
+        except RuntimeError as exc:  # ITK reports a failed write (disk full, permissions) this way
+            raise FileSystemError(str(target), str(exc).strip().splitlines()[-1][:200]) from None
         if sheared is not None:
             data = _with_sform(tmp_file.read_bytes(), sheared)
             sha = atomic_write(target, lambda f: f.write(data))
         else:
             with open(tmp_file, "rb") as source:
                 sha = atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        release_temp(tmp)
     return [WrittenFile(relative.as_posix(), sha, target.stat().st_size)]

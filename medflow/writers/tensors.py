@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from medflow.sample import Sample
-from medflow.writers.atomic import DEFAULT_FILE_MODE, atomic_write
+from medflow.writers.atomic import TempFile, atomic_write
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
 
 
@@ -30,14 +29,11 @@ class NpyStream:
 
     def __init__(self, skeleton: Sample, params: NpyParams, out_dir: Path):
         import hashlib
-        import tempfile
 
         self.relative = Path(params.folder) / f"{skeleton.item_id}.npy"
         self.path = out_dir / self.relative
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n_first = skeleton.pixels.shape[0]
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self.file = os.fdopen(fd, "wb")
+        self.file = TempFile(self.path)
         self.digest = hashlib.sha256()
         self.written = 0
         self.slab_shape: tuple[int, ...] | None = None
@@ -63,20 +59,14 @@ class NpyStream:
         self.written += array.shape[0]
 
     def close(self) -> list[WrittenFile]:
-        self.file.close()
         if self.written != self.n_first:
             self.abort()
             raise ValueError(f"wrote {self.written} slices of {self.n_first}")
-        os.chmod(self.tmp, DEFAULT_FILE_MODE)
-        os.replace(self.tmp, self.path)
+        self.file.commit()
         return [WrittenFile(self.relative.as_posix(), self.digest.hexdigest(), self.path.stat().st_size)]
 
     def abort(self) -> None:
-        self.file.close()
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        self.file.abort()
 
 
 @register_writer("npy", 1, NpyParams, open_stream=NpyStream)
