@@ -123,7 +123,7 @@ def run_stages(loaded: Any, n_items: int = 2) -> tuple[list[tuple[str, list[Tile
     """
     from medflow.engine.build import prepare
     from medflow.engine.privacy import PathRedactor
-    from medflow.engine.run import apply_step
+    from medflow.engine.task import apply_step
     from medflow.errors import FilteredItem, QuarantineItem
 
     prepared = prepare(loaded, record=False)

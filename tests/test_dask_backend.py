@@ -135,8 +135,9 @@ def test_an_unreachable_scheduler_is_a_usage_error_naming_the_address(project, m
 
 @needs_dask
 def test_a_worker_that_does_not_see_the_source_folder_is_refused(project, cluster, tmp_path):
-    from medflow.engine.build import _task, prepare
     from medflow.engine.dask_backend import check_workers
+    from medflow.engine.prepare import make_task as _task
+    from medflow.engine.prepare import prepare
 
     prepared = prepare(load_recipe(project / "local" / "recipe.yaml"))
     task = _task(prepared, prepared.plans[0])

@@ -144,7 +144,7 @@ def test_a_pointwise_param_change_reuses_the_stored_values(tmp_path):
 
 @pytest.mark.parametrize("lo,hi", [(-2048, 3071), (0, 4095)])
 def test_fold_table_covers_exactly_the_occurring_values(lo, hi):
-    from medflow.engine.run import apply_step
+    from medflow.engine.task import apply_step
     from medflow.recipe.model import recipe_model
     from medflow.sample import Sample
 

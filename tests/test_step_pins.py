@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 
-from medflow.engine.run import apply_step
+from medflow.engine.task import apply_step
 from medflow.recipe.model import recipe_model
 from medflow.sample import Geometry, Sample
 from medflow.steps.registry import all_steps

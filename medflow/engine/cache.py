@@ -129,17 +129,29 @@ class Cache:
         return self.root / "records" / key[:2] / f"{key}.json"
 
     def put_record(self, key: str, record: dict[str, Any]) -> None:
+        """Store a JSON-able ``record`` under ``key`` with the sha256 of its canonical JSON."""
+        body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        wrapped = {"record": record, "sha256": hashlib.sha256(body.encode()).hexdigest()}
         # owner-only, like the array entries: records can hold private tables (a crosswalk)
-        atomic_write_bytes(self._record_path(key), json.dumps(record, sort_keys=True, indent=1).encode(), mode=0o600)
+        atomic_write_bytes(self._record_path(key), json.dumps(wrapped, sort_keys=True, indent=1).encode(), mode=0o600)
 
     def get_record(self, key: str) -> dict[str, Any] | None:
-        """The record under ``key``, ``None`` when absent; a corrupt record is deleted and reads as absent."""
+        """The record under ``key``, ``None`` when absent.
+
+        A record that is not valid JSON, or whose content does not hash to its stored
+        checksum (damaged or edited), is deleted and reads as absent: the caller re-derives it.
+        """
         path = self._record_path(key)
         try:
-            return json.loads(path.read_bytes())
+            wrapped = json.loads(path.read_bytes())
+            record = wrapped["record"]
+            body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+            if hashlib.sha256(body.encode()).hexdigest() != wrapped["sha256"]:
+                raise ValueError("checksum mismatch")
+            return record
         except FileNotFoundError:
             return None
-        except ValueError:
+        except (ValueError, KeyError, TypeError):
             self._discard(path)
             return None
 

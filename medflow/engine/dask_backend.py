@@ -23,7 +23,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from medflow.engine.run import ItemResult, ItemTask, run_item
+from medflow.engine.run import run_item
+from medflow.engine.task import ItemResult, ItemTask
 from medflow.errors import UsageError
 
 CONNECT_TIMEOUT_S = 30  # connecting to the scheduler

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from medflow.engine.run import ItemResult, ItemTask, run_item
+from medflow.engine.run import run_item
+from medflow.engine.task import ItemResult, ItemTask
 from medflow.workspace import current_run_id, supervise_worker
 
 

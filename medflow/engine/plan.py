@@ -16,6 +16,7 @@ from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.fold import stored_key
 from medflow.sources.base import ItemRef
+from medflow.sources.fingerprint import FingerprintMemo
 from medflow.steps.registry import get_step
 from medflow.writers.atomic import sha256_file
 from medflow.writers.registry import get_writer
@@ -118,16 +119,18 @@ def plan_item(
     verify: bool = False,
     dataset_stats: dict[int, Any] | None = None,
     file_hashes: dict[str, str] | None = None,
+    outputs_memo: FingerprintMemo | None = None,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, the previous manifest entry.
 
     ``file_hashes`` (relative path -> sha256 of the item's files) lets the reasons name exactly
-    which input files changed, appeared or disappeared.
+    which input files changed, appeared or disappeared. ``outputs_memo`` knows the sha256 of
+    the outputs as they were written (see :func:`_missing_outputs`); ``verify`` is the memo's.
     """
     links = item_links(item, reader_params, steps, dataset_stats)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
     record = _manifest_record(previous, out_key) if item.kind == "instance" else cache.get_record(out_key)
-    missing = _missing_outputs(record, out_dir, verify) if record else None
+    missing = _missing_outputs(record, out_dir, outputs_memo) if record else None
     if record is not None and not missing:
         return ItemPlan(item, links, out_key, len(links), False, [], record)
 
@@ -163,16 +166,30 @@ def resume_index(cache: Cache, links: list[Link]) -> int:
     return 1 if cache.has(stored_key(links[0].key)) else 0
 
 
-def _missing_outputs(record: dict[str, Any], out_dir: Path, verify: bool) -> list[str]:
+def _missing_outputs(record: dict[str, Any], out_dir: Path, memo: FingerprintMemo | None) -> list[str]:
+    """Outputs of ``record`` that are gone or whose bytes are not the recorded sha256.
+
+    The sha256 of an output comes from ``memo``: the hash of the bytes as they were written
+    while the file keeps its size and mtime, a fresh hash of the file otherwise (and always
+    with ``--verify``). A record is never believed on its own word: a damaged record, or an
+    output changed in place, makes the item be built again.
+    """
     missing = []
     for written in record.get("outputs", []):
         path = out_dir / written["path"]
         try:
             stat = path.stat()
-        except FileNotFoundError:
+        except OSError:
             missing.append(written["path"])
             continue
-        if stat.st_size != written["size"] or (verify and sha256_file(path) != written["sha256"]):
+        if stat.st_size != written.get("size"):
+            missing.append(written["path"])
+            continue
+        try:
+            digest = memo.sha256(path) if memo is not None else sha256_file(path)
+        except OSError:
+            digest = None
+        if digest != written.get("sha256"):
             missing.append(written["path"])
     return missing
 

@@ -10,55 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from medflow.engine import stream
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, save_sample
-from medflow.engine.plan import Link
-from medflow.errors import CacheError, FilteredItem, InputError, MedflowError, QuarantineItem, StepError
+from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectation
+from medflow.errors import CacheError, FilteredItem, InputError, MedflowError, QuarantineItem
 from medflow.sample import Sample
-from medflow.sources.base import ItemRef
-from medflow.steps.registry import get_step
 from medflow.writers.registry import get_writer
-
-
-@dataclass(frozen=True)
-class ItemTask:
-    """Everything a worker needs for one item (picklable, no arrays)."""
-
-    item: ItemRef
-    links: list[Link]
-    steps: list[Any]  # step params models, aligned with links[1:]
-    writers: list[Any]  # per-item writer params models
-    output_key: str
-    start: int
-    reader_params: dict[str, Any]
-    out_dir: str
-    cache_dir: str
-    fold: bool = True  # fold leading pointwise steps into lookup tables (same bytes, faster)
-    stream: bool = True  # stream slab by slab when every step and writer allows it (same bytes, less memory)
-    expect: dict[str, Any] | None = None  # outputs.expect of the recipe
-    dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
-    accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
-
-
-@dataclass
-class ItemResult:
-    """What a worker returns: small, JSON-able, never the pixels."""
-
-    item_id: str
-    status: str  # "ok" | "failed" | "quarantined" | "filtered"
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    computed: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
-    stats: dict[str, Any] | None = None  # first pass: the item's accumulator record
 
 
 def run_item(task: ItemTask) -> ItemResult:
@@ -90,9 +50,7 @@ def _run(task: ItemTask) -> ItemResult:
     # Streaming starts from the stored values (cached or decoded): the plan resumes at
     # link 1 when only they are cached, at 0 when nothing is.
     if task.start <= 1 and can_stream(task) and not cache.has(task.links[0].key):
-        from medflow.engine.stream import run_streamed
-
-        result = run_streamed(task)
+        result = stream.run_streamed(task)
         if result is not None:
             cache.put_record(task.output_key, {
                 "item_id": result.item_id, "outputs": result.outputs, "meta": result.meta,
@@ -218,53 +176,4 @@ def can_stream(task: ItemTask) -> bool:
     return all(get_writer(params.kind).open_stream is not None for params in task.writers)
 
 
-def check_expectation(sample: Sample, expect: dict[str, Any]) -> None:
-    """Raise a StepError naming every way the final array differs from ``outputs.expect``."""
-    problems = []
-    pixels = sample.pixels
-    layout = expect.get("layout")
-    if layout and layout.lower() != sample.axes.lower():
-        problems.append(f"layout is {sample.axes.upper()}, expected {layout.upper()}")
-    dtype = expect.get("dtype")
-    if dtype and pixels.dtype != np.dtype(dtype):
-        problems.append(f"dtype is {pixels.dtype}, expected {dtype}")
-    channels = expect.get("channels")
-    if channels is not None:
-        have = pixels.shape[sample.axes.lower().index("c")] if "c" in sample.axes.lower() else 1
-        if have != channels:
-            problems.append(f"{have} channel(s), expected {channels}")
-    value_range = expect.get("value_range")
-    if value_range is not None and pixels.size:
-        low, high = value_range
-        if np.issubdtype(pixels.dtype, np.floating) and np.isnan(pixels).any():
-            problems.append("contains NaN")
-        else:
-            lo, hi = pixels.min(), pixels.max()
-            if lo < low or hi > high:
-                problems.append(f"values span [{lo:.6g}, {hi:.6g}], expected within [{low:g}, {high:g}]")
-    if problems:
-        raise StepError("outputs.expect", sample.item_id, "; ".join(problems))
-
-
-def apply_step(params: Any, sample: Sample) -> Sample:
-    """Run one registered step on ``sample``; failures become a StepError describing the input.
-
-    Floating-point errors (divide by zero, invalid, overflow) raise instead of silently
-    producing NaN or inf in a training set.
-    """
-    spec = get_step(params.step)
-    try:
-        with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
-            out = spec.function(sample, params)
-    except (MedflowError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        if os.environ.get("MEDFLOW_DEBUG"):
-            raise
-        raise StepError(spec.name, sample.item_id, f"{type(exc).__name__}: {exc} (input {sample.describe()})") from exc
-    if not isinstance(out, Sample):
-        raise StepError(spec.name, sample.item_id, f"returned {type(out).__name__}, not a Sample")
-    return out
-
-
-__all__ = ["ItemResult", "ItemTask", "apply_step", "check_expectation", "run_item"]
+__all__ = ["can_stream", "run_item"]

@@ -17,7 +17,7 @@ import numpy as np
 from medflow.engine import fold as folding
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import sample_from_header, sample_header
-from medflow.engine.run import ItemResult, ItemTask, apply_step, check_expectation
+from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectation
 from medflow.errors import CacheError
 from medflow.sample import Sample
 from medflow.writers.registry import get_writer

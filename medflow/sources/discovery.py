@@ -145,48 +145,136 @@ def _truncation(ds: Dataset, size: int) -> str | None:
     return None
 
 
-_LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+# VRs a Pixel Data element can carry in an explicit VR encoding (PS3.5 A.4, 8.2; UN after a
+# dictionary-less copy). The VR is read from the element itself, not from the transfer syntax:
+# some writers encode the data set in implicit VR under an explicit VR transfer syntax, and
+# pydicom reads those by looking at the bytes too.
+_PIXEL_DATA_VRS = {b"OB", b"OW", b"UN"}
+_ITEM_TAG = (0xFFFE, 0xE000)
+_SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
 
 
-def _pixel_data_problem(fp, size: int, implicit_vr: bool, little_endian: bool) -> str | None:
-    """Check that the Pixel Data element at ``fp``'s position lies wholly inside the file.
+def _declared_int(ds: Dataset, keyword: str, default: int | None) -> int | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
-    Native data: the declared length must fit in the file. Encapsulated data
-    (undefined length, PS3.5 A.4): every fragment item must fit and the sequence
-    delimitation item (FFFE,E0DD) must be present; JPEG decoders otherwise decode a
-    cut-off last fragment without complaint.
+
+def _native_pixel_bytes(ds: Dataset) -> tuple[int, str] | None:
+    """Bytes of native (uncompressed) pixel data the header declares, with the factors named.
+
+    PS3.5 8.1.1: Rows x Columns x NumberOfFrames x SamplesPerPixel values of BitsAllocated
+    bits each, bit-packed when BitsAllocated is 1; PS3.3 C.7.6.3.1.2: YBR_FULL_422 stores two
+    chroma values per two pixels (2 values per pixel instead of 3). ``None`` when an
+    attribute is missing or not a number (the decoder names it).
+    """
+    rows = _declared_int(ds, "Rows", None)
+    cols = _declared_int(ds, "Columns", None)
+    bits = _declared_int(ds, "BitsAllocated", None)
+    samples = _declared_int(ds, "SamplesPerPixel", 1)
+    frames = _declared_int(ds, "NumberOfFrames", 1) or 1
+    if None in (rows, cols, bits, samples) or bits <= 0 or (bits != 1 and bits % 8):
+        return None
+    values_per_pixel = samples
+    if samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        values_per_pixel = 2
+    values = rows * cols * frames * values_per_pixel
+    expected = (values + 7) // 8 if bits == 1 else values * (bits // 8)
+    what = (
+        f"Rows {rows} x Columns {cols} x NumberOfFrames {frames} x SamplesPerPixel {samples} "
+        f"at BitsAllocated {bits}"
+    )
+    return expected, what
+
+
+def _native_length_problem(ds: Dataset, length: int) -> str | None:
+    """Why ``length`` bytes of native pixel data cannot hold the declared image, or ``None``.
+
+    Checked before anything is allocated: a header declaring 65535 x 65535 pixels over
+    512 x 512 of data must fail in one line, not in a 16 GiB allocation. More data than
+    declared is accepted (a trailing pad byte, PS3.5 7.1.1; pydicom ignores the excess).
+    """
+    declared = _native_pixel_bytes(ds)
+    if declared is None or length >= declared[0]:
+        return None
+    expected, what = declared
+    return (
+        f"pixel data too short for the declared image: {what} needs {expected} bytes, "
+        f"Pixel Data (7FE0,0010) holds {length} (PS3.5 8.1.1)"
+    )
+
+
+def _pixel_data_problem(fp, size: int, ds: Dataset, little_endian: bool) -> str | None:
+    """Check the Pixel Data element at ``fp``'s position against the file and the header.
+
+    A few reads and seeks, no decoding and no allocation of pixel arrays.
+
+    Native data: the declared length must fit in the file and hold the image the header
+    declares (:func:`_native_length_problem`). Encapsulated data (undefined length,
+    PS3.5 A.4): every item must fit, the sequence delimitation item (FFFE,E0DD) must be
+    present (JPEG decoders otherwise decode a cut-off last fragment without complaint), and
+    the frame count must agree with NumberOfFrames: at least one fragment per frame (a
+    fragment holds data of one frame at most), as many Basic Offset Table entries as frames
+    when that table is not empty, and likewise for an Extended Offset Table (7FE0,0001).
     """
     start = fp.tell()
     head = fp.read(8)
     if len(head) < 8:
         return "truncated pixel data: file ends inside the Pixel Data element header"
     endian = "<" if little_endian else ">"
-    if implicit_vr:
-        (length,), value_start = struct.unpack(endian + "L", head[4:8]), start + 8
-    elif head[4:6] in _LONG_LENGTH_VRS:
+    if head[4:6] in _PIXEL_DATA_VRS:  # explicit VR: 2 bytes VR, 2 reserved, 4 bytes length
         extra = fp.read(4)
         if len(extra) < 4:
             return "truncated pixel data: file ends inside the Pixel Data element header"
         (length,), value_start = struct.unpack(endian + "L", extra), start + 12
-    else:
-        (length,), value_start = struct.unpack(endian + "H", head[6:8]), start + 8
+    else:  # implicit VR: 4 bytes length
+        (length,), value_start = struct.unpack(endian + "L", head[4:8]), start + 8
     if length != _UNDEFINED_LENGTH:
         if value_start + length > size:
             return f"truncated pixel data: {size - value_start} of {length} bytes present"
-        return None
+        return _native_length_problem(ds, length)
+    return _encapsulated_problem(fp, value_start, size, ds)
+
+
+def _encapsulated_problem(fp, value_start: int, size: int, ds: Dataset) -> str | None:
+    """The encapsulated half of :func:`_pixel_data_problem` (items are always little endian)."""
     fp.seek(value_start)
+    items: list[int] = []  # item lengths: the Basic Offset Table, then the fragments
     while True:
         item = fp.read(8)
         if len(item) < 8:
             return "truncated pixel data: file ends before the sequence delimiter (FFFE,E0DD)"
-        group, element, length = struct.unpack("<HHL", item)  # encapsulated is always little endian
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return None
-        if (group, element) != (0xFFFE, 0xE000):
+        group, element, length = struct.unpack("<HHL", item)
+        if (group, element) == _SEQUENCE_DELIMITER_TAG:
+            break
+        if (group, element) != _ITEM_TAG:
             return f"corrupt pixel data: tag ({group:04X},{element:04X}) among the fragments"
         if length == _UNDEFINED_LENGTH or fp.tell() + length > size:
             return "truncated pixel data: a fragment runs past the end of the file"
+        items.append(length)
         fp.seek(length, 1)
+    frames = _declared_int(ds, "NumberOfFrames", 1) or 1
+    fragments = len(items) - 1
+    if fragments < frames:
+        return (
+            f"encapsulated pixel data holds {max(fragments, 0)} fragment(s) for NumberOfFrames {frames}: "
+            "frames are missing (PS3.5 A.4: a fragment holds data of one frame at most)"
+        )
+    if items[0] and items[0] // 4 != frames:
+        return (
+            f"Basic Offset Table lists {items[0] // 4} frame(s), NumberOfFrames says {frames} (PS3.5 A.4)"
+        )
+    extended = ds.get("ExtendedOffsetTable")
+    if isinstance(extended, bytes) and extended and len(extended) // 8 != frames:
+        return (
+            f"Extended Offset Table (7FE0,0001) lists {len(extended) // 8} frame(s), "
+            f"NumberOfFrames says {frames} (PS3.3 C.7.6.3.1.8)"
+        )
+    return None
 
 
 def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
@@ -194,15 +282,18 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
 
     Args:
         path: the file.
-        check_pixel_data: also check that the pixel data is wholly present
-            (:func:`_pixel_data_problem`); a few seeks, no decoding.
+        check_pixel_data: also check that the pixel data is wholly present and agrees
+            with the declared Rows, Columns, NumberOfFrames, SamplesPerPixel and
+            BitsAllocated (:func:`_pixel_data_problem`); a few seeks, no decoding, nothing
+            allocated in proportion to the declared size.
 
     Returns:
         The data set without pixel data (file meta in ``ds.file_meta``).
 
     Raises:
-        HeaderProblem: not DICOM, a media directory, truncated, unreadable, or no
-            (integer) pixel data; ``reason`` says which, on one line.
+        HeaderProblem: not DICOM, a media directory, truncated, unreadable, no
+            (integer) pixel data, or (``check_pixel_data``) pixel data that cannot hold
+            the declared image; ``reason`` says which, on one line.
     """
     problem = None
     try:
@@ -225,13 +316,16 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
                 full = pydicom.dcmread(path)
                 has_pixels = "PixelData" in full
                 next_tag = next(iter(_PIXEL_DATA_TAG_BYTES)) if has_pixels else b""
+                if check_pixel_data and has_pixels and not full["PixelData"].is_undefined_length:
+                    # Deflate is a native transfer syntax: the inflated value is the pixel data.
+                    problem = _native_length_problem(ds, len(full.PixelData))
             else:
                 pixel_pos = fp.tell()
                 next_tag = fp.read(4)
                 if check_pixel_data and next_tag in _PIXEL_DATA_TAG_BYTES:
                     fp.seek(pixel_pos)
-                    implicit_vr, little_endian = ds.original_encoding
-                    problem = _pixel_data_problem(fp, size, bool(implicit_vr), bool(little_endian))
+                    little_endian = ds.original_encoding[1] is not False
+                    problem = _pixel_data_problem(fp, size, ds, little_endian)
     except HeaderProblem:
         raise
     except OSError as exc:
@@ -337,7 +431,9 @@ def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInf
             has_position=cached["has_position"],
         )
     try:
-        info = _file_info(rel, read_image_header(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
+            info = _file_info(rel, read_image_header(path))
     except HeaderProblem as problem:
         memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
         raise
@@ -375,8 +471,6 @@ def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
 
 def _select(info: _FileInfo, flt: SeriesFilter) -> str | None:
     """Reason a readable image file is left out by the series-level filter, or ``None``."""
-    if not info.series_uid:
-        return "no SeriesInstanceUID (0020,000E)"
     if info.size[0] <= 0 or info.size[1] <= 0:
         return "no Rows/Columns (0028,0010/0011)"
     if flt.exclude_localizers and "LOCALIZER" in info.image_type:
@@ -480,11 +574,12 @@ def discover_dicom(
         elif info.n_frames > 1:
             key = f"{info.series_uid}\\{info.sop_uid}"
             if key in multiframe:
-                skipped.append((rel, f"same SOPInstanceUID as {multiframe[key].rel}"))
+                skipped.append((rel, f"duplicate: same SOPInstanceUID as {multiframe[key].rel}"))
             else:
                 multiframe[key] = info
         else:
-            series[info.series_uid].append(info)
+            # without SeriesInstanceUID (0020,000E) a file cannot join a series: an item of its own
+            series[info.series_uid or f"(no series)\\{info.sop_uid or rel}"].append(info)
 
     items = [
         _make_item(root, [info], "multiframe", [info.series_uid, info.sop_uid], (), memo)

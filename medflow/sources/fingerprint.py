@@ -77,6 +77,18 @@ class FingerprintMemo:
                 self._dirty = True
         return digest
 
+    def remember(self, path: Path, digest: str) -> None:
+        """Record ``digest`` as the sha256 of ``path`` as it is now (its size and mtime).
+
+        For files medflow just wrote and hashed while writing: a later :meth:`sha256` returns
+        ``digest`` while the file is unchanged, and rehashes the file once it changed.
+        """
+        key, resolved = self._key(path)
+        stat = os.stat(resolved)
+        with self._lock:
+            self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            self._dirty = True
+
     def get_extra(self, path: Path, name: str):
         """A value memoized for ``path`` under ``name`` (e.g. its parsed header facts), or None.
 

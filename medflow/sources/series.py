@@ -4,7 +4,9 @@ Rules (they are the contract of :func:`read_item`):
 
 * **Order.** Slices are sorted by the projection of ImagePositionPatient on the slice
   normal ``n = row x column`` (ImageOrientationPatient, PS3.3 C.7.6.2.1.1), ascending;
-  never by InstanceNumber or file name.
+  never by InstanceNumber or file name. A multi-frame RT Dose grid without per-frame
+  functional groups places frame k at ImagePositionPatient + (GridFrameOffsetVector[k] -
+  GridFrameOffsetVector[0]) along the normal (PS3.3 C.8.8.3.2).
 * **Positions are exact.** ``geometry.slice_positions[i]`` is slice ``i``'s own
   ImagePositionPatient; nothing is resampled, so a tilted, uneven or gapped stack
   stays exactly where the scanner put it, and findings are reported as notes.
@@ -20,8 +22,11 @@ Rules (they are the contract of :func:`read_item`):
   shared, else top level); a Modality LUT Sequence is applied by pydicom's
   ``apply_modality_lut``. Color images (SamplesPerPixel 3, or PALETTE COLOR) become
   ``"zyxc"`` RGB without rescale; YBR is converted to RGB by pydicom.
-* **Memory.** Headers are read first (no pixels); the float32 output is allocated
-  once and filled one decoded slice (frame) at a time.
+* **Memory.** Headers are read first (no pixels) and each file's Pixel Data is checked
+  against its declared Rows, Columns, NumberOfFrames, SamplesPerPixel and BitsAllocated
+  (:func:`medflow.sources.discovery.read_image_header` with ``check_pixel_data``) before
+  anything is allocated; the float32 output is allocated once and filled one decoded
+  slice (frame) at a time.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, iter_pixels, pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medflow.errors import InputError
 from medflow.ops.intensity import rescale
@@ -214,12 +221,37 @@ def _pair(value) -> tuple[float, float] | None:
 def _multiframe_slices(item: ItemRef, ds: Dataset) -> list[_Slice]:
     n_frames = int(ds.get("NumberOfFrames") or 1)
     per_frame, _ = _functional_groups(ds)
+    path = os.fspath(Path(item.root) / item.files[0])
     if per_frame and len(per_frame) != n_frames:
+        raise InputError(path, f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames")
+    slices = [_slice(ds, index, f"frame {index + 1}", item.files[0], (index,)) for index in range(n_frames)]
+    if not per_frame and "GridFrameOffsetVector" in ds and n_frames > 1:
+        _place_grid_frames(path, ds, slices)
+    return slices
+
+
+def _place_grid_frames(path: str, ds: Dataset, slices: list[_Slice]) -> None:
+    """Frame positions of an RT Dose grid from Grid Frame Offset Vector (PS3.3 C.8.8.3.2).
+
+    The offsets are distances along the normal of the image plane; the vector is either
+    relative (first element 0, offsets from ImagePositionPatient) or absolute (first element
+    equal to ImagePositionPatient's z). ``offset[k] - offset[0]`` from ImagePositionPatient
+    is frame k's position in both forms. Without this every frame would sit at
+    ImagePositionPatient and all but the first would be dropped as duplicates.
+    """
+    offsets = _floats(ds.get("GridFrameOffsetVector"), len(slices))
+    if offsets is None:
         raise InputError(
-            os.fspath(Path(item.root) / item.files[0]),
-            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
+            path,
+            f"GridFrameOffsetVector (3004,000C) must hold {len(slices)} numbers, one per frame "
+            "(NumberOfFrames)",
         )
-    return [_slice(ds, index, f"frame {index + 1}", item.files[0], (index,)) for index in range(n_frames)]
+    first = slices[0]
+    if first.position is None or first.orientation is None:
+        return  # no geometry at all: the frames keep file order
+    normal = slice_normal(first.orientation)
+    for s, offset in zip(slices, offsets, strict=True):
+        s.position = first.position + (offset - offsets[0]) * normal
 
 
 def _order(
@@ -312,6 +344,58 @@ def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str]) -> Ge
         slice_spacing=slice_spacing,
         notes=tuple(notes),
     )
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+
+
+def _whole_dataset(path: Path) -> Dataset:
+    # force: the header already passed read_image_header, which reads preamble-less data sets too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, force=True)
+
+
+def _decode_file(path: Path, ds: Dataset) -> np.ndarray:
+    """All frames of one file as pydicom decodes them (see :func:`_iter_frames` for the route)."""
+    if _is_deflated(ds):
+        return pixel_array(_whole_dataset(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
+            return pixel_array(path)
+    except Exception:  # retried below with pydicom's data set reader
+        pass
+    return pixel_array(_whole_dataset(path))
+
+
+def _iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
+    """Decoded frames of one file, in file order, one at a time where pydicom can stream them.
+
+    pydicom's file-level reader (``iter_pixels(path)``) streams frame by frame, but it does
+    not inflate a Deflated Explicit VR Little Endian data set (PS3.5 A.5) and it trusts the
+    transfer syntax's VR encoding, whereas ``dcmread`` detects a data set written in
+    implicit VR under an explicit VR transfer syntax. So deflated files, and files whose
+    streamed read fails before its first frame, are read whole with ``dcmread`` and decoded
+    from that data set, exactly as ``Dataset.pixel_array`` does; a failure there is the
+    file's error.
+    """
+    if _is_deflated(ds):
+        yield from iter_pixels(_whole_dataset(path))
+        return
+    frames = iter_pixels(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
+            first = next(frames)
+    except StopIteration:
+        return
+    except Exception:  # retried below with pydicom's data set reader
+        yield from iter_pixels(_whole_dataset(path))
+        return
+    yield first
+    yield from frames
 
 
 def _decode_error(path: Path, exc: Exception) -> InputError:
@@ -475,7 +559,7 @@ def _decode_series(item: ItemRef, opened: _Opened):
     for s in opened.kept:
         slice_path = Path(item.root) / s.rel
         try:
-            arr = pixel_array(slice_path)
+            arr = _decode_file(slice_path, opened.headers_by_slice[s.rel])
         except Exception as exc:  # decoders raise many types
             raise _decode_error(slice_path, exc) from exc
         if arr.shape[:2] != (rows, cols):
@@ -544,7 +628,7 @@ def _fill_frames(
     by_frame = {s.frame: s for s in kept}
     seen = 0
     try:
-        for index, frame in enumerate(iter_pixels(path)):
+        for index, frame in enumerate(_iter_frames(path, ds)):
             seen += 1
             if index in rank_of:
                 pixels[rank_of[index]] = (

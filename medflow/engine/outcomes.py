@@ -1,0 +1,70 @@
+"""After the items ran: settle shared outputs and remember what was written.
+
+Both work on the small records workers returned; neither reads pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medflow.engine.prepare import Prepared, make_task
+from medflow.engine.run import run_item
+from medflow.engine.task import ItemResult
+
+
+def remember_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None:
+    """Memoize each new output's sha256 (hashed from the bytes as they were written) with its size and mtime.
+
+    A later plan then trusts an output only while it is unchanged on disk and its bytes hash to
+    what the item's record says (see :func:`medflow.engine.plan._missing_outputs`).
+    """
+    for result in results.values():
+        for output in result.outputs if result.status == "ok" else ():
+            try:
+                prepared.memo.remember(prepared.out_dir / output["path"], output["sha256"])
+            except OSError:
+                pass  # gone already: the next plan rebuilds it
+
+
+def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None:
+    """Instance items that wrote the same output path (one SOPInstanceUID in two files): keep one.
+
+    The item with the smallest id keeps the path, whatever order the workers finished in;
+    the others become ``duplicate`` (withheld, naming the kept item). When the file on disk
+    is not the kept item's bytes (another wrote last), the kept item is written again.
+    """
+    owners: dict[str, list[str]] = {}
+    outputs_of: dict[str, list[dict[str, Any]]] = {}
+    for plan in prepared.plans:
+        if plan.item.kind != "instance":
+            continue
+        item_id = plan.item.item_id
+        if plan.up_to_date and plan.record.get("status", "ok") == "ok":
+            outputs_of[item_id] = plan.record["outputs"]
+        elif item_id in results and results[item_id].status == "ok":
+            outputs_of[item_id] = results[item_id].outputs
+        for out in outputs_of.get(item_id, []):
+            owners.setdefault(out["path"], []).append(item_id)
+    losers: dict[str, str] = {}
+    for ids in owners.values():
+        if len(ids) > 1:
+            keep = min(ids)
+            for other in ids:
+                if other != keep:
+                    losers[other] = keep
+    if not losers:
+        return
+    plans = {plan.item.item_id: plan for plan in prepared.plans}
+    for loser, keep in sorted(losers.items()):
+        plan = plans[loser]
+        results[loser] = ItemResult(loser, "duplicate", error=f"same SOPInstanceUID as item {keep}: not written twice")
+        plan.write_outputs, plan.start = True, 0  # its record is not reused as "ok"
+    from medflow.writers.atomic import sha256_file
+
+    for keep in sorted(set(losers.values())):
+        stale = [o for o in outputs_of[keep] if not (prepared.out_dir / o["path"]).is_file()
+                 or sha256_file(prepared.out_dir / o["path"]) != o["sha256"]]
+        if stale:
+            results[keep] = run_item(make_task(prepared, plans[keep]))
+            plans[keep].write_outputs, plans[keep].start = True, 0
+

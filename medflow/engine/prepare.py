@@ -1,0 +1,229 @@
+"""Everything a build knows before any pixel is read: secrets, items, fingerprints, the plan.
+
+``prepare`` is shared by ``medflow run``, ``plan``, ``--dry-run`` and ``preview``; it checks a
+de-identifying recipe's key first, discovers the items (series, or one item per file for chains
+that never read pixels), fingerprints them and plans each against the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medflow.engine import keys
+from medflow.engine.cache import Cache
+from medflow.engine.manifest import previous_items, read_manifest
+from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item
+from medflow.engine.privacy import keyed_item_id, recipe_secret
+from medflow.engine.task import ItemTask
+from medflow.errors import InputError
+from medflow.recipe.loader import LoadedRecipe, resolve_path
+from medflow.recipe.model import SampleSource
+from medflow.sources.base import ItemRef
+from medflow.sources.fingerprint import FingerprintMemo
+from medflow.writers.registry import get_writer
+
+
+@dataclass
+class Prepared:
+    """Everything known before any pixel is read."""
+
+    loaded: LoadedRecipe
+    out_dir: Path
+    cache: Cache
+    source_root: Path
+    items: list[ItemRef]
+    file_hashes: dict[str, dict[str, str]]  # item id -> {relative path: sha256}
+    skipped: list[tuple[str, str]]
+    unreadable: list[tuple[str, str]]
+    plans: list[ItemPlan]
+    reader_params: dict[str, Any]
+    dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> statistics
+    deidentifies: bool = False  # the recipe de-identifies: ids keyed, paths redacted, nothing identifying cached
+    memo: FingerprintMemo | None = None  # sha256 of inputs, and of outputs as they were written
+
+
+def output_dir(loaded: LoadedRecipe) -> Path:
+    return Path(os.path.normpath(resolve_path(loaded, loaded.recipe.outputs.dir)))
+
+
+def cache_dir(loaded: LoadedRecipe) -> Path:
+    engine = loaded.recipe.engine
+    if engine.cache_dir:
+        return Path(os.path.normpath(resolve_path(loaded, engine.cache_dir)))
+    # Next to the output folder, not inside it: the cache holds original headers (PHI),
+    # and the output folder is what people copy and share.
+    out = output_dir(loaded)
+    return out.parent / ".medflow" / "cache"
+
+
+def reads_no_pixels(recipe: Any) -> bool:
+    """Do the recipe's steps and writers all work without pixels (e.g. de-identify -> DICOM)?
+
+    Such a build takes every DICOM file as its own item, parses it once and never decodes
+    pixel data (see :mod:`medflow.sources.instances`).
+    """
+    from medflow.steps.registry import get_step
+
+    writers = list(recipe.outputs.writers)
+    if not recipe.steps or not writers:
+        return False
+    if any(get_step(p.step).reads_pixels for p in recipe.steps):
+        return False
+    return all(not get_writer(w.kind).reads_pixels and get_writer(w.kind).per_item for w in writers)
+
+
+def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) -> Prepared:
+    """Check secrets, discover the items, fingerprint them and plan every item against the cache.
+
+    ``record=False`` (``plan``, ``--dry-run``, ``preview``) keeps the fingerprints in memory:
+    those commands write nothing of their own (the embedded sample is still materialized).
+
+    Raises:
+        UsageError: a de-identifying recipe's key is missing or too short (nothing is read).
+        InputError: the source folder does not exist (a recipe-level error: no work starts).
+    """
+    from medflow.sources.discovery import discover_dicom
+
+    recipe = loaded.recipe
+    secret = recipe_secret(list(recipe.steps))
+    out_dir = output_dir(loaded)
+    cache = Cache(cache_dir(loaded))
+    memo = FingerprintMemo(cache.root / "fingerprints.json", verify=verify, secret=secret)
+    source = recipe.source
+    if isinstance(source, SampleSource):
+        from medflow.sources.sample_data import materialize_sample
+
+        root = materialize_sample(source.sample, cache.root / "samples")
+        reader_params: dict[str, Any] = {"duplicates": "first"}
+    else:
+        root = resolve_path(loaded, source.dicom)
+        if not root.is_dir():
+            raise InputError(str(root), "source folder does not exist")
+        reader_params = {"duplicates": source.duplicates}
+    if reads_no_pixels(recipe):
+        from medflow.sources.instances import discover_instances
+
+        discovery = discover_instances(root, source.filter, memo)
+        reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
+    else:
+        discovery = discover_dicom(root, source.filter, memo, getattr(source, "mismatched_size", "fail"))
+    if isinstance(source, SampleSource):
+        from medflow.sources.sample_data import MARKER_NAME
+
+        discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel != MARKER_NAME]
+    if secret is not None:
+        discovery.items = sorted(
+            (dataclasses.replace(item, item_id=keyed_item_id(item.item_id, secret)) for item in discovery.items),
+            key=lambda item: item.item_id,
+        )
+    file_hashes = {
+        item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
+    }
+    if record:
+        memo.save()
+    unreadable, skipped = _split_skipped(root, discovery.skipped)
+
+    prepared = Prepared(
+        loaded, out_dir, cache, root, discovery.items, file_hashes, skipped, unreadable, [], reader_params
+    )
+    prepared.deidentifies = secret is not None
+    prepared.memo = memo
+    prepared.dataset_stats = cached_dataset_stats(prepared)
+    plan_all(prepared, verify)
+    return prepared
+
+
+def _instance_filter(flt: Any) -> dict[str, Any]:
+    """The series-level filter as the per-instance task applies it (joins the read's cache key)."""
+    return {
+        "modality": flt.modality,
+        "series_description": flt.series_description,
+        "exclude_localizers_explicit": bool(flt.exclude_localizers and "exclude_localizers" in flt.model_fields_set),
+    }
+
+
+def plan_all(prepared: Prepared, verify: bool) -> None:
+    recipe = prepared.loaded.recipe
+    previous = previous_items(read_manifest(prepared.out_dir))
+    prepared.plans = [
+        plan_item(item, prepared.reader_params, list(recipe.steps), per_item_writers(recipe), prepared.cache,
+                  prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
+                  prepared.file_hashes[item.item_id], prepared.memo)
+        for item in prepared.items
+    ]
+
+
+def stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:
+    """Identifies a dataset statistic: the step's stats key and every item's key entering that step."""
+    steps = list(prepared.loaded.recipe.steps)
+    entering = sorted(
+        item_links(item, prepared.reader_params, steps[:index], stats)[-1].key for item in prepared.items
+    )
+    return keys.hash_json({"stats_key": steps[index].stats_key(), "step_index": index, "inputs": entering})
+
+
+def cached_dataset_stats(prepared: Prepared) -> dict[int, Any]:
+    """Dataset statistics already in the cache for exactly these items (a first pass is not needed)."""
+    stats: dict[int, Any] = {}
+    for index, params in enumerate(prepared.loaded.recipe.steps):
+        if needs_dataset_stats(params):
+            record = prepared.cache.get_record(stats_inputs_key(prepared, index, stats))
+            if record is None:
+                break  # later statistics depend on this one
+            stats[index] = record["stats"]
+    return stats
+
+
+def per_item_writers(recipe: Any) -> list[Any]:
+    return [w for w in recipe.outputs.writers if get_writer(w.kind).per_item]
+
+
+def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
+    recipe = prepared.loaded.recipe
+    return ItemTask(
+        item=plan.item,
+        links=plan.links,
+        steps=list(recipe.steps),
+        writers=per_item_writers(recipe),
+        output_key=plan.output_key,
+        start=plan.start,
+        reader_params=prepared.reader_params,
+        out_dir=str(prepared.out_dir),
+        cache_dir=str(prepared.cache.root),
+        fold=recipe.engine.fold_pointwise,
+        stream=recipe.engine.stream,
+        expect=recipe.outputs.expect.model_dump(mode="json") if recipe.outputs.expect else None,
+        dataset_stats=dict(prepared.dataset_stats),
+    )
+
+
+def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Separate files that look like DICOM but cannot be read (failures) from files that are not ours to read."""
+    unreadable, other = [], []
+    for rel, reason in skipped:
+        if reason.startswith("cannot read") or (_looks_like_dicom(root / rel) and not _is_benign(reason)):
+            unreadable.append((rel, reason))
+        else:
+            other.append((rel, reason))
+    return unreadable, other
+
+
+def _is_benign(reason: str) -> bool:
+    """Reasons that say "not an image for us" rather than "a broken file"."""
+    reason = reason.lower()
+    return any(word in reason for word in ("localizer", "no pixel", "dicomdir", "media directory", "excluded", "filter",
+                                           "duplicate"))
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+

@@ -1,0 +1,204 @@
+"""The record of a build: one manifest entry per item, the input accounting, the dataset writers.
+
+Turns the plan and the workers' small records into what the manifest says; nothing here
+computes pixels or decides staleness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from medflow.engine import keys
+from medflow.engine.manifest import MANIFEST_VERSION, environment
+from medflow.engine.plan import ItemPlan
+from medflow.engine.prepare import Prepared
+from medflow.engine.task import ItemResult
+from medflow.writers.registry import get_writer
+
+
+def manifest_item(
+    prepared: Prepared,
+    plan: ItemPlan,
+    status: str,
+    outputs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    error: str | None,
+) -> dict[str, Any]:
+    item = plan.item
+    hashes = prepared.file_hashes[item.item_id]
+    return {
+        "id": item.item_id,
+        "kind": item.kind,
+        "modality": item.modality,
+        "fingerprint": item.fingerprint,
+        "files": [[rel, hashes[rel]] for rel in item.files],
+        "steps": [
+            {"name": link.name, "version": link.version, "params": link.params, "key": link.key}
+            for link in plan.links
+        ],
+        "output_key": plan.output_key,
+        "outputs": outputs,
+        "status": status,
+        "error": error,
+        "meta": meta,
+    }
+
+
+#: Reasons of discovery for files that are not DICOM objects (not inputs of the accounting).
+_NOT_AN_INPUT = ("not a dicom file", "hidden", "cannot list folder", "not a regular file")
+
+
+def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every DICOM file found in the source: written (its item is built) or withheld with the reason.
+
+    ``inputs`` = ``written`` + ``len(withheld)``. Files that are not DICOM (or hidden) are not
+    inputs; they stay listed in ``inputs_skipped``.
+    """
+    written = 0
+    withheld: list[dict[str, str]] = []
+    by_id = {plan.item.item_id: plan.item for plan in prepared.plans}
+    for entry in manifest_items:
+        item = by_id[entry["id"]]
+        files = list(item.files) + [rel for rel, _ in item.broken_files]
+        if entry["status"] == "ok":
+            written += len(item.files)
+            withheld += [{"file": rel, "reason": f"unreadable: {why}"} for rel, why in item.broken_files]
+            continue
+        label = {"quarantined": "quarantined", "filtered": "filtered", "duplicate": "duplicate"}.get(
+            entry["status"], "failed")
+        reason = f"{label}: {entry.get('error') or entry['status']}"
+        withheld += [{"file": rel, "reason": reason} for rel in files]
+    for rel, reason in prepared.unreadable:
+        withheld.append({"file": rel, "reason": f"unreadable: {reason}"})
+    for rel, reason in prepared.skipped:
+        if not reason.lower().startswith(_NOT_AN_INPUT):
+            withheld.append({"file": rel, "reason": f"not built by this recipe: {reason}"})
+    return {"inputs": written + len(withheld), "written": written, "withheld": withheld}
+
+
+def item_paths(prepared: Prepared) -> dict[str, list[str]]:
+    """Per item id, the relative paths it read or failed to read (what its errors can mention)."""
+    return {
+        item.item_id: list(item.files) + [rel for rel, _ in item.broken_files] for item in prepared.items
+    }
+
+
+def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
+    written = []
+    npy_files = [
+        (entry["id"], prepared.out_dir / out["path"], out["sha256"])
+        for entry in manifest_items
+        if entry["status"] == "ok"
+        for out in entry["outputs"]
+        if out["path"].endswith(".npy")
+    ]
+    for params in prepared.loaded.recipe.outputs.writers:
+        spec = get_writer(params.kind)
+        if spec.per_item:
+            continue
+        key = keys.hash_json(
+            {"kind": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
+             "inputs": [[item_id, sha] for item_id, _, sha in npy_files]}
+        )
+        record = prepared.cache.get_record(key)
+        if record and all((prepared.out_dir / o["path"]).is_file() for o in record["outputs"]):
+            written.extend(record["outputs"])
+            continue
+        files = spec.function([(item_id, path) for item_id, path, _ in npy_files], params, prepared.out_dir)
+        outputs = [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files]
+        prepared.cache.put_record(key, {"outputs": outputs})
+        written.extend(outputs)
+    return written
+
+
+
+@dataclass
+class Outcome:
+    """What became of every item, in plan order: manifest entries and the lists the summary shows."""
+
+    manifest_items: list[dict[str, Any]] = field(default_factory=list)
+    ok: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item id, one-line reason)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    filtered: list[tuple[str, str]] = field(default_factory=list)  # filtered or duplicate: withheld, not failed
+    private_tables: list[dict[str, list[list[str]]]] = field(default_factory=list)
+
+
+def collect(prepared: Prepared, results: dict[str, ItemResult]) -> Outcome:
+    """Each item's status and manifest entry: from its record when up to date, its result when run."""
+    outcome = Outcome()
+    for plan in prepared.plans:
+        item_id = plan.item.item_id
+        if plan.up_to_date:
+            status, error = plan.record.get("status", "ok"), plan.record.get("error")
+            outputs, meta, private = plan.record["outputs"], plan.record["meta"], plan.record.get("private_tables", {})
+        elif item_id in results:
+            result = results[item_id]
+            status, error = result.status, result.error
+            outputs, meta, private = result.outputs, result.meta, result.private_tables
+        else:
+            status, error = "not built", "stopped after an earlier failure"
+            outputs, meta, private = [], {}, {}
+        outcome.manifest_items.append(manifest_item(prepared, plan, status, outputs, meta, error))
+        if status == "ok":
+            outcome.ok += 1
+            outcome.private_tables.append(private)
+        elif status == "quarantined":
+            outcome.quarantined.append((item_id, error or "quarantined"))
+        elif status in ("filtered", "duplicate"):
+            outcome.filtered.append((item_id, error or status))
+        elif status == "not built":
+            outcome.failed.append((item_id, "not built: stopped after an earlier failure"))
+        else:
+            outcome.failed.append((item_id, error or "failed"))
+    if not prepared.plans and not prepared.unreadable:
+        looked = f"{len(prepared.skipped)} other file(s) looked at" if prepared.skipped else "it holds no file"
+        outcome.failed.append(("source", f"no DICOM file found in {prepared.source_root} ({looked})"))
+    return outcome
+
+
+def assemble_manifest(
+    prepared: Prepared, outcome: Outcome, results: dict[str, ItemResult], dataset_outputs: list[dict[str, Any]],
+    accounting: dict[str, Any], notes: list[str], run: dict[str, Any],
+) -> dict[str, Any]:
+    """The build's manifest (a de-identifying build's input paths are not yet redacted here)."""
+    recipe = prepared.loaded.recipe
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "environment": environment(),
+        "recipe": {
+            "name": recipe.name,
+            "hash": keys.hash_json(prepared.loaded.resolved),
+            "resolved": prepared.loaded.resolved,
+        },
+        "cache_format": keys.CACHE_FORMAT_VERSION,
+        "items": outcome.manifest_items,
+        "dataset_outputs": dataset_outputs,
+        "dataset_stats": [
+            {"step_index": index + 1, "step": recipe.steps[index].step, "stats": stats}
+            for index, stats in sorted(prepared.dataset_stats.items())
+        ],
+        "notes": notes,
+        "inputs_skipped": [{"file": f, "reason": r} for f, r in prepared.skipped],
+        "inputs_unreadable": [{"file": f, "reason": r} for f, r in prepared.unreadable],
+        "accounting": accounting,
+        "summary": {
+            "items": len(prepared.plans),
+            "ok": outcome.ok,
+            "failed": len(outcome.failed),
+            "quarantined": len(outcome.quarantined),
+            "filtered": len(outcome.filtered),
+            "unreadable_files": len(prepared.unreadable),
+            "input_files": accounting["inputs"],
+            "input_files_written": accounting["written"],
+            "input_files_withheld": len(accounting["withheld"]),
+        },
+        "quarantined": [{"id": item_id, "reason": reason} for item_id, reason in outcome.quarantined],
+        "run": {
+            **run,
+            "computed": {item_id: results[item_id].computed for item_id in sorted(results)},
+            "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
+        },
+    }
