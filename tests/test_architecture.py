@@ -36,6 +36,9 @@ FORBIDDEN = {
     "writers": ("medflow.engine", "medflow.cli", "medflow.steps"),
     "recipe": ("medflow.engine", "medflow.cli"),
     "engine": ("medflow.cli",),
+    # commands that read builds read manifests and outputs only (ARCHITECTURE.md)
+    "audit": ("medflow.engine", "medflow.steps", "medflow.writers", "medflow.cli", "medflow.recipe"),
+    "deid": ("medflow.engine", "medflow.steps", "medflow.writers", "medflow.cli", "medflow.recipe"),
 }
 
 
