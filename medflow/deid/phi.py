@@ -39,7 +39,10 @@ from functools import lru_cache
 
 from pydicom import Dataset
 from pydicom.datadict import DicomDictionary, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
+
+from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, view_vr
 
 #: Attribute keyword -> identity category (rule ``identity:<category>``). PN values not listed
 #: here are ``person-name``; DA values other than the birth date are ``date``.
@@ -115,10 +118,14 @@ class IdentityValues:
         object.__setattr__(self, "_key", tuple((k, tuple(sorted(v))) for k, v in sorted(values.items())))
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> IdentityValues:
-        """Collect the identifying values of ``ds`` at every depth (file meta excluded)."""
+    def from_dataset(cls, ds: Dataset, *, convert_all: bool = False) -> IdentityValues:
+        """Collect the identifying values of ``ds`` at every depth (file meta excluded).
+
+        ``convert_all`` reads every value through pydicom's conversion instead of decoding raw
+        elements directly (the reference the tests compare the direct decoding with).
+        """
         found: dict[str, set[str]] = {}
-        _collect(ds, found)
+        _collect(ds, found, not convert_all and fast_path_allowed())
         return cls({k: frozenset(v) for k, v in found.items() if v})
 
     def merge(self, other: IdentityValues) -> IdentityValues:
@@ -172,15 +179,24 @@ _TAG_VR = {
 }
 
 
-def _collect(ds: Dataset, found: dict[str, set[str]]) -> None:
-    for tag in list(ds.keys()):
+def _collect(ds: Dataset, found: dict[str, set[str]], fast: bool) -> None:
+    encodings: list[str] | None = None
+    for key, item in list(ds._dict.items()):
+        tag = int(key)
         vr = _TAG_VR.get(tag)
         if vr is None:
             continue
-        value = ds[tag].value
+        # a raw element's value is decoded without converting the element (medflow.deid.rawelem)
+        raw_vr = view_vr(item) if fast and vr != "SQ" and type(item) is RawDataElement else None
+        if raw_vr is not None:
+            if encodings is None:
+                encodings = encodings_of(ds)
+            value = RawView(item, raw_vr, ds, encodings).value
+        else:
+            value = ds[tag].value
         if vr == "SQ":
-            for item in value or ():
-                _collect(item, found)
+            for child in value or ():
+                _collect(child, found, fast)
             continue
         if value is None or value == "":
             continue

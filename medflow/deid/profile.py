@@ -32,11 +32,12 @@ non-zero-length replacement that the table's ``Z`` permits).
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 
 from pydicom import Dataset, Sequence
+from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
@@ -55,6 +56,14 @@ from medflow.deid.walker import (
     Walker,
     tag_text,
 )
+
+CODE_VALUE = 0x00080100
+CODING_SCHEME_DESIGNATOR = 0x00080102
+CODE_MEANING = 0x00080104
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD = 0x00120063
+DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
 
 
 @dataclass
@@ -76,21 +85,38 @@ class DeidResult:
     time_offset_seconds: int | None = None
 
     def audit_jsonl(self) -> str:
-        """The audit records as JSON Lines (one object per line, keys sorted)."""
-        return "".join(json.dumps(r.as_dict(), sort_keys=True) + "\n" for r in self.audit)
+        """The audit records as JSON Lines (one object per line, keys sorted).
+
+        The same text as ``json.dumps(record.as_dict(), sort_keys=True)`` per line, formatted
+        here with json's own string encoder (one call per field instead of per record).
+        """
+        lines = []
+        for r in self.audit:
+            fields = (r.action, r.applied, r.keyword, r.path, r.tag)
+            if type(r.old_hash) not in (str, type(None)) or any(type(f) is not str for f in fields):
+                lines.append(json.dumps(r.as_dict(), sort_keys=True) + "\n")
+                continue
+            old = "null" if r.old_hash is None else _json_str(r.old_hash)
+            lines.append(
+                f'{{"action": {_json_str(r.action)}, "applied": {_json_str(r.applied)}, '
+                f'"keyword": {_json_str(r.keyword)}, "old_hash": {old}, "path": {_json_str(r.path)}, '
+                f'"tag": {_json_str(r.tag)}}}\n'
+            )
+        return "".join(lines)
 
 
 def _file_meta(meta: FileMetaDataset, run: Walker) -> FileMetaDataset:
     out = FileMetaDataset()
-    for elem in meta:
-        tag = int(elem.tag)
+    for tag, elem in run.elements(meta):
         path = "file_meta." + (elem.keyword or tag_text(tag))
         if tag in META_REMOVE:
             run.record(elem, path, "medflow:file-meta", "remove")
         elif tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
             out.add(run.uid(elem, path, run.table.by_tag.get(tag, "U")))
         elif tag & 0xFFFF != 0:
-            out.add(copy.copy(elem))
+            out.add(run.keep_elem(elem))
+    if None not in meta.original_encoding:  # raw elements are written as read (see Walker.dataset)
+        out.set_original_encoding(*meta.original_encoding, meta.original_character_set)
     return out
 
 
@@ -135,11 +161,21 @@ def _mask(ds: Dataset, run: Walker, transfer_syntax: str | None) -> bool:
     return True
 
 
+def _put(ds: Dataset, tag: int, value: object) -> None:
+    """``ds.<keyword> = value`` without pydicom's per-value validation (the values are ours)."""
+    if tag in ds._dict:  # as Dataset.__setattr__ does: the element keeps its VR
+        elem = ds[tag]
+        elem.value = value
+        ds[tag] = elem
+    else:
+        ds[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=pydicom_config.IGNORE)
+
+
 def _code_item(code: str, meaning: str) -> Dataset:
     item = Dataset()
-    item.CodeValue = code
-    item.CodingSchemeDesignator = "DCM"
-    item.CodeMeaning = meaning
+    _put(item, CODE_VALUE, code)
+    _put(item, CODING_SCHEME_DESIGNATOR, "DCM")
+    _put(item, CODE_MEANING, meaning)
     return item
 
 
@@ -147,22 +183,29 @@ def _stamp(out: Dataset, run: Walker, masked: bool) -> None:
     """PatientIdentityRemoved, DeidentificationMethod(+CodeSequence), (0028,0303)."""
     codes = load_cid7050()
     claimed = sorted(o for o in run.options if masked or o not in ("clean-pixel-data", "clean-recognizable-visual-features"))
-    out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = [f"medflow {medflow.__version__}", f"PS3.15 E.1-1 {edition()} Basic Profile", *claimed]
-    out.DeidentificationMethodCodeSequence = Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]])
+    _put(out, PATIENT_IDENTITY_REMOVED, "YES")
+    _put(out, DEIDENTIFICATION_METHOD,
+         [f"medflow {medflow.__version__}", f"PS3.15 E.1-1 {edition()} Basic Profile", *claimed])
+    _put(out, DEIDENTIFICATION_METHOD_CODE_SEQUENCE, Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]]))
     if run.full_dates:
-        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        temporal = "UNMODIFIED"
     elif run.offset is not None:
-        out.LongitudinalTemporalInformationModified = "MODIFIED"
+        temporal = "MODIFIED"
     else:
-        out.LongitudinalTemporalInformationModified = "REMOVED"
+        temporal = "REMOVED"
+    _put(out, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, temporal)
     for tag, value in run.replace.items():
         if tag not in out:
             out.add(DataElement(tag, dictionary_VR(tag), value))
 
 
-def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
+def deidentify(ds: Dataset, config: DeidConfig, key: bytes, *, convert_all: bool = False) -> DeidResult:
     """De-identify ``ds`` per ``config`` with the secret ``key``; the input is not modified.
+
+    Elements are read raw where pydicom would convert them the default way and kept elements
+    stay raw, written back as read (:mod:`medflow.deid.rawelem`); ``convert_all`` converts
+    every element with pydicom first instead (the reference the tests compare with: the output
+    bytes and the audit are the same).
 
     Returns:
         DeidResult with the new dataset (file meta included when the input has one), the audit
@@ -173,7 +216,7 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes) -> DeidResult:
     Raises:
         ValueError: a key shorter than 16 bytes.
     """
-    run = Walker(ds, config, Pseudonymizer(key))
+    run = Walker(ds, config, Pseudonymizer(key), convert_all=convert_all)
     out = run.dataset(ds, "", top=True)
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
@@ -30,6 +30,7 @@ from medflow.deid.actions import (
 from medflow.deid.config import DeidConfig
 from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
+from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, keyword_of, view_vr
 from medflow.deid.table import compile_actions, load_safe_private
 from medflow.deid.temporal import (
     date_time_pairs,
@@ -78,8 +79,16 @@ class AuditRecord:
                 "applied": self.applied, "old_hash": self.old_hash}
 
 
+_TAG_TEXT: dict[int, str] = {}
+
+
 def tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    text = _TAG_TEXT.get(tag)
+    if text is None:
+        text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if len(_TAG_TEXT) < 65536:  # bounded: private tags of arbitrary inputs
+            _TAG_TEXT[tag] = text
+    return text
 
 
 def _value_bytes(value: object) -> bytes:
@@ -105,8 +114,11 @@ def _blank(value: object) -> bool:
 class Walker:
     """State of one :func:`~medflow.deid.profile.deidentify` call: visits elements, records audit."""
 
-    def __init__(self, ds: Dataset, config: DeidConfig, pseudo: Pseudonymizer):
+    def __init__(self, ds: Dataset, config: DeidConfig, pseudo: Pseudonymizer, *, convert_all: bool = False):
         self.config = config
+        # Raw elements are read through RawView (see medflow.deid.rawelem) unless pydicom is
+        # configured to convert differently or the caller asks for pydicom's conversion of all.
+        self.fast = not convert_all and fast_path_allowed()
         self.options = config.options
         self.table = compile_actions(config.options)
         self.pseudo = pseudo
@@ -129,16 +141,30 @@ class Walker:
         self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
 
     # -- helpers ---------------------------------------------------------------------------
-    def record(self, elem: DataElement, path: str, action: str, applied: str) -> None:
-        old = None if elem.VR == "SQ" else self.pseudo.hash(_value_bytes(elem.value))
+    def record(self, elem: DataElement | RawView, path: str, action: str, applied: str) -> None:
+        if elem.VR == "SQ":
+            old = None
+        else:
+            data = elem.value_bytes() if type(elem) is RawView else None
+            old = self.pseudo.hash(_value_bytes(elem.value) if data is None else data)
         self.audit.append(AuditRecord(tag_text(elem.tag), elem.keyword, path, action, applied, old))
+
+    @staticmethod
+    def keep_elem(elem: DataElement | RawView) -> DataElement | RawDataElement:
+        """The element unchanged: the raw element itself when it can be written back as read."""
+        return elem.kept() if type(elem) is RawView else copy.copy(elem)
+
+    @staticmethod
+    def keep_private(elem: DataElement | RawView) -> DataElement:
+        # converted, so that the output dataset records its private creator as before
+        return copy.copy(elem.converted() if type(elem) is RawView else elem)
 
     @property
     def identity(self) -> IdentityValues:
         """The input's identifying values, less what the options ask to retain (built once)."""
         if self._identity is None:
             retained = [c for o in self.options for c in _RETAINED_IDENTITY.get(o, ())]
-            identity = IdentityValues.from_dataset(self._source)
+            identity = IdentityValues.from_dataset(self._source, convert_all=not self.fast)
             self._identity = identity.without(retained) if retained else identity
         return self._identity
 
@@ -168,7 +194,7 @@ class Walker:
             return self.with_value(elem, cleaned if multi else cleaned[0])
         if audit:
             self.record(elem, path, action, "clean")
-        return copy.copy(elem)
+        return self.keep_elem(elem)
 
     def map_uid(self, value: str) -> str:
         return value if _is_well_known_uid(value) else self.pseudo.uid(value)
@@ -190,25 +216,51 @@ class Walker:
         if VALUE_TYPE in ds:
             self._required = CONTENT_ITEM_VALUE.get(str(ds[VALUE_TYPE].value).strip())
         private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
-        for elem in ds:
-            tag = int(elem.tag)
-            path = prefix + (elem.keyword or tag_text(tag))
-            new = self.element(elem, tag, path, top, private_keep)
-            if new is not None:
-                out.add(new)
+        as_read = True  # every element added is raw or has a definite VR: the item can keep its encoding
+        for tag, elem in self.elements(ds):
+            keyword = keyword_of(tag)
+            new = self.element(elem, tag, prefix + (keyword or tag_text(tag)), top, private_keep)
+            if new is None:
+                continue
+            if type(new) is RawDataElement:
+                out._dict[new.tag] = new  # what Dataset.__setitem__ does for a public raw element
+            elif tag >> 16 & 1 or new.VR == "SQ":
+                out.add(new)  # private creator and sequence bookkeeping
+            else:
+                if " or " in new.VR:
+                    as_read = False
+                out._dict[new.tag] = new
+        if not top and as_read and None not in ds.original_encoding:
+            # Items keep the encoding they were read with, as the top level does (profile.py), so
+            # pydicom writes their raw elements as read instead of converting them.
+            out._parent_encoding = ds._parent_encoding
+            out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
         self._item, self._required = saved
+        return out
+
+    def elements(self, ds: Dataset) -> list[tuple[int, DataElement | RawView]]:
+        """``(tag, element)`` in tag order, as ``for elem in ds`` visits them; raw ones as views."""
+        elements = ds._dict
+        # sorting int tags, not pydicom's BaseTag (whose comparisons are Python methods)
+        pairs = sorted([(int(tag), item) for tag, item in elements.items()])
+        if not self.fast:
+            return [(tag, ds[tag]) for tag, _ in pairs]
+        encodings = encodings_of(ds)
+        out: list[tuple[int, DataElement | RawView]] = []
+        for tag, item in pairs:
+            vr = view_vr(item) if type(item) is RawDataElement else None
+            out.append((tag, RawView(item, vr, ds, encodings) if vr is not None else ds[tag]))
         return out
 
     def safe_private_tags(self, ds: Dataset) -> frozenset[int]:
         creators: dict[tuple[int, int], str] = {}
         kept: set[int] = set()
-        for elem in ds:
-            tag = int(elem.tag)
+        for tag in sorted(map(int, ds._dict)):
             group, el = tag >> 16, tag & 0xFFFF
             if not group & 1:
                 continue
             if 0x0010 <= el <= 0x00FF:
-                creators[(group, el)] = str(elem.value).strip()
+                creators[(group, el)] = str(ds[tag].value).strip()
             elif el >= 0x1000:
                 creator = creators.get((group, el >> 8))
                 if creator is not None and (creator, group, el & 0xFF) in self.safe_private:
@@ -229,7 +281,7 @@ class Walker:
         if group & 1:  # private (odd group): Table E.1-1 row (gggg,eeee)
             if tag in private_keep:
                 self.record(elem, path, self.table.private, "keep")
-                return copy.copy(elem)
+                return self.keep_private(elem)
             self.record(elem, path, "X", "remove")
             return None
         if tag & 0xFFFF == 0:  # group length: recomputed by the writer
@@ -239,7 +291,7 @@ class Walker:
             return self.with_value(elem, self.replace[tag])
         if tag in self.keep:
             self.record(elem, path, "rule:keep", "keep")
-            return self.sequence(elem, path) if elem.VR == "SQ" else copy.copy(elem)
+            return self.sequence(elem, path) if elem.VR == "SQ" else self.keep_elem(elem)
         if 0x5000 <= group <= 0x501E and not group & 1:
             return self.graphics(elem, path, self.table.curves, whole_group=True)
         if 0x6000 <= group <= 0x601E and not group & 1:
@@ -286,7 +338,7 @@ class Walker:
             if vr in TEXT_VRS and vr != "PN":  # kept text still loses identity the options do not retain
                 return self.scrub(elem, path, action, patterns=False)
             self.record(elem, path, action, "keep")
-            return copy.copy(elem)
+            return self.keep_elem(elem)
         return self.clean(elem, path, action)
 
     def content_value(self, elem: DataElement, tag: int, path: str) -> DataElement:
@@ -303,7 +355,7 @@ class Walker:
                 return self.with_value(elem, dummy_for(elem.VR))
         else:
             new = self.apply(elem, "D" if COMPOSITE.get(action, action) in ("X", "Z") else action, path)
-        if new is None or _blank(new.value):
+        if new is None or _blank(elem.value if type(new) is RawDataElement else new.value):
             self.audit[-1] = replace(self.audit[-1], applied="dummy")
             return self.with_value(elem, dummy_for(elem.VR))
         return new
@@ -311,7 +363,7 @@ class Walker:
     def uid(self, elem: DataElement, path: str, action: str) -> DataElement:
         if self.retain_uids:
             self.record(elem, path, action, "keep")
-            return copy.copy(elem)
+            return self.keep_elem(elem)
         self.record(elem, path, action, "uid")
         value = elem.value
         if isinstance(value, MultiValue | list):
@@ -335,13 +387,13 @@ class Walker:
             self.record(elem, path, action, "dummy")
             return self.with_value(elem, dummy_for(vr))
         self.record(elem, path, action, "keep")  # numbers and codes carry no identity
-        return copy.copy(elem)
+        return self.keep_elem(elem)
 
     def shift(self, elem: DataElement, path: str, action: str) -> DataElement | None:
         """DA, TM, DT: kept (full dates), moved by the patient's offset (modified dates) or emptied."""
         if self.full_dates:
             self.record(elem, path, action, "keep")
-            return copy.copy(elem)
+            return self.keep_elem(elem)
         if self.offset is None:
             self.record(elem, path, action, "empty")
             return self.with_value(elem, "")
@@ -357,7 +409,7 @@ class Walker:
             shifted = [shift_date_with_time(v, time, self.offset, self.seconds) for v in values if v]
         if not shifted or any(s is None for s in shifted):  # partial or invalid: cannot be moved
             self.record(elem, path, action, "empty" if shifted else "keep")
-            return self.with_value(elem, "") if shifted else copy.copy(elem)
+            return self.with_value(elem, "") if shifted else self.keep_elem(elem)
         self.record(elem, path, action, "shift")
         return self.with_value(elem, shifted if len(shifted) > 1 else shifted[0])
 
@@ -378,10 +430,10 @@ class Walker:
             return self.scrub(elem, path, "medflow:text", patterns=elem.keyword not in CODE_KEYWORDS, audit=False)
         if vr == "UI":
             if self.retain_uids or elem.keyword.endswith(_KEEP_UID_SUFFIXES):
-                return copy.copy(elem)
+                return self.keep_elem(elem)
             values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
             if all(not v or _is_well_known_uid(str(v)) for v in values):
-                return copy.copy(elem)
+                return self.keep_elem(elem)
             return self.uid(elem, path, "medflow:uid")
         if vr in ("DA", "DT"):
             return self.shift(elem, path, "medflow:date")
@@ -398,7 +450,7 @@ class Walker:
                 return self.clean(elem, path, "medflow:free-text")
             self.record(elem, path, "medflow:free-text", "remove")
             return None
-        return copy.copy(elem)
+        return self.keep_elem(elem)
 
     def graphics(self, elem: DataElement, path: str, action: str, whole_group: bool) -> DataElement | None:
         if action == "X" and whole_group:
@@ -407,7 +459,7 @@ class Walker:
         if elem.VR in TEXT_VRS:
             return self.clean(elem, path, action)
         self.record(elem, path, action, "keep")
-        return self.sequence(elem, path) if elem.VR == "SQ" else copy.copy(elem)
+        return self.sequence(elem, path) if elem.VR == "SQ" else self.keep_elem(elem)
 
     def overlay(self, elem: DataElement, tag: int, path: str) -> DataElement | None:
         if self.table.overlay_data == "X":  # basic: the whole overlay plane goes with its data
