@@ -22,42 +22,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_INVALID
-    from medflow.errors import FileSystemError, InputError, MedflowError, RecipeError, UsageError
-
     restore = _stop_on_signals() if args.command == "run" else None
     try:
-        return args.handler(args)
+        code, lines = _handle(args)
+        for line in lines:
+            print(line, file=sys.stderr)
+        if lines and getattr(args, "log", None):
+            _append_log(Path(args.log), lines)
+        _flush_stdout()
+        return code
+    except BrokenPipeError:  # the reader of our output left (medflow plan ... | head): end quietly
+        _silence_stdout()
+        return EXIT_OK
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _handle(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """Run the command: (exit code, error lines for stderr); an error is one line (two for a recipe)."""
+    from medflow.errors import FileSystemError, InputError, MedflowError, RecipeError, UsageError
+
+    try:
+        return args.handler(args), []
     except RecipeError as exc:
-        print(str(exc), file=sys.stderr)
-        print(f"recipe invalid: {len(exc.issues)} error(s); nothing was built", file=sys.stderr)
-        return EXIT_INVALID
-    except UsageError as exc:
-        print(f"medflow: error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except InputError as exc:
-        print(f"medflow: error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_INVALID, [str(exc), f"recipe invalid: {len(exc.issues)} error(s); nothing was built"]
+    except (UsageError, InputError) as exc:
+        return EXIT_INVALID, [f"medflow: error: {exc}"]
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM during a run (see _stop_on_signals)
         signum = getattr(exc, "signum", signal.SIGINT)
         start = "\n" if sys.stderr.isatty() else ""  # end a progress line first
-        print(f"{start}medflow: interrupted by {signal.Signals(signum).name}: finished items are kept; "
-              "run again to resume", file=sys.stderr)
-        return 128 + signum
-    except FileSystemError as exc:
-        print(f"medflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED_ITEMS
-    except MedflowError as exc:
-        print(f"medflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED_ITEMS
+        return 128 + signum, [f"{start}medflow: interrupted by {signal.Signals(signum).name}: finished items are "
+                              "kept; run again to resume"]
+    except (FileSystemError, MedflowError) as exc:
+        return EXIT_FAILED_ITEMS, [f"medflow: error: {exc}"]
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # an OS error no medflow code expected: still one line, naming the file
         from medflow.errors import describe_os_error
 
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"medflow: error: {where}{describe_os_error(exc)}", file=sys.stderr)
-        return EXIT_FAILED_ITEMS
-    finally:
-        if restore is not None:
-            restore()
+        return EXIT_FAILED_ITEMS, [f"medflow: error: {where}{describe_os_error(exc)}"]
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: later writes (and the flush at exit) go nowhere instead of raising."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (tests capture it): nothing to silence
+        pass
 
 
 def _stop_on_signals():
@@ -103,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (engine.address)")
     run.add_argument("--dry-run", action="store_true", help="show the plan; compute and write nothing")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--log", metavar="FILE",
+                     help="also write the build's log to FILE (it is always written as build.log in the output)")
     run.add_argument("--force", action="store_true",
                      help="write into an existing folder that is not a medflow output (nothing in it is deleted)")
     run.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
@@ -122,12 +148,20 @@ def _parser() -> argparse.ArgumentParser:
     preview = sub.add_parser("preview", help="run the steps on a few items and draw one PNG montage (no build)")
     _recipe_args(preview)
     preview.add_argument("--items", type=int, default=2, metavar="N", help="number of items to show (default 2)")
-    preview.add_argument("--out", default="preview.png", metavar="PNG", help="montage file (default preview.png)")
+    preview.add_argument("--out", metavar="PNG",
+                         help="montage file (default: <outputs.dir>.preview.png, beside the output folder)")
     preview.set_defaults(handler=_cmd_preview)
 
     steps = sub.add_parser("steps", help="list the registered steps, or show one in full")
     steps.add_argument("name", nargs="?")
     steps.set_defaults(handler=_cmd_steps)
+
+    doctor = sub.add_parser("doctor", help="versions, optional extras, DICOM decoders, and where a recipe writes")
+    doctor.add_argument("recipe", metavar="RECIPE", nargs="?", help="also show where this recipe's build would go")
+    doctor.add_argument("--source", metavar="PATH", help="read PATH instead of the recipe's source (as for run)")
+    doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a recipe value (as for run)")
+    doctor.set_defaults(handler=_cmd_doctor)
 
     schema = sub.add_parser("schema", help="print the recipe's JSON Schema")
     schema.add_argument("--write", metavar="PATH", help="write it to PATH instead of printing")
@@ -139,11 +173,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="the original files: also search for their identifying values (names, IDs, dates...)")
     audit.add_argument("--json", action="store_true", help="print the report as JSON")
     audit.set_defaults(handler=_cmd_audit)
+
+    diff = sub.add_parser("diff", help="compare two builds: items added, removed, changed and why (manifests only)")
+    diff.add_argument("build_a", metavar="BUILD_A", help="a build folder (holds manifest.json)")
+    diff.add_argument("build_b", metavar="BUILD_B", help="the build to compare it with")
+    diff.add_argument("--json", action="store_true", help="print the report as JSON")
+    diff.set_defaults(handler=_cmd_diff)
     return parser
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE")
+    parser.add_argument("--source", metavar="PATH",
+                        help="build from this DICOM folder instead of the recipe's source (its filter is kept)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a recipe value, e.g. --set steps[0].width=350 (repeatable)")
 
@@ -157,7 +199,7 @@ def _version() -> str:
 def _load(args: argparse.Namespace):
     from medflow.recipe.loader import load_recipe
 
-    return load_recipe(args.recipe, overrides=args.overrides)
+    return load_recipe(args.recipe, overrides=args.overrides, source=getattr(args, "source", None))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -178,40 +220,146 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if (args.backend or loaded.recipe.engine.backend) == "dask" and not (args.dask_address or loaded.recipe.engine.address):
         raise UsageError("the dask backend needs a scheduler address: engine.address or --dask-address")
+    from medflow.engine.progress import Progress
+
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
-                   show_progress=not args.quiet, backend=args.backend, address=args.dask_address,
+                   progress=Progress(enabled=not args.quiet), backend=args.backend, address=args.dask_address,
                    force=args.force, wait=args.wait)
-    _print_summary(report)
+    lines = _summary_lines(report)
+    _write_logs(args, loaded, report, lines)  # first: a reader that leaves the pipe early loses nothing
+    _echo(lines)
     return report.exit_code
 
 
-def _print_summary(report) -> None:
-    out = sys.stdout
+def _summary_lines(report) -> list[str]:
+    """What the console shows after a build (also the head of its log)."""
+    lines: list[str] = []
     unreadable = f", {len(report.unreadable)} unreadable file(s)" if report.unreadable else ""
     unreadable += f", {len(report.quarantined)} quarantined" if report.quarantined else ""
-    unreadable += f", {len(report.filtered)} filtered" if report.filtered else ""
-    print(
+    lines.append(
         f"{report.ok}/{report.total} items ok, {len(report.failed)} failed{unreadable}, "
-        f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s",
-        file=out,
+        f"{report.computed} computed, {report.from_cache} from cache, in {report.seconds:.1f} s"
     )
-    print(f"output: {report.out_dir}  (manifest: {report.out_dir / 'manifest.json'})", file=out)
+    lines.append(f"output: {report.out_dir}  (manifest: {report.out_dir / 'manifest.json'})")
     accounting = report.accounting
     if accounting:
         withheld = len(accounting["withheld"])
-        print(f"inputs: {accounting['inputs']} DICOM file(s) = {accounting['written']} written + {withheld} withheld"
-              + (" (each with its reason in the manifest's accounting)" if withheld else ""), file=out)
-    if report.skipped:
-        print(f"{len(report.skipped)} other file(s) skipped (not DICOM, hidden, or not an image for this recipe); "
-              "listed in the manifest", file=out)
+        lines.append(f"inputs: {accounting['inputs']} DICOM file(s) = {accounting['written']} written + {withheld} withheld"
+                     + (" (each with its reason in the manifest's accounting)" if withheld else ""))
+    filtered, skipped = split_skipped(report.skipped)
+    n_filtered = len(filtered) + len(report.filtered)
+    if n_filtered or skipped or report.unreadable:
+        lines.append(f"not built: {n_filtered} filtered (left out by the recipe's filter), {len(skipped)} skipped "
+                     f"(not DICOM, hidden, or no pixel data), {len(report.unreadable)} unreadable; "
+                     f"each file with its reason in {LOG_NAME}")
     for who, reason in report.failed:
-        print(f"FAILED {who}: {reason}", file=out)
+        lines.append(f"FAILED {who}: {reason}")
     for file, reason in report.unreadable:
-        print(f"UNREADABLE {file}: {reason}", file=out)
+        lines.append(f"UNREADABLE {file}: {reason}")
     for who, reason in report.quarantined:
-        print(f"QUARANTINED {who}: {reason}", file=out)
+        lines.append(f"QUARANTINED {who}: {reason}")
     for path in report.private_files:
-        print(f"private file (mode 0600, keep it out of the dataset): {path}", file=out)
+        lines.append(f"private file (mode 0600, keep it out of the dataset): {path}")
+    return lines
+
+
+#: The build's log, written beside its manifest.
+LOG_NAME = "build.log"
+
+
+def split_skipped(skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Files discovery left out: (filtered by the recipe's ``filter``, skipped for what they are).
+
+    Filtered: a localizer, or a modality / series description the filter does not select.
+    Skipped: not DICOM, hidden, a media directory, no pixel data, truncated, a duplicate.
+    """
+    def by_filter(reason: str) -> bool:
+        return reason == "localizer" or reason.endswith("not selected by the filter")
+
+    return [e for e in skipped if by_filter(e[1])], [e for e in skipped if not by_filter(e[1])]
+
+
+def _echo(lines: list[str]) -> None:
+    """Print to stdout; a reader that left the pipe (``| head``) ends the printing quietly."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _log_lines(loaded, report, summary: list[str]) -> list[str]:
+    """The build log: the console's summary, then every item, note and file left out, with reasons.
+
+    Everything comes from the report and its manifest, which a de-identifying build has already
+    redacted (keyed item ids, ``<file:...>`` tokens): the log holds nothing the console would not.
+    """
+    import datetime as dt
+
+    manifest = report.manifest or {}
+    run = manifest.get("run", {})
+    lines = [f"medflow {_version()} run of {loaded.path.name} ({loaded.recipe.name}), "
+             f"started {run.get('started', '?')}, finished {run.get('finished', dt.datetime.now(dt.UTC).isoformat())}",
+             *summary, "", "items:"]
+    computed, cached = run.get("computed", {}), set(run.get("from_cache", []))
+    for entry in manifest.get("items", []):
+        how = "from cache" if entry["id"] in cached else "computed: " + " > ".join(computed.get(entry["id"], []))
+        error = f": {entry['error']}" if entry.get("error") else ""
+        lines.append(f"  {entry['id']}: {entry['status']}{error} ({how})")
+        lines += [f"      note: {note}" for note in _notes(entry.get("meta", {}))]
+    filtered, skipped = split_skipped(report.skipped)
+    for title, rows in (("filtered files (the recipe's filter)", filtered + list(report.filtered)),
+                        ("skipped files (not DICOM, hidden, or no pixel data)", skipped),
+                        ("unreadable files", report.unreadable)):
+        if rows:
+            lines += ["", f"{title}: {len(rows)}", *(f"  {file}: {reason}" for file, reason in rows)]
+    withheld = (manifest.get("accounting") or {}).get("withheld", [])
+    if withheld:
+        lines += ["", f"withheld inputs: {len(withheld)}", *(f"  {w['file']}: {w['reason']}" for w in withheld)]
+    if manifest.get("notes"):
+        lines += ["", "dataset notes:", *(f"  {note}" for note in manifest["notes"])]
+    return lines
+
+
+def _notes(meta) -> list[str]:
+    """Every note an item's steps and reader recorded (any ``notes`` list in its meta), once each."""
+    found: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                if key == "notes" and isinstance(sub, list):
+                    found.extend(str(n) for n in sub if str(n) not in found)
+                else:
+                    walk(sub)
+        elif isinstance(value, list):
+            for sub in value:
+                walk(sub)
+
+    walk(meta)
+    return found
+
+
+def _write_logs(args: argparse.Namespace, loaded, report, summary: list[str]) -> None:
+    """``build.log`` beside the manifest, and ``--log FILE`` when given (atomic writes)."""
+    from medflow.writers.atomic import atomic_write_bytes
+
+    text = ("\n".join(_log_lines(loaded, report, summary)) + "\n").encode("utf-8")
+    atomic_write_bytes(report.out_dir / LOG_NAME, text)
+    if args.log:
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(args.log), text)
+
+
+def _append_log(path: Path, lines: list[str]) -> None:
+    """A run that ended in an error line still leaves it in its ``--log``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(line.lstrip("\n") + "\n" for line in lines))
+    except OSError:
+        pass
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -255,6 +403,10 @@ def _print_plan(loaded, *, verify: bool) -> int:
         print(f"  {plan.item.item_id}: up to date")
     for file, reason in prepared.unreadable:
         print(f"  unreadable input {hide(file + ': ' + reason, None, [file])}")
+    filtered, skipped = split_skipped(prepared.skipped)
+    if filtered or skipped or prepared.unreadable:
+        print(f"not built: {len(filtered)} filtered (left out by the recipe's filter), {len(skipped)} skipped "
+              f"(not DICOM, hidden, or no pixel data), {len(prepared.unreadable)} unreadable")
     _print_step_dry_runs(loaded, prepared)
     return EXIT_OK
 
@@ -293,7 +445,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
     if args.items < 1:
         raise UsageError(f"--items must be >= 1 (got {args.items})")
-    result = preview(_load(args), n_items=args.items, out=args.out)
+    result = preview(_load(args), n_items=args.items, out=args.out)  # default: beside the output folder
     height, width = result.montage.shape[:2]
     print(f"preview: {result.path} ({len(result.rows)} item(s), {width}x{height} px)")
     for who, reason in result.errors:
@@ -374,6 +526,15 @@ def _type_text(prop: dict) -> str:
     return str(prop.get("type", "object"))
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 (2: the recipe is invalid); prints only, writes nothing."""
+    from medflow.doctor import doctor_lines
+
+    loaded = _load(args) if args.recipe else None
+    _echo(doctor_lines(loaded))
+    return EXIT_OK
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from medflow.recipe.model import recipe_json_schema
 
@@ -405,6 +566,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return report.exit_code
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """Exit 0: same recipe values, items, splits and outputs; 1: they differ; 2: not a build."""
+    from medflow.diff import diff_builds, format_report, is_identical
+
+    report = diff_builds(args.build_a, args.build_b)
+    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else format_report(report))
+    return 0 if is_identical(report) else 1
 
 
 if __name__ == "__main__":

@@ -269,11 +269,24 @@ def _wrapped(canvas: np.ndarray, text: str, origin: tuple[int, int], max_width: 
         _text(canvas, line, (x, y), 0.42, _ERROR, max_width)
 
 
-def preview(loaded: Any, n_items: int = 2, out: str | Path = "preview.png") -> PreviewResult:
+def preview_path(loaded: Any) -> Path:
+    """Where ``medflow preview`` writes without ``--out``: ``<outputs.dir>.preview.png``, beside the output folder.
+
+    Not inside it (the output folder is the dataset people share), not in the current
+    folder (an untracked file in the user's repository).
+    """
+    from medflow.engine.prepare import output_dir
+
+    out = output_dir(loaded)
+    return out.parent / f"{out.name}.preview.png"
+
+
+def preview(loaded: Any, n_items: int = 2, out: str | Path | None = None) -> PreviewResult:
     """Run ``loaded``'s steps on its first ``n_items`` items and write the montage PNG to ``out``.
 
-    Nothing is written to the recipe's output folder (the cache folder may receive the
-    input fingerprints and the embedded sample, as for ``medflow plan``).
+    ``out`` defaults to :func:`preview_path`. Nothing is written to the recipe's output
+    folder (the cache folder may receive the input fingerprints and the embedded sample,
+    as for ``medflow plan``).
     """
     from medflow.writers.atomic import atomic_write_bytes
 
@@ -281,9 +294,11 @@ def preview(loaded: Any, n_items: int = 2, out: str | Path = "preview.png") -> P
         raise ValueError(f"n_items must be >= 1 (got {n_items})")
     rows, errors = run_stages(loaded, n_items)
     montage = render(rows, len(loaded.recipe.steps) + 1)
-    path = Path(out)
+    path = Path(out) if out is not None else preview_path(loaded)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, encode_png(montage, 3))
     return PreviewResult(path, montage, rows, errors)
 
 
-__all__ = ["PreviewResult", "Tile", "display", "montage_size", "preview", "render", "run_stages", "tile_origin"]
+__all__ = ["PreviewResult", "Tile", "display", "montage_size", "preview", "preview_path", "render", "run_stages",
+           "tile_origin"]

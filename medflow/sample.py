@@ -8,6 +8,9 @@ Conventions (see ARCHITECTURE.md):
   for channels. Only the layout step produces ``"nchw"``-style axes.
 * ``channels`` names the channels in order (e.g. ``("r", "g", "b")``,
   ``("y", "cb", "cr")``) when the array has a channel axis, else ``()``.
+* ``label`` (optional) is an integer label map on the image's own ``zyx`` grid (same
+  slices, rows and columns as ``pixels`` before any layout step); ``segments`` name its
+  values. Spatial steps move it with nearest neighbour, intensity steps leave it alone.
 """
 
 from __future__ import annotations
@@ -94,6 +97,37 @@ class Geometry:
         )
 
 
+@dataclass(frozen=True)
+class Segment:
+    """What one value of a label map means.
+
+    Attributes:
+        value: the integer the label map holds for this segment (0 is background).
+        name: the segment's name (SEG SegmentLabel, RTSTRUCT ROIName, or the recipe's name).
+        category: coded concept of the segment's category as ``[value, scheme, meaning]``
+            (SEG SegmentedPropertyCategoryCodeSequence), empty when unknown.
+        type: coded concept of the segment's type (SEG SegmentedPropertyTypeCodeSequence,
+            RTSTRUCT RTROIInterpretedType as ``["", "", type]``), empty when unknown.
+        source: where it was read: ``"SEG #<SegmentNumber>"``, ``"RTSTRUCT ROI <ROINumber>"``,
+            ``"mask <value>"``, or several of them joined by ``"; "`` when segments were merged.
+    """
+
+    value: int
+    name: str
+    category: tuple[str, ...] = ()
+    type: tuple[str, ...] = ()
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "name": self.name, "category": list(self.category),
+                "type": list(self.type), "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Segment:
+        return cls(int(data["value"]), data["name"], tuple(data.get("category", ())),
+                   tuple(data.get("type", ())), data.get("source", ""))
+
+
 @dataclass
 class Sample:
     """One item (a series or a multi-frame instance) flowing through the steps.
@@ -120,6 +154,10 @@ class Sample:
             never decoded) when the item was read without pixels (a chain that does not read
             pixels, e.g. de-identify -> DICOM). Identifying: only de-identifying writers use
             them; they are never cached, pickled back to the parent or written.
+        label: optional integer label map (uint8 or uint16), axes ``zyx``, on the image's
+            grid: ``label[z, y, x]`` belongs to the voxel ``pixels[z, y, x]`` (before a layout
+            step); 0 is background. ``None`` when the item has no labels.
+        segments: the label map's values and what they mean, sorted by value.
     """
 
     item_id: str
@@ -132,6 +170,8 @@ class Sample:
     source_files: tuple[str, ...] = ()
     private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
     originals: tuple[Any, ...] = ()
+    label: np.ndarray | None = None
+    segments: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != len(self.axes):
@@ -143,6 +183,17 @@ class Sample:
                 f"Sample {self.item_id}: {len(self.channels)} channel names for "
                 f"{self.pixels.shape[self.axes.index('c')]} channels"
             )
+        if self.label is not None and (self.label.ndim != 3 or not np.issubdtype(self.label.dtype, np.integer)):
+            raise ValueError(
+                f"Sample {self.item_id}: a label map is an integer 'zyx' array, got shape "
+                f"{self.label.shape} dtype {self.label.dtype}"
+            )
+
+    def label_matches(self) -> bool:
+        """Does the label map lie on the pixels' ``zyx`` grid (``True`` when there is none)?"""
+        if self.label is None:
+            return True
+        return self.axes[:3] == "zyx" and self.label.shape == self.pixels.shape[:3]
 
     def replace(self, **changes: Any) -> Sample:
         """A new Sample with ``changes`` applied; ``meta`` is copied, never shared."""

@@ -84,8 +84,9 @@ def set_run_id(run_id: str | None) -> str | None:
 
 
 def temp_name(name: str) -> str:
-    """The name of a temp file for ``name``: ``.medflow-tmp-<run id>-<random>-<name>``."""
-    return f"{TEMP_PREFIX}{current_run_id()}-{secrets.token_hex(4)}-{name[-_MAX_NAME:]}"
+    """The name of a temp file for ``name``: ``.medflow-tmp-<run id>-<random>-<name>.tmp``."""
+    # ends in ".tmp", never in the target's extension: a reader's "*.npy" glob never sees a partial file
+    return f"{TEMP_PREFIX}{current_run_id()}-{secrets.token_hex(4)}-{name[-_MAX_NAME:]}.tmp"
 
 
 def temp_run_id(filename: str) -> str | None:

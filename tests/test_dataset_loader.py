@@ -158,7 +158,9 @@ def test_to_torch_gives_tensors(built):
     ds = mds.open(built)
     tds = ds.to_torch()
     assert isinstance(tds, torch.utils.data.Dataset) and len(tds) == len(ds)
-    tensor = tds[0]
-    assert isinstance(tensor, torch.Tensor)
-    np.testing.assert_array_equal(tensor.numpy(), np.asarray(ds[0].array))
-    assert ds.to_torch(transform=lambda a: a.sum())[0] == pytest.approx(float(np.asarray(ds[0].array).sum()))
+    entry = tds[0]
+    assert set(entry) == {"image", "label", "meta", "id"} and entry["id"] == ds[0].id and entry["label"] is None
+    assert isinstance(entry["image"], torch.Tensor)
+    np.testing.assert_array_equal(entry["image"].numpy(), np.asarray(ds[0].array))
+    summed = ds.to_torch(transform=lambda a: a.sum())[0]["image"]
+    assert summed == pytest.approx(float(np.asarray(ds[0].array).sum()))

@@ -45,10 +45,10 @@ def _build_both_ways(tmp_path, source, steps, monkeypatch, expect_stream=None):
     import medflow.engine.stream as stream_module
 
     calls, streamed = [], []
-    original_fold, original_stream = fold_module.fold, stream_module.run_streamed
+    original_apply, original_stream = fold_module.Folder.apply, stream_module.run_streamed
 
-    def counting(*args, **kwargs):
-        result = original_fold(*args, **kwargs)
+    def counting(self, *args, **kwargs):
+        result = original_apply(self, *args, **kwargs)
         calls.append(result is not None)
         return result
 
@@ -57,7 +57,7 @@ def _build_both_ways(tmp_path, source, steps, monkeypatch, expect_stream=None):
         streamed.append(result is not None)
         return result
 
-    monkeypatch.setattr(fold_module, "fold", counting)
+    monkeypatch.setattr(fold_module.Folder, "apply", counting)
     monkeypatch.setattr(stream_module, "run_streamed", counting_stream)
     folded = build(load_recipe(_recipe(tmp_path, source, steps, "folded")), show_progress=False)
     assert folded.exit_code == 0 and any(calls), "the folded path was not taken"
@@ -217,3 +217,88 @@ def test_ich_multi_window_folds_and_streams_bit_identically(tmp_path, monkeypatc
     steps = ("steps:\n  - step: multi_window\n    windows: [brain, subdural, {level: 40, width: 380, name: soft}]\n"
              "  - step: layout\n    layout: NHWC\n    dtype: uint8\n    scale: 255\n")
     _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+
+
+# Every kind of pointwise chain a user can write folds bit-identically: the three-way
+# comparison (streamed + folded, folded whole volume, plain) on each.
+_CHAINS = {
+    "linear_exact_window": "steps:\n  - step: window\n    level: 40\n    width: 400\n    function: LINEAR_EXACT\n",
+    "sigmoid_window_nhwc_uint8": ("steps:\n  - step: window\n    level: -600\n    width: 1500\n"
+                                  "    function: SIGMOID\n  - step: layout\n    layout: NHWC\n"
+                                  "    dtype: uint8\n    scale: 255\n"),
+    "user_lut_file": ("steps:\n  - step: window\n    level: 40\n    width: 400\n  - step: colormap\n"
+                      "    map: file\n    path: LUTPATH\n  - step: layout\n    layout: NCHW\n"),
+    "uint8_colour_conversions": ("steps:\n  - step: window\n    level: 40\n    width: 400\n  - step: colormap\n"
+                                 "    map: jet\n    output_dtype: uint8\n  - step: color_space\n    to: hsv\n"
+                                 "  - step: color_space\n    to: rgb\n  - step: color_space\n    to: lab\n"
+                                 "  - step: layout\n    layout: NHWC\n    dtype: uint8\n"),
+    "ycrcb_gray_float": ("steps:\n  - step: window\n    level: 40\n    width: 400\n  - step: colormap\n"
+                         "    map: turbo\n  - step: color_space\n    to: ycrcb\n  - step: layout\n    layout: NCHW\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CHAINS))
+def test_every_pointwise_chain_is_bit_identical(tmp_path, monkeypatch, name):
+    import medflow.engine.stream as stream_module
+
+    lut = tmp_path / "mine.csv"
+    lut.write_text("".join(f"{i},{(i * 7) % 256},{255 - i}\n" for i in range(256)))
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)  # several slabs, buffers reused
+    for series in range(2):
+        write_ct_series(tmp_path / "data", series, n_slices=5, size=16)
+    _build_both_ways(tmp_path, "  dicom: data", _CHAINS[name].replace("LUTPATH", str(lut)), monkeypatch,
+                     expect_stream=True)
+
+
+def test_threads_inside_one_series_give_the_same_bytes(tmp_path, monkeypatch):
+    """One series, two workers: its slabs are folded on two threads; the bytes do not change."""
+    import medflow.engine.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    threads = []
+    original = stream_module._threads
+    monkeypatch.setattr(stream_module, "_threads", lambda task: threads.append(original(task)) or original(task))
+    write_ct_series(tmp_path / "data", 0, n_slices=9, size=16)
+    recipe = _recipe(tmp_path, "  dicom: data", SEED_STEPS, "one")
+    one = build(load_recipe(recipe), show_progress=False)
+    two = build(load_recipe(_recipe(tmp_path, "  dicom: data", SEED_STEPS, "two"), overrides=["engine.workers=2"]),
+                show_progress=False)
+    assert one.exit_code == two.exit_code == 0
+    assert 2 in threads
+    assert _outputs(tmp_path / "out-one") == _outputs(tmp_path / "out-two")
+
+
+def test_unsigned_stored_values_fold_through_one_full_range_table(tmp_path, monkeypatch):
+    """uint16 stored values (BitsStored 12, like many scanners) index a 65,536-entry table directly."""
+    from tests.dicom_factory import write_ct_slice
+
+    built = []
+    original = fold_module.Folder._build
+    monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(a[1]) or original(self, *a))
+    import pydicom
+
+    rng = np.random.default_rng(1)
+    for index in range(4):
+        path = write_ct_slice(tmp_path / "data" / f"{index}.dcm", series=3, index=index, z=2.0 * index, size=16)
+        ds = pydicom.dcmread(path)
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+        ds.PixelData = rng.integers(0, 4096, size=(16, 16)).astype("<u2").tobytes()
+        ds.save_as(path)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch, expect_stream=True)
+    assert len(built) == 2  # one table per folded build (streamed, whole volume) for 4 slices of one rescale
+
+
+def test_fold_falls_back_to_the_held_values_when_the_full_range_overflows(monkeypatch):
+    """A step that fails on a value the item never holds: tables over lo..hi, same result."""
+    from medflow.errors import StepError
+    from medflow.sample import Sample
+
+    def apply_step(params, sample):
+        if np.abs(sample.pixels).max() > 5000:
+            raise StepError("probe", sample.item_id, "overflow")
+        return sample.replace(pixels=(sample.pixels * 2).astype(np.float32))
+
+    stored = np.arange(-100, 100, dtype=np.int16).reshape(2, 10, 10)
+    sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, 0.0], [1.0, 0.0]]})
+    out = fold_module.fold(sample, [object()], apply_step)
+    assert np.array_equal(out.pixels, (stored * 2).astype(np.float32))

@@ -47,6 +47,7 @@ from medflow.deid.burned_in import burned_in_risk
 from medflow.deid.config import DeidConfig
 from medflow.deid.pixels import is_native, mask_native_pixels
 from medflow.deid.pseudonyms import Pseudonymizer
+from medflow.deid.rawelem import new_dataset
 from medflow.deid.table import edition, load_cid7050
 from medflow.deid.walker import (
     MEDIA_STORAGE_SOP_INSTANCE_UID,
@@ -172,7 +173,7 @@ def _put(ds: Dataset, tag: int, value: object) -> None:
 
 
 def _code_item(code: str, meaning: str) -> Dataset:
-    item = Dataset()
+    item = new_dataset()
     _put(item, CODE_VALUE, code)
     _put(item, CODING_SCHEME_DESIGNATOR, "DCM")
     _put(item, CODE_MEANING, meaning)

@@ -53,6 +53,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in fh if not line.startswith("#")))
 
 
+@cache
 def edition() -> str:
     """The edition line of the shipped table (``# DICOM PS3.15 Table E.1-1, edition: ...``)."""
     with TABLE_PATH.open(encoding="utf-8") as fh:

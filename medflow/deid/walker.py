@@ -30,7 +30,7 @@ from medflow.deid.actions import (
 from medflow.deid.config import DeidConfig
 from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
-from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, keyword_of, view_vr
+from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, keyword_of, new_dataset, view_vr
 from medflow.deid.table import compile_actions, load_safe_private
 from medflow.deid.temporal import (
     date_time_pairs,
@@ -79,6 +79,7 @@ class AuditRecord:
                 "applied": self.applied, "old_hash": self.old_hash}
 
 
+_new_object = object.__new__
 _TAG_TEXT: dict[int, str] = {}
 
 
@@ -147,7 +148,11 @@ class Walker:
         else:
             data = elem.value_bytes() if type(elem) is RawView else None
             old = self.pseudo.hash(_value_bytes(elem.value) if data is None else data)
-        self.audit.append(AuditRecord(tag_text(elem.tag), elem.keyword, path, action, applied, old))
+        # the frozen dataclass's fields set directly: its __init__ sets each through object.__setattr__
+        record = _new_object(AuditRecord)
+        record.__dict__.update(tag=tag_text(elem.tag), keyword=elem.keyword, path=path, action=action,
+                               applied=applied, old_hash=old)
+        self.audit.append(record)
 
     @staticmethod
     def keep_elem(elem: DataElement | RawView) -> DataElement | RawDataElement:
@@ -209,7 +214,7 @@ class Walker:
 
     # -- traversal -------------------------------------------------------------------------
     def dataset(self, ds: Dataset, prefix: str, top: bool = False) -> Dataset:
-        out = Dataset()
+        out = new_dataset()
         saved = self._item, self._required
         self._item = ds
         self._required = None

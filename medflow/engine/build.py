@@ -87,6 +87,7 @@ def _build_claimed(
     show_progress: bool = True,
     backend: str | None = None,
     address: str | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """Build the dataset of ``loaded`` (its workspace claimed); returns the report (the manifest is written)."""
     started_wall, started = dt.datetime.now(dt.UTC), time.perf_counter()
@@ -98,7 +99,7 @@ def _build_claimed(
 
     prepared = prepare(loaded, verify=verify)
     stats_were_cached, notes = _dataset_stats_pass(prepared, verify, n_workers, backend, address)
-    results = _run_items(prepared, n_workers, backend, address, keep_going, show_progress)
+    results = _run_items(prepared, n_workers, backend, address, keep_going, progress or Progress(enabled=show_progress))
     resolve_shared_outputs(prepared, results)
     remember_outputs(prepared, results)
 
@@ -135,17 +136,17 @@ def _dataset_stats_pass(
 
 
 def _run_items(
-    prepared: Prepared, workers: int, backend: str, address: str | None, keep_going: bool, show_progress: bool
+    prepared: Prepared, workers: int, backend: str, address: str | None, keep_going: bool, progress: Progress
 ) -> dict[str, ItemResult]:
     """Run every item that is not up to date; their small records by item id."""
     tasks = [make_task(prepared, plan) for plan in prepared.plans if not plan.up_to_date]
     results: dict[str, ItemResult] = {}
-    progress = Progress(len(tasks), enabled=show_progress)
-    for result in execute(tasks, workers, backend=backend, address=address):
-        results[result.item_id] = result
-        progress.update(result.status == "ok")
-        if result.status != "ok" and not keep_going:
-            break
+    with progress.run(tasks) as channel:  # channel: where streamed items report their slabs
+        for result in execute(tasks, workers, backend=backend, address=address, progress_dir=channel):
+            results[result.item_id] = result
+            progress.update(result.status == "ok", result.item_id)
+            if result.status != "ok" and not keep_going:
+                break
     return results
 
 

@@ -6,24 +6,33 @@ folders after patients, and an entry stays valid when the source folder moves.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from medflow.engine.cache import Cache
-from medflow.sample import Geometry, Sample
+from medflow.sample import Geometry, Sample, Segment
 from medflow.sources.base import ItemRef
 
 
 def save_sample(cache: Cache, key: str, sample: Sample, item: ItemRef) -> None:
-    """Store ``sample`` of ``item`` under ``key`` (pixels raw, the rest JSON)."""
+    """Store ``sample`` of ``item`` under ``key`` (pixels raw, the rest JSON; a label map under its own key)."""
+    if sample.label is not None:
+        cache.put(_label_key(key), {"label_of": key}, sample.label)
     cache.put(key, sample_header(sample, item), sample.pixels)
+
+
+def _label_key(key: str) -> str:
+    return hashlib.sha256(f"label-of:{key}".encode()).hexdigest()
 
 
 def sample_header(sample: Sample, item: ItemRef) -> dict:
     """Everything of a Sample but its pixels (and its originals), as JSON; files as indices into ``item.files``."""
+    labelled = {"segments": [seg.to_json() for seg in sample.segments]} if sample.label is not None else {}
     return {
+        **labelled,
         "item_id": sample.item_id,
         "axes": sample.axes,
         "channels": list(sample.channels),
@@ -41,7 +50,14 @@ def load_sample(cache: Cache, key: str, item: ItemRef) -> Sample | None:
     if entry is None:
         return None
     header, pixels = entry
-    return sample_from_header(header, pixels, item)
+    sample = sample_from_header(header, pixels, item)
+    if "segments" in header:
+        label = cache.get(_label_key(key))
+        if label is None:
+            return None  # the label map is gone: recompute the entry
+        sample = sample.replace(label=np.asarray(label[1]), segments=tuple(
+            Segment.from_json(seg) for seg in header["segments"]))
+    return sample
 
 
 def sample_from_header(header: dict, pixels: np.ndarray, item: ItemRef) -> Sample:

@@ -6,6 +6,7 @@ results stream back as small records, unordered when parallel.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -25,22 +26,31 @@ def resolve_workers(workers: int | str) -> int:
 
 
 def execute(
-    tasks: list[ItemTask], workers: int, *, backend: str = "local", address: str | None = None
+    tasks: list[ItemTask], workers: int, *, backend: str = "local", address: str | None = None,
+    progress_dir: str | None = None,
 ) -> Iterator[ItemResult]:
     """Run ``tasks`` and yield results as they finish (unordered when parallel).
 
     Local backend: one worker runs in this process; more use joblib's loky
     processes, streaming results so the parent holds only small records. Dask
     backend: the same per-item function on a Dask distributed cluster.
+    ``progress_dir``: streamed items report their slabs there (local backend; see
+    :mod:`medflow.engine.progress`).
     """
     if backend == "dask":
         from medflow.engine.dask_backend import execute_dask
 
         yield from execute_dask(tasks, address, workers)
         return
+    if 1 <= len(tasks) < workers:
+        # fewer items than workers: the spare workers become threads inside each item
+        from dataclasses import replace
+
+        tasks = [replace(task, threads=workers // len(tasks)) for task in tasks]
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield run_item(task)
+        with _slab_progress(progress_dir):
+            for task in tasks:
+                yield run_item(task)
         return
     from joblib import Parallel, delayed
 
@@ -56,9 +66,9 @@ def execute(
     # propagates: the build's workspace then removes this run's temp files.
     chunks = _chunks(tasks, workers)
     if chunks is None:
-        yield from parallel(delayed(_supervised_run_item)(task, run_id, parent) for task in tasks)
+        yield from parallel(delayed(_supervised_run_item)(task, run_id, parent, progress_dir) for task in tasks)
         return
-    for results in parallel(delayed(_supervised_run_items)(chunk, run_id, parent) for chunk in chunks):
+    for results in parallel(delayed(_supervised_run_items)(chunk, run_id, parent, progress_dir) for chunk in chunks):
         yield from results
 
 
@@ -79,15 +89,33 @@ def _chunks(tasks: list[ItemTask], workers: int) -> list[list[ItemTask]] | None:
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
-def _supervised_run_items(tasks: list[ItemTask], run_id: str, parent: int) -> list[ItemResult]:
+def _supervised_run_items(
+    tasks: list[ItemTask], run_id: str, parent: int, progress_dir: str | None = None
+) -> list[ItemResult]:
     supervise_worker(run_id, parent)
-    return [run_item(task) for task in tasks]
+    with _slab_progress(progress_dir):
+        return [run_item(task) for task in tasks]
 
 
-def _supervised_run_item(task: ItemTask, run_id: str, parent: int) -> ItemResult:
+def _supervised_run_item(task: ItemTask, run_id: str, parent: int, progress_dir: str | None = None) -> ItemResult:
     """:func:`run_item` in a worker: temp files named for the parent's run; the worker exits if the parent dies."""
     supervise_worker(run_id, parent)
-    return run_item(task)
+    with _slab_progress(progress_dir):
+        return run_item(task)
+
+
+@contextlib.contextmanager
+def _slab_progress(progress_dir: str | None) -> Iterator[None]:
+    """Streamed items report their slabs to ``progress_dir`` while the block runs (nothing when ``None``)."""
+    from medflow.engine import stream
+    from medflow.engine.progress import SlabReporter
+
+    previous = stream.progress_callback
+    stream.progress_callback = SlabReporter(progress_dir) if progress_dir else None
+    try:
+        yield
+    finally:
+        stream.progress_callback = previous
 
 
 _WORKER_ENVIRONMENT: int | None = None

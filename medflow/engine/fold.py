@@ -1,21 +1,33 @@
-"""Folding the read's rescale and a run of pointwise steps into per-slice lookup tables.
+"""Folding the read's rescale and a run of pointwise steps into full-range lookup tables.
 
 Every step from the stored integer to the final channels that declares itself
-``pointwise`` maps each pixel's value independently of every other pixel. So for
-an item of integer stored values, instead of running the chain on every pixel,
-the engine runs the *same step functions* on the small array of every stored value
-that occurs (``lo..hi``), one row per slice (so per-slice rescale and per-slice
-headers are honoured), and gathers each slice's output through its row. Because
-the steps are elementwise, the result is bit-identical to running them on the
-volume; a test compares both paths.
+``pointwise`` maps each pixel's value independently of every other pixel. So for an
+item of 8- or 16-bit stored values, instead of running the chain on every pixel, the
+engine runs the *same step functions* once on the array of all 256 or 65,536 possible
+stored values and gathers each slice's output through that table, indexed directly by
+the stored integers (viewed as unsigned: no index conversion). Because the steps are
+elementwise, the result is bit-identical to running them on the volume; a test compares
+both paths on every kind of pointwise chain.
 
-The stored values are also checkpointed (``stored_key``): half the bytes of the
-float32 read, and a parameter change of any pointwise step then recomputes from
-them without decoding DICOM again.
+One table serves every slice with the same rescale (slope, intercept) and the same
+pixel-description attributes (group 0028: photometric interpretation, VOI window and
+LUT, Modality LUT, palette, PS3.3 C.7.6.3, C.11): these are all a pointwise step's pixel
+output may depend on besides the value. A series with one rescale folds into one table,
+built once per item (:class:`Folder` keeps them across slabs). Everything but the pixels
+(meta, de-identified headers, private tables, axes, channels) comes from running the
+chain on the slab's own headers with one value per slice, so it is what the plain path
+records. When a step cannot run on the full range (e.g. a floating-point overflow on a
+value the item never holds), the slab falls back to per-slice tables over the values it
+holds (``lo..hi``), as exact.
+
+The stored values are also checkpointed (``stored_key``): half the bytes of the float32
+read, and a parameter change of any pointwise step then recomputes from them without
+decoding DICOM again.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -23,13 +35,24 @@ import numpy as np
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, save_sample
-from medflow.errors import CacheError
+from medflow.errors import CacheError, StepError
 from medflow.ops.intensity import rescale
 from medflow.sample import Sample
 from medflow.sources.base import ItemRef
 
-# A lookup table bigger than this (rows x values) is not worth it: run the steps directly.
+# A range table bigger than this (rows x values) is not worth it: run the steps directly.
 MAX_TABLE_ENTRIES = 8_000_000
+# Full-range tables kept per item (a series whose every slice has its own rescale, e.g.
+# PET, gets a new table per slice; beyond this many the oldest are dropped).
+MAX_TABLES = 64
+# Stored dtype -> the unsigned view that indexes a full-range table directly.
+_INDEX_VIEW = {
+    np.dtype(np.uint8): np.dtype(np.uint8), np.dtype(np.int8): np.dtype(np.uint8),
+    np.dtype(np.uint16): np.dtype(np.uint16), np.dtype(np.int16): np.dtype(np.uint16),
+}
+# DICOM JSON keys of the pixel-description group (0028,xxxx): the only header
+# attributes a pointwise step's pixel output may depend on.
+_PIXEL_GROUP = "0028"
 
 
 def pointwise_prefix(steps: list[Any]) -> int:
@@ -74,47 +97,168 @@ def read_stored(
     return sample, False
 
 
-def fold(stored: Sample, steps: list[Any], apply_step) -> Sample | None:
-    """Apply rescale + ``steps`` (all pointwise) to ``stored`` through per-slice tables.
+def fold(stored: Sample, steps: list[Any], apply_step, out: np.ndarray | None = None) -> Sample | None:
+    """Apply rescale + ``steps`` (all pointwise) to ``stored`` through lookup tables.
 
     Returns the Sample the plain path would produce after the last of ``steps``, or
-    None when a table would be too large (the caller then runs the plain path).
+    None when a table would be too large (the caller then runs the plain path). See
+    :class:`Folder` for ``out``; to fold an item slab by slab, keep one :class:`Folder`.
     """
-    values = stored.pixels
-    meta = dict(stored.meta)
-    pairs = meta.pop("stored_rescale")
-    lo, hi = int(values.min()), int(values.max())
-    n_values = hi - lo + 1
-    n_slices = values.shape[0]
-    if n_slices * n_values > MAX_TABLE_ENTRIES:
-        return None
-    domain = np.arange(lo, hi + 1, dtype=np.int64)
-    table_input = np.empty((n_slices, 1, n_values), dtype=np.float32)
-    for z, (slope, intercept) in enumerate(pairs):
-        table_input[z, 0] = rescale(domain, slope, intercept)
-    table = stored.replace(pixels=table_input, meta=meta)
-    for params in steps:
-        table = apply_step(params, table)
-    lut = table.pixels  # (Z, 1, n_values) or (Z, 1, n_values, C)
-    if lut.ndim == 3:
-        out = np.empty(values.shape, dtype=lut.dtype)
+    return Folder(steps, apply_step).apply(stored, out)
+
+
+class Folder:
+    """The folded tables of one item's pointwise chain, built on first need and kept across slabs.
+
+    Thread-safe for :meth:`apply` on different slabs (a table built twice by two threads
+    is the same table).
+    """
+
+    def __init__(self, steps: list[Any], apply_step):
+        self.steps = list(steps)
+        self.apply_step = apply_step
+        self._tables: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self._full_range = True
+
+    def output_spec(self, slab: Sample) -> tuple[tuple[int, ...], np.dtype] | None:
+        """Shape and dtype of ``apply(slab)``'s pixels as a planar buffer (channels before y, x)."""
+        tables = self._slab_tables(slab)
+        if tables is None:
+            return None
+        first = tables[0]
+        return (slab.pixels.shape[0], len(first)) + slab.pixels.shape[1:], first[0].dtype
+
+    def apply(self, slab: Sample, out: np.ndarray | None = None) -> Sample | None:
+        """The chain's output on ``slab`` (stored values, ``meta["stored_rescale"]`` per slice).
+
+        ``out``, when given, is a C-contiguous buffer of :meth:`output_spec`'s shape and
+        dtype that receives the pixels (the Sample's pixels are a view of it): a streaming
+        caller reuses it from slab to slab, so the gather touches no fresh memory.
+        """
+        values = slab.pixels
+        meta = dict(slab.meta)
+        pairs = meta.pop("stored_rescale")
+        described = self._describe(slab, meta, pairs)
+        tables = self._slab_tables(slab) if self._full_range and values.dtype in _INDEX_VIEW else None
+        if tables is None:
+            return self._apply_ranged(slab, meta, pairs, described)
+        n_channels = len(tables[0])
+        planar_shape = (values.shape[0], n_channels) + values.shape[1:]
+        if out is None:
+            out = np.empty(planar_shape, dtype=tables[0][0].dtype)
+        elif out.shape != planar_shape or out.dtype != tables[0][0].dtype:
+            raise ValueError(f"output buffer {out.shape} {out.dtype} for {planar_shape} {tables[0][0].dtype}")
+        index = values.view(_INDEX_VIEW[values.dtype])
+        for z, row in enumerate(tables):
+            for c in range(n_channels):
+                np.take(row[c], index[z], out=out[z, c])
+        return self._finish(described, out)
+
+    # --- tables ---------------------------------------------------------------------------
+    def _slab_tables(self, slab: Sample) -> list[tuple[np.ndarray, ...]] | None:
+        """Per slice, the per-channel 1-D full-range tables (shared between equal slices)."""
+        if not self._full_range or slab.pixels.dtype not in _INDEX_VIEW:
+            return None
+        pairs = slab.meta["stored_rescale"]
+        rows = []
+        for z, (slope, intercept) in enumerate(pairs):
+            header = slab.headers[z] if len(slab.headers) == len(pairs) else None
+            key = (float(slope), float(intercept), _pixel_description(header))
+            table = self._tables.get(key)
+            if table is None:
+                table = self._build(slab, z, slope, intercept)
+                if table is None:
+                    return None
+                if len(self._tables) >= MAX_TABLES:
+                    self._tables.pop(next(iter(self._tables)))
+                self._tables[key] = table
+            rows.append(table)
+        return rows
+
+    def _build(self, slab: Sample, z: int, slope: float, intercept: float) -> tuple[np.ndarray, ...] | None:
+        """The chain on every stored value of the dtype, with slice ``z``'s rescale and header."""
+        dtype = slab.pixels.dtype
+        domain = np.arange(1 << (8 * dtype.itemsize), dtype=_INDEX_VIEW[dtype]).view(dtype)
+        meta = dict(slab.meta)
+        meta.pop("stored_rescale")
+        table = _one_row(slab, z).replace(pixels=rescale(domain, slope, intercept).reshape(1, 1, -1), meta=meta)
+        try:
+            for params in self.steps:
+                table = self.apply_step(params, table)
+        except StepError:
+            # e.g. an overflow on a value this item never holds: tables over the values it holds
+            self._full_range = False
+            return None
+        lut = table.pixels
+        if lut.ndim == 3:
+            return (np.ascontiguousarray(lut[0, 0]),)
+        return tuple(np.ascontiguousarray(lut[0, 0, :, c]) for c in range(lut.shape[3]))
+
+    # --- everything but the pixels --------------------------------------------------------
+    def _describe(self, slab: Sample, meta: dict[str, Any], pairs) -> Sample:
+        """The chain on one stored value per slice with the slab's headers: meta, headers, axes..."""
+        values = slab.pixels
+        first = values.reshape(values.shape[0], -1)[:, :1] if values.size else np.zeros((values.shape[0], 1), np.int64)
+        probe = np.empty((values.shape[0], 1, 1), dtype=np.float32)
+        for z, (slope, intercept) in enumerate(pairs):
+            probe[z, 0] = rescale(first[z], slope, intercept)
+        described = slab.replace(pixels=probe, meta=meta)
+        for params in self.steps:
+            described = self.apply_step(params, described)
+        return described
+
+    @staticmethod
+    def _finish(described: Sample, planar: np.ndarray) -> Sample:
+        if described.pixels.ndim == 3:
+            return described.replace(pixels=planar[:, 0])
+        # channel-first buffer; the Sample gets its zyxc view, so an NCHW layout needs no copy
+        return described.replace(pixels=np.moveaxis(planar, 1, -1))
+
+    def _apply_ranged(self, slab: Sample, meta: dict[str, Any], pairs, described: Sample) -> Sample | None:
+        """Per-slice tables over the slab's ``lo..hi`` (stored values of any integer dtype)."""
+        values = slab.pixels
+        lo, hi = int(values.min()), int(values.max())
+        n_values = hi - lo + 1
+        n_slices = values.shape[0]
+        if n_slices * n_values > MAX_TABLE_ENTRIES:
+            return None
+        domain = np.arange(lo, hi + 1, dtype=np.int64)
+        table_input = np.empty((n_slices, 1, n_values), dtype=np.float32)
+        for z, (slope, intercept) in enumerate(pairs):
+            table_input[z, 0] = rescale(domain, slope, intercept)
+        table = slab.replace(pixels=table_input, meta=meta)
+        for params in self.steps:
+            table = self.apply_step(params, table)
+        lut = table.pixels  # (Z, 1, n_values) or (Z, 1, n_values, C)
+        channels = 1 if lut.ndim == 3 else lut.shape[3]
+        planar = np.empty((n_slices, channels) + values.shape[1:], dtype=lut.dtype)
         for z in range(n_slices):
-            np.take(lut[z, 0], _index(values[z], lo), out=out[z])
-        return table.replace(pixels=out)
-    # Channels are gathered plane by plane from contiguous 1-D tables (several times
-    # faster than gathering C-vectors) into a channel-first buffer; the Sample gets the
-    # zyxc view of it, so a following NCHW layout needs no copy.
-    n_channels = lut.shape[3]
-    planar = np.empty((n_slices, n_channels) + values.shape[1:], dtype=lut.dtype)
-    for z in range(n_slices):
-        index = _index(values[z], lo)
-        for c in range(n_channels):
-            np.take(np.ascontiguousarray(lut[z, 0, :, c]), index, out=planar[z, c])
-    return table.replace(pixels=np.moveaxis(planar, 1, -1))
+            index = values[z].astype(np.intp)
+            index -= lo
+            for c in range(channels):
+                row = lut[z, 0] if lut.ndim == 3 else np.ascontiguousarray(lut[z, 0, :, c])
+                np.take(row, index, out=planar[z, c])
+        return self._finish(described, planar)
 
 
-def _index(stored_slice: np.ndarray, lo: int) -> np.ndarray:
-    """Row index into a table starting at stored value ``lo`` (intp: np.take would convert anything else)."""
-    index = stored_slice.astype(np.intp)
-    index -= lo
-    return index
+def _one_row(slab: Sample, z: int) -> Sample:
+    """``slab`` cut down to slice ``z``'s header, file and position (pixels replaced by the caller)."""
+    import dataclasses
+
+    geometry = slab.geometry
+    if geometry is not None and len(geometry.slice_positions) > z:
+        geometry = dataclasses.replace(geometry, slice_positions=geometry.slice_positions[z : z + 1])
+    return dataclasses.replace(
+        slab,
+        headers=slab.headers[z : z + 1],
+        geometry=geometry,
+        source_files=slab.source_files[z : z + 1],
+        private_tables={},
+    )
+
+
+def _pixel_description(header: dict[str, Any] | None) -> str:
+    """The header's group-0028 attributes as canonical JSON ('' without a header)."""
+    if not header:
+        return ""
+    return json.dumps({k: v for k, v in header.items() if k.startswith(_PIXEL_GROUP)}, sort_keys=True)

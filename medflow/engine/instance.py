@@ -1,15 +1,16 @@
 """The per-item task of a chain that never reads pixels: one DICOM file, parsed once.
 
 For recipes whose steps and writers all declare ``reads_pixels=False`` (de-identify ->
-DICOM): the file is parsed with pydicom (pixel data kept as stored bytes, never decoded),
-the recipe's series-level filters are applied to its header, and the steps and writers
-run on a Sample that carries the parsed original (:attr:`medflow.sample.Sample.originals`)
-and no pixels. Nothing is cached: there is no expensive intermediate, and the originals
+DICOM): the file is read into memory in one call and parsed from there with pydicom (pixel
+data kept as stored bytes, never decoded), the recipe's series-level filters are applied to
+its header, and the steps and writers run on a Sample that carries the parsed original
+(:attr:`medflow.sample.Sample.originals`) and no pixels. Nothing is cached: there is no expensive intermediate, and the originals
 carry identity. The item's record lives in the manifest (see :func:`medflow.engine.plan.plan_item`).
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ def read_instance(path: Path, item_id: str, source_filter: dict[str, Any] | None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid values in real files are handled downstream
         try:
-            ds = pydicom.dcmread(path)
+            # read whole, then parse from memory: one read call instead of one per element
+            # (the files of this chain are parsed in full anyway, pixel data as stored)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            ds = pydicom.dcmread(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
             raise InputError(str(path), f"unreadable DICOM: {type(exc).__name__}: {_one_line(exc)}") from None
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:

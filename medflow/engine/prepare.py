@@ -24,6 +24,7 @@ from medflow.recipe.loader import LoadedRecipe, resolve_path
 from medflow.recipe.model import SampleSource
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
+from medflow.splits import DatasetFacts, plan_facts
 from medflow.writers.registry import get_writer
 
 
@@ -44,6 +45,7 @@ class Prepared:
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> statistics
     deidentifies: bool = False  # the recipe de-identifies: ids keyed, paths redacted, nothing identifying cached
     memo: FingerprintMemo | None = None  # sha256 of inputs, and of outputs as they were written
+    facts: DatasetFacts | None = None  # patients, joined tables, splits (medflow.splits); None if unused
 
 
 def output_dir(loaded: LoadedRecipe) -> Path:
@@ -73,7 +75,9 @@ def reads_no_pixels(recipe: Any) -> bool:
         return False
     if any(get_step(p.step).reads_pixels for p in recipe.steps):
         return False
-    return all(not get_writer(w.kind).reads_pixels and get_writer(w.kind).per_item for w in writers)
+    specs = [get_writer(w.kind) for w in writers]
+    # dataset-level writers that read only the items' records (an index) do not need pixels either
+    return any(spec.per_item for spec in specs) and not any(spec.reads_pixels for spec in specs)
 
 
 def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) -> Prepared:
@@ -94,11 +98,20 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
     cache = Cache(cache_dir(loaded))
     memo = FingerprintMemo(cache.root / "fingerprints.json", verify=verify, secret=secret)
     source = recipe.source
+    fetched = None  # a dicomweb source's fetch into the cache (medflow.sources.dicomweb)
     if isinstance(source, SampleSource):
         from medflow.sources.sample_data import materialize_sample
 
         root = materialize_sample(source.sample, cache.root / "samples")
         reader_params: dict[str, Any] = {"duplicates": "first"}
+    elif hasattr(source, "dicomweb"):  # a PACS: fetched into the cache, then a folder like any other
+        from medflow.sources.dicomweb import fetch
+
+        fetched = fetch(source.dicomweb, cache.root / "dicomweb", verify=verify, dry_run=not record)
+        root = fetched.root
+        reader_params = {"duplicates": source.duplicates}
+        if not record:  # plan / --dry-run / preview: say what a run would fetch
+            print("\n".join(fetched.plan_lines()))
     else:
         root = resolve_path(loaded, source.dicom)
         if not root.is_dir():
@@ -111,10 +124,17 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
         reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
     else:
         discovery = discover_dicom(root, source.filter, memo, getattr(source, "mismatched_size", "fail"))
+    if fetched is not None:
+        discovery = fetched.apply(discovery)  # instances not fetched fail their items
     if isinstance(source, SampleSource):
         from medflow.sources.sample_data import MARKER_NAME
 
         discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel != MARKER_NAME]
+    if getattr(source, "labels", None) is not None and "instances" not in reader_params:
+        from medflow.sources.pairing import label_options, pair_labels  # labels: SEG, RTSTRUCT, masks
+
+        discovery = pair_labels(discovery, root, source, memo, lambda value: resolve_path(loaded, value))
+        reader_params["labels"] = label_options(source.labels)
     if secret is not None:
         discovery.items = sorted(
             (dataclasses.replace(item, item_id=keyed_item_id(item.item_id, secret)) for item in discovery.items),
@@ -133,6 +153,7 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
     prepared.deidentifies = secret is not None
     prepared.memo = memo
     prepared.dataset_stats = cached_dataset_stats(prepared)
+    prepared.facts = plan_facts(loaded, prepared.items, memo, secret)  # splits from the plan, no pixel read
     plan_all(prepared, verify)
     return prepared
 

@@ -13,7 +13,9 @@ from medflow.engine import keys
 from medflow.engine.manifest import MANIFEST_VERSION, environment
 from medflow.engine.plan import ItemPlan
 from medflow.engine.prepare import Prepared
+from medflow.engine.provenance import recipe_provenance
 from medflow.engine.task import ItemResult
+from medflow.writers.records import DatasetRecords
 from medflow.writers.registry import get_writer
 
 
@@ -96,17 +98,20 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
     ]
     for params in prepared.loaded.recipe.outputs.writers:
         spec = get_writer(params.kind)
-        if spec.per_item:
+        if spec.per_item and spec.finalize is None:
             continue
+        reads_records = spec.per_item or getattr(spec.params_model, "dataset_input", "npy") == "records"
+        records = DatasetRecords.of(manifest_items, prepared.facts) if reads_records else None
         key = keys.hash_json(
             {"kind": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
-             "inputs": [[item_id, sha] for item_id, _, sha in npy_files]}
+             "inputs": records.to_json() if records else [[item_id, sha] for item_id, _, sha in npy_files]}
         )
         record = prepared.cache.get_record(key)
         if record and all((prepared.out_dir / o["path"]).is_file() for o in record["outputs"]):
             written.extend(record["outputs"])
             continue
-        files = spec.function([(item_id, path) for item_id, path, _ in npy_files], params, prepared.out_dir)
+        inputs = records if records else [(item_id, path) for item_id, path, _ in npy_files]
+        files = (spec.finalize if spec.per_item else spec.function)(inputs, params, prepared.out_dir)
         outputs = [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files]
         prepared.cache.put_record(key, {"outputs": outputs})
         written.extend(outputs)
@@ -172,7 +177,9 @@ def assemble_manifest(
             "name": recipe.name,
             "hash": keys.hash_json(prepared.loaded.resolved),
             "resolved": prepared.loaded.resolved,
+            **recipe_provenance(prepared.loaded),  # extends chain with hashes, git commit and dirty state
         },
+        **({"splits": prepared.facts.splits} if prepared.facts and prepared.facts.splits else {}),
         "cache_format": keys.CACHE_FORMAT_VERSION,
         "items": outcome.manifest_items,
         "dataset_outputs": dataset_outputs,

@@ -17,6 +17,7 @@ from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, save_sample
 from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectation
 from medflow.errors import CacheError, FilteredItem, InputError, MedflowError, QuarantineItem
+from medflow.geometry import output_record
 from medflow.sample import Sample
 from medflow.writers.registry import get_writer
 
@@ -77,6 +78,7 @@ def _run(task: ItemTask) -> ItemResult:
         return ItemResult(task.item.item_id, "ok", computed=computed, stats=accumulator.to_json())
     if task.expect:
         check_expectation(sample, task.expect)
+    sample = sample.replace(meta={**sample.meta, **output_record(sample)})  # geometry with every output
     out_dir = Path(task.out_dir)
     outputs = []
     for params in task.writers:
@@ -143,6 +145,8 @@ def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]
             item, task.reader_params, cache, links[0].key, cache_it=links[0].checkpoint
         )
         folded = fold(stored, task.steps[:n_fold], apply_step) if stored is not None else None
+        if folded is not None and stored.label is not None:  # labels ride along the folded pixels
+            folded = folded.replace(label=stored.label, segments=stored.segments)
         if folded is not None:
             if links[n_fold].checkpoint:
                 save_sample(cache, links[n_fold].key, folded, item)
@@ -165,8 +169,8 @@ def can_stream(task: ItemTask) -> bool:
 
     if not (task.stream and task.fold) or task.item.kind != "series" or task.accumulate is not None:
         return False
-    if task.item.broken_files:
-        return False  # the whole-volume path fails the item naming the broken file
+    if task.item.broken_files or task.item.labels:
+        return False  # the whole-volume path fails the item naming the broken file / reads its labels
     if task.dataset_stats or not task.writers or pointwise_prefix(task.steps) == 0:
         return False
     if any(link.checkpoint for link in task.links[1:-1]):

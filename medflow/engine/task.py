@@ -38,6 +38,7 @@ class ItemTask:
     expect: dict[str, Any] | None = None  # outputs.expect of the recipe
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
     accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
+    threads: int = 1  # threads inside the item (streamed slabs), when items are fewer than workers
 
 
 @dataclass

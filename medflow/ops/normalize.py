@@ -350,3 +350,29 @@ class StatsAccumulator:
             acc.histogram.counts[int(i)] = count
         acc.histogram.under, acc.histogram.over = data["under"], data["over"]
         return acc
+
+
+def otsu_threshold(x: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``x`` (any shape, any real dtype; NaN ignored): the value that maximizes
+    the between-class variance of a ``bins``-bin histogram over ``[min, max]`` (Otsu 1979).
+
+    Voxels strictly above the returned value are the foreground. Returns the upper edge of the
+    chosen bin, in ``x``'s units; a constant array returns its value (no voxel is above it).
+    """
+    values = np.asarray(x, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no finite value to compute an Otsu threshold on")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return lo
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(counts)  # voxels in bins 0..k
+    weight1 = weight0[-1] - weight0
+    sum0 = np.cumsum(counts * centres)
+    mean0 = sum0 / np.maximum(weight0, 1)
+    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
+    between = weight0.astype(np.float64) * weight1 * (mean0 - mean1) ** 2
+    k = int(np.argmax(between[:-1])) if bins > 1 else 0
+    return float(edges[k + 1])

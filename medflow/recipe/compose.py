@@ -5,10 +5,15 @@ Order (each stage keeps positions, so every later error points at a file, line a
 1. ``extends:`` - each base (path relative to the file that names it; a string or a
    list) is loaded, itself composed, and deep-merged under the file: mappings merge
    key by key, anything else (lists included) is replaced whole; in a list of bases
-   later ones override earlier ones. The merged keys keep the positions of the file
-   they came from.
-2. ``--set path=value`` overrides on the merged data; overridden values are located
-   at ``<--set>:0:0``.
+   later ones override earlier ones. A *choice* section (``source``: one of
+   ``dicom``, ``sample``...) is replaced whole, never merged: a base's ``sample:``
+   must not survive under a child's ``dicom:``. The merged keys keep the positions
+   of the file they came from. ``abstract:`` (a base recipe, validated without its
+   missing keys) belongs to its own file only and is never inherited.
+2. ``--source PATH`` (the source folder replaced, the source's other settings kept),
+   then ``--set path=value`` overrides on the merged data; overridden values are
+   located at ``<--source>:0:0`` / ``<--set>:0:0``. Setting a choice's kind key
+   (``--set source.dicom=/data``) drops the other kinds' keys.
 3. ``${NAME}`` / ``${NAME:-default}`` in string values, from the environment (as in
    the shell, the default also replaces an empty value); ``$${`` is a literal ``${``.
    Only plain variable names: no code, no nesting; substituted text is not re-read.
@@ -35,7 +40,12 @@ from medflow.recipe.yaml_positions import (
 )
 
 SET_FILE = "<--set>"
+SOURCE_FLAG = "<--source>"
 MAX_EXTENDS_DEPTH = 16
+#: Top-level sections that hold one choice among kinds (each kind a key): replaced whole by a child.
+CHOICE_SECTIONS = ("source",)
+#: Keys of one file only, removed before merging: ``extends`` and ``abstract`` are never inherited.
+_OWN_KEYS = ("extends", "abstract")
 
 
 # ----------------------------------------------------------------------------- extends
@@ -55,6 +65,7 @@ class Composed:
     issues: list[RecipeIssue] = field(default_factory=list)
     fatal: bool = False
     tainted: set[YamlPath] = field(default_factory=set)
+    abstract: bool = False  # the recipe file is a base: ``abstract: true``, or it lies in a ``base/`` folder
 
 
 def deep_merge(base: Any, override: Any) -> Any:
@@ -68,6 +79,21 @@ def deep_merge(base: Any, override: Any) -> Any:
             merged[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
     return copy.deepcopy(override)
+
+
+def merge_layer(base: dict, layer: dict) -> dict:
+    """:func:`deep_merge` of a recipe layer onto its base, choice sections (``source``) replaced whole."""
+    merged = deep_merge(base, layer)
+    for key in CHOICE_SECTIONS:
+        if key in layer:
+            merged[key] = copy.deepcopy(layer[key])
+    return merged
+
+
+def is_abstract(data: Any, path: Path) -> bool:
+    """A base recipe: ``abstract: true``, or no ``abstract:`` key and the file lies in a folder named ``base``."""
+    flag = data.get("abstract") if isinstance(data, dict) else None
+    return flag if isinstance(flag, bool) else path.parent.name == "base"
 
 
 def compose_recipe(path: Path, display: str) -> Composed:
@@ -130,6 +156,11 @@ def _load_layer(
         result.fatal = True
         return None
 
+    if origin is None:
+        result.abstract = is_abstract(data, resolved)
+    if "abstract" in data and not isinstance(data["abstract"], bool):
+        message = f"must be true or false (got a {_kind(data['abstract'])})"
+        result.issues.append(_issue(loaded.positions.value(("abstract",)), display, ("abstract",), message))
     chain = chain + ((resolved, display),)
     merged: dict = {}
     positions = Positions()
@@ -156,10 +187,10 @@ def _load_layer(
             continue
         layer = _load_layer(target, base_display, chain, (mark, base_path), result)
         if layer is not None:
-            merged = deep_merge(merged, layer[0])
+            merged = merge_layer(merged, layer[0])
             positions.update(layer[1])
-    data = {key: value for key, value in data.items() if key != "extends"}
-    merged = deep_merge(merged, data)
+    data = {key: value for key, value in data.items() if key not in _OWN_KEYS}
+    merged = merge_layer(merged, data)
     positions.update(loaded.positions)
     result.sources.append(resolved)
     return merged, positions
@@ -256,7 +287,7 @@ def parse_override(text: str) -> Override:
     return Override(text, tuple(segments), value)
 
 
-def apply_override(data: dict, positions: Positions, override: Override) -> None:
+def apply_override(data: dict, positions: Positions, override: Override, mark: Mark | None = None) -> None:
     """Set ``override.value`` at its path in ``data`` (in place); positions become ``<--set>:0:0``.
 
     Missing mapping keys are created (validation then judges them); a list index past
@@ -267,7 +298,7 @@ def apply_override(data: dict, positions: Positions, override: Override) -> None
     """
     container: Any = data
     walked: YamlPath = ()
-    mark = Mark(SET_FILE, 0, 0)
+    mark = mark or Mark(SET_FILE, 0, 0)
     last = len(override.segments) - 1
     for number, segment in enumerate(override.segments):
         step: str | int
@@ -307,10 +338,59 @@ def apply_override(data: dict, positions: Positions, override: Override) -> None
             container = container[step]
 
 
-def apply_overrides(data: dict, positions: Positions, overrides: Sequence[Override]) -> None:
+def apply_overrides(
+    data: dict, positions: Positions, overrides: Sequence[Override], mark: Mark | None = None
+) -> None:
     """Apply every override in order (later ones win)."""
     for override in overrides:
-        apply_override(data, positions, override)
+        _switch_choice(data, positions, tuple(s.name for s in override.segments))
+        apply_override(data, positions, override, mark)
+
+
+def _switch_choice(data: dict, positions: Positions, path: tuple[str, ...]) -> None:
+    """Before ``--set source.<kind>=...``: keep only the source keys that kind accepts."""
+    if len(path) != 2 or path[0] not in CHOICE_SECTIONS or not isinstance(data.get(path[0]), dict):
+        return
+    from medflow.recipe.model import source_kinds
+
+    kinds = source_kinds()
+    if path[1] not in kinds:
+        return
+    accepted = set(kinds[path[1]].model_fields)
+    section = data[path[0]]
+    for key in [k for k in section if k not in accepted]:
+        del section[key]
+    for table in (positions.values, positions.keys):
+        for old in [p for p in table if len(p) > 1 and p[0] == path[0] and p[1] not in accepted]:
+            del table[old]
+
+
+def source_override(path_text: str) -> Override:
+    """``--source PATH``: the recipe's source reads PATH instead; its filter and options stay.
+
+    PATH is a folder (relative to the current folder: it comes from the command line) or the
+    URL of a DICOMweb server (``source: {dicomweb: {url: PATH}}``).
+
+    Raises:
+        UsageError: an empty PATH, or a URL while no source kind reads URLs.
+    """
+    from medflow.recipe.model import source_kinds
+
+    text = path_text.strip()
+    if not text:
+        raise UsageError("--source needs a folder, e.g. --source /data/ct")
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
+        if "dicomweb" not in source_kinds():
+            raise UsageError(f"--source {text}: this medflow reads DICOM folders only (no DICOMweb source yet)")
+        kind, value = "dicomweb", {"url": text}  # the server's other settings: --set source.dicomweb.KEY=...
+    else:
+        kind, value = "dicom", os.fspath(Path(text).expanduser().absolute())
+    return Override(f"--source {text}", (_Segment("source", False), _Segment(kind, False)), value)
+
+
+def apply_source(data: dict, positions: Positions, override: Override) -> None:
+    """Apply ``--source`` (see :func:`source_override`); its positions are ``<--source>:0:0``."""
+    apply_overrides(data, positions, [override], Mark(SOURCE_FLAG, 0, 0))
 
 
 # ----------------------------------------------------------------------------- ${ENV}

@@ -32,7 +32,7 @@ from medflow.recipe.model import SCHEMA_VERSION
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
 SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
-TOP_LEVEL_EXTRA_KEYS = ("extends",)  # accepted by the loader, removed before validation
+TOP_LEVEL_EXTRA_KEYS = ("extends", "abstract")  # accepted by the loader, removed before validation
 _TAG_NOUNS = {"step": "step", "kind": "writer kind"}
 
 
@@ -345,16 +345,20 @@ def _convert(
 
 
 def issues_from_validation(
-    error: ValidationError, model: type[BaseModel], positions: Positions, file: str
+    error: ValidationError, model: type[BaseModel], positions: Positions, file: str, *, abstract: bool = False
 ) -> list[RecipeIssue]:
     """Every error of ``error`` as a located issue, sorted by file, line, col.
 
     Errors from the members of a plain union at one spot (``workers: x`` fails both
     ``int`` and ``'auto'``) are merged into one issue: "must be an integer or 'auto'".
+    ``abstract`` (a base recipe): keys missing from mappings are not errors (a recipe
+    extending it adds them); keys missing inside a list entry still are (lists are replaced whole).
     """
     issues: list[RecipeIssue] = []
     groups: dict[YamlPath, list[tuple[dict, _Located, RecipeIssue]]] = {}
     for raw in error.errors(include_url=False):
+        if abstract and raw["type"] == "missing" and not any(isinstance(part, int) for part in raw["loc"]):
+            continue
         issue, located = _convert(raw, model, positions, file)
         if located.union_at is not None and located.union_at == located.path:
             groups.setdefault(located.path, []).append((raw, located, issue))

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ValidationError
 from medflow.errors import RecipeError, RecipeIssue
 from medflow.recipe.compose import (
     apply_overrides,
+    apply_source,
     compose_recipe,
     interpolate,
     parse_override,
+    source_override,
 )
 from medflow.recipe.diagnostics import issues_from_validation, sort_issues, version_issue
 from medflow.recipe.model import recipe_model
@@ -54,6 +56,7 @@ class LoadedRecipe:
     base_dir: Path
     sources: tuple[Path, ...]
     positions: Positions = field(default_factory=Positions, compare=False, repr=False)
+    source_override: str | None = None  # ``--source``'s value as given, when the source was replaced
 
 
 def canonical(data: Any) -> Any:
@@ -69,6 +72,7 @@ def load_recipe(
     path: str | os.PathLike[str],
     overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> LoadedRecipe:
     """Load, compose and validate the recipe at ``path``.
 
@@ -77,16 +81,34 @@ def load_recipe(
         overrides: ``--set`` strings, ``PATH=VALUE`` (``steps[1].width=350``), applied in order
             after ``extends`` merging.
         environ: variables for ``${NAME}`` interpolation; default ``os.environ``.
+        source: ``--source``: a folder read instead of the recipe's source (its filter and
+            options are kept), relative to the current folder; applied before ``overrides``.
 
     Returns:
         The validated recipe.
 
     Raises:
-        UsageError: a malformed ``--set`` (before the file is read), or one whose path
-            cannot be followed (list index past the end, key inside a scalar).
-        RecipeError: every issue found in the recipe and its bases, sorted by file, line, col.
+        UsageError: a malformed ``--set`` or ``--source`` (before the file is read), or an
+            override whose path cannot be followed (list index past the end, key inside a scalar).
+        RecipeError: every issue found in the recipe and its bases, sorted by file, line, col;
+            a base recipe (``abstract``) is refused in one issue: it is extended, not built.
     """
+    loaded = _load(path, overrides, environ, source, abstract_ok=False)
+    assert loaded is not None  # a concrete recipe either loads or raises
+    return loaded
+
+
+def _load(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str],
+    environ: Mapping[str, str] | None,
+    source: str | None,
+    *,
+    abstract_ok: bool,
+) -> LoadedRecipe | None:
+    """:func:`load_recipe`; with ``abstract_ok`` a valid base recipe returns ``None`` instead of an error."""
     parsed = [parse_override(text) for text in overrides]
+    source_flag = source_override(source) if source is not None else None
     display = os.fspath(path)
     absolute = Path(display).expanduser().absolute()
     composed = compose_recipe(absolute, display)
@@ -98,6 +120,13 @@ def load_recipe(
     if version is not None:
         raise RecipeError(sort_issues(issues + [version]))
 
+    if composed.abstract and not abstract_ok:
+        raise RecipeError([RecipeIssue(
+            display, 1, 1, "", "is a base recipe (abstract: true, or in a folder named 'base'): it is "
+            "extended by other recipes, not built; write a recipe with 'extends: "
+            f"{absolute.parent.name}/{absolute.name}' (or set 'abstract: false' in it)")])
+    if source_flag is not None:
+        apply_source(data, positions, source_flag)
     apply_overrides(data, positions, parsed)
     data, env_issues, env_tainted = interpolate(data, positions, os.environ if environ is None else environ)
     issues += env_issues
@@ -110,13 +139,17 @@ def load_recipe(
         # Steps that name files (e.g. a LUT) resolve them against the recipe's folder.
         recipe = model.model_validate(resolved, context={"recipe_dir": str(absolute.resolve().parent)})
     except ValidationError as error:
-        for issue in issues_from_validation(error, model, positions, display):
+        for issue in issues_from_validation(error, model, positions, display, abstract=composed.abstract):
             if not any(_under(issue.path, spot) for spot in tainted):
                 issues.append(issue)
     if recipe is not None:
         issues += folder_issues(recipe, positions, display, absolute.resolve().parent)
-    if issues or recipe is None:
+    if issues:
         raise RecipeError(sort_issues(issues))
+    if recipe is None:
+        if composed.abstract:
+            return None  # a base recipe: every key it has is valid; its children add the rest
+        raise RecipeError([])
     return LoadedRecipe(
         recipe=recipe,
         resolved=resolved,
@@ -124,6 +157,7 @@ def load_recipe(
         base_dir=absolute.resolve().parent,
         sources=tuple(composed.sources),
         positions=positions,
+        source_override=source,
     )
 
 
@@ -142,12 +176,14 @@ def validate_recipe_files(paths: Iterable[str | os.PathLike[str]]) -> list[Recip
     """Every issue of every recipe in ``paths`` (no overrides; environment from ``os.environ``).
 
     An empty list means all recipes are valid; ``medflow validate`` prints the issues
-    one per line and exits 2 if there are any.
+    one per line and exits 2 if there are any. A base recipe (``abstract: true``, or in a
+    folder named ``base``) validates on its own: every key it has must be valid, the keys its
+    children add (``name``, ``source``, ``outputs.dir``...) may be missing.
     """
     issues: list[RecipeIssue] = []
     for path in paths:
         try:
-            load_recipe(path)
+            _load(path, (), None, None, abstract_ok=True)
         except RecipeError as error:
             issues.extend(error.issues)
     return issues

@@ -8,10 +8,13 @@ schema and the registry can never disagree.
 from __future__ import annotations
 
 import functools
+import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
+from medflow.sources.dicomweb import DicomwebServer
+from medflow.splits import SplitsSpec
 from medflow.steps.registry import all_steps
 from medflow.writers.registry import all_writers
 
@@ -43,6 +46,27 @@ class SeriesFilter(_Strict):
     )
 
 
+class Labels(_Strict):
+    """Label files paired with the images (see medflow/sources/pairing.py and medflow/sources/labels/)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: Literal["seg", "rtstruct", "mask"] = Field(
+        alias="from", description="'seg': DICOM Segmentation; 'rtstruct': RT Structure Set contours (a voxel is in "
+        "when its centre is inside, even-odd rule for holes); 'mask': NIfTI/NRRD files matched by 'pattern'.")
+    folder: str | None = Field(None, description="Folder searched for label files, relative to the recipe file; "
+                               "default the source folder (for a sample: its own label objects).")
+    pattern: str | None = Field(None, description="mask: glob under 'folder' per item, with {series_uid}, "
+                                "{study_uid}, {patient_id}, {accession}, {series_folder}, {item_id}; seg/rtstruct: "
+                                "glob of the label files to consider (relative to 'folder').")
+    segments: list[str] | None = Field(None, description="Segment/ROI names; name i gets label value i+1 in every "
+                                       "item (same names merge, others are left out). Default: SEG numbers, "
+                                       "RTSTRUCT ROI order, mask values.")
+    overlap: Literal["error", "last"] = Field("error", description="A voxel in two segments: 'error' fails the "
+                                              "item; 'last': the segment with the higher value wins.")
+    missing: Literal["fail", "keep"] = Field("fail", description="An item without (or with ambiguous) labels: "
+                                             "'fail' it, or 'keep' it without labels.")
+
+
 class DicomSource(_Strict):
     """A folder of DICOM files, read recursively; items are series (and multi-frame instances)."""
 
@@ -58,6 +82,7 @@ class DicomSource(_Strict):
         description="Files of one series (same orientation and echo) whose Rows/Columns differ from most of "
         "the series: 'fail' the item naming them and their sizes; 'split' builds one item per size.",
     )
+    labels: Labels | None = Field(None, description="Pair label files (SEG, RTSTRUCT, masks) with the images.")
 
 
 class SampleSource(_Strict):
@@ -67,6 +92,17 @@ class SampleSource(_Strict):
         description="Name of the embedded dataset: 'ct-phantom' (2 patients, 3 CT series, fake PHI)."
     )
     filter: SeriesFilter = Field(default_factory=SeriesFilter, description="What enters the dataset.")
+    labels: Labels | None = Field(None, description="Pair the sample's organ labels (a DICOM SEG and an RTSTRUCT "
+                                  "per series) with the images.")
+
+
+class DicomwebSource(_Strict):
+    """Studies on a DICOMweb server (PACS): QIDO-RS finds them, WADO-RS fetches them into the cache."""
+
+    dicomweb: DicomwebServer = Field(description="The server (url, query, auth from the environment).")
+    filter: SeriesFilter = Field(default_factory=SeriesFilter, description="What enters the dataset.")
+    duplicates: Literal["first", "error"] = DicomSource.model_fields["duplicates"]
+    mismatched_size: Literal["fail", "split"] = DicomSource.model_fields["mismatched_size"]
 
 
 def _source_tag(value: Any) -> str | None:
@@ -75,18 +111,36 @@ def _source_tag(value: Any) -> str | None:
             return "sample"
         if "dicom" in value:
             return "dicom"
+        if "dicomweb" in value:
+            return "dicomweb"
         return None
-    return "sample" if isinstance(value, SampleSource) else "dicom"
+    return {SampleSource: "sample", DicomwebSource: "dicomweb"}.get(type(value), "dicom")
 
 
 Source = Annotated[
-    Union[Annotated[DicomSource, Tag("dicom")], Annotated[SampleSource, Tag("sample")]],  # noqa: UP007
+    Union[Annotated[DicomSource, Tag("dicom")], Annotated[SampleSource, Tag("sample")],  # noqa: UP007
+          Annotated[DicomwebSource, Tag("dicomweb")]],
     Discriminator(
         _source_tag,
         custom_error_type="source_kind",
-        custom_error_message="source needs exactly one of the keys 'dicom' (a folder) or 'sample' (an embedded dataset)",
+        custom_error_message="source needs exactly one of the keys 'dicom' (a folder), 'sample' (an embedded "
+        "dataset) or 'dicomweb' (a DICOMweb server)",
     ),
 ]
+
+
+def source_kinds() -> dict[str, type[BaseModel]]:
+    """The kinds of ``source`` by their key (the union's tags), e.g. ``{'dicom': DicomSource, ...}``.
+
+    A source names exactly one kind key; ``--source`` and ``--set source.<kind>=...`` switch kinds
+    with it (see :mod:`medflow.recipe.compose`).
+    """
+    union = typing.get_args(Source)[0]
+    kinds: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(union):
+        model, *metadata = typing.get_args(member)
+        kinds[next(m.tag for m in metadata if isinstance(m, Tag))] = model
+    return kinds
 
 
 class Expectation(_Strict):
@@ -179,6 +233,8 @@ def recipe_model() -> type[BaseModel]:
         steps=(list[step_union], Field(default_factory=list, description="Steps applied to each item, in order.")),
         outputs=(Outputs, Field(description="Where and how the dataset is written.")),
         engine=(Engine, Field(default_factory=Engine, description="How the build runs.")),
+        splits=(SplitsSpec | None, Field(None, description="Reproducible patient-level splits, recorded in the "
+                                         "manifest and the index; they join no item's cache key.")),
     )
     return Recipe
 
@@ -192,5 +248,10 @@ def recipe_json_schema() -> dict[str, Any]:
     schema["properties"]["extends"] = {
         "description": "Base recipe(s) to deep-merge under this one, relative to this file; lists are replaced.",
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
+    schema["properties"]["abstract"] = {
+        "description": "A base recipe, extended by others and never built: it validates without the keys its "
+        "children add (name, source, outputs.dir...). Default: true for files in a folder named 'base'.",
+        "type": "boolean",
     }
     return schema

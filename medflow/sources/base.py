@@ -27,6 +27,9 @@ class ItemRef:
         broken_files: ``(relative path, reason)`` of files of this series whose header
             is cut off or unreadable: the item fails naming them rather than being
             built with a hole.
+        labels: label files paired with the item (SEG, RTSTRUCT or masks; POSIX paths relative
+            to ``root``, may start with ``..``), read with its pixels; see
+            :mod:`medflow.sources.pairing`.
     """
 
     item_id: str
@@ -38,6 +41,7 @@ class ItemRef:
     fingerprint: str = ""
     notes: tuple[str, ...] = field(default=())
     broken_files: tuple[tuple[str, str], ...] = field(default=())
+    labels: tuple[str, ...] = field(default=())
 
 
 def make_item_id(modality: str, *uids: str) -> str:

@@ -76,6 +76,17 @@ _FLOAT_PIXEL_DATA_TAG_BYTES = {
 # A data set written without preamble starts with a group 0002 or 0008 element.
 _RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# Objects that may carry pixel data but are never images to build (PS3.4 B.5): segmentations,
+# structure sets, SR, presentation states, key object selections; by SOP class, else by Modality.
+NOT_IMAGES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR", "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR", "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Grayscale Softcopy Presentation State",
+    "1.2.840.10008.5.1.4.1.1.88.59": "Key Object Selection Document",
+}
+NOT_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "SR", "PR", "KO"})
 # Direction cosines closer than this (about 0.06 degrees) are the same orientation.
 ORIENTATION_TOLERANCE = 1e-3
 
@@ -371,6 +382,7 @@ class _FileInfo:
     size: tuple[int, int]
     echo: str
     has_position: bool = True
+    sop_class: str = ""
 
 
 def _file_info(rel: str, ds: Dataset) -> _FileInfo:
@@ -394,13 +406,14 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
             size=(rows, cols),
             echo=echo_text,
             has_position=bool(ds.get("ImagePositionPatient")),
+            sop_class=str(ds.get("SOPClassUID") or "").strip(),
         )
     except (TypeError, ValueError) as exc:
         raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
 
 
 # Bump when the facts read from a header, or the rules that read them, change.
-_HEADER_MEMO = "discovery-header-v2"
+_HEADER_MEMO = "discovery-header-v3"
 
 
 def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:
@@ -429,6 +442,7 @@ def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInf
             size=tuple(cached["size"]),
             echo=cached["echo"],
             has_position=cached["has_position"],
+            sop_class=cached.get("sop_class", ""),
         )
     try:
         with warnings.catch_warnings():
@@ -473,6 +487,9 @@ def _select(info: _FileInfo, flt: SeriesFilter) -> str | None:
     """Reason a readable image file is left out by the series-level filter, or ``None``."""
     if info.size[0] <= 0 or info.size[1] <= 0:
         return "no Rows/Columns (0028,0010/0011)"
+    if info.sop_class in NOT_IMAGES or info.modality.upper() in NOT_IMAGE_MODALITIES:
+        what = NOT_IMAGES.get(info.sop_class) or info.modality
+        return f"{what}: excluded, not an image (labels are read with source.labels)"
     if flt.exclude_localizers and "LOCALIZER" in info.image_type:
         return "localizer"
     if not modality_selected(info.modality, flt.modality):

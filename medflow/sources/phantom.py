@@ -243,3 +243,88 @@ def phantom_slice(
     clean = phantom_hu(anatomy, level_mm, x, y).astype(np.int32)
     noisy = clean + integer_noise((rows, cols), noise_hu, rng)
     return np.clip(noisy, HU_MIN, HU_MAX).astype(np.int16)
+
+
+# --------------------------------------------------------------------------- organ labels
+
+#: Organ label values of :func:`phantom_labels`: (value, name, SNOMED CT code, code meaning).
+ORGANS: tuple[tuple[int, str, str, str], ...] = (
+    (1, "liver", "10200004", "Liver"),
+    (2, "kidney", "64033007", "Kidney"),
+    (3, "lung", "39607008", "Lung"),
+    (4, "heart", "80891009", "Heart"),
+    (5, "aorta", "15825003", "Aorta"),
+    (6, "vertebra", "51282000", "Vertebra"),
+)
+
+
+def phantom_labels(anatomy: Anatomy, level_mm: float, x_mm: np.ndarray, y_mm: np.ndarray) -> np.ndarray:
+    """The organ label map of :func:`phantom_hu`'s slice: what each pixel shows (values of :data:`ORGANS`).
+
+    Painted in :func:`phantom_hu`'s order with the same shapes, so a label is the organ whose
+    HU the pixel holds: structures painted later without a label (stomach gas, heart fat,
+    sternum, ribs, spinal canal, spinous process) clear it to 0. The vertebra is the body with
+    its cortical rim.
+
+    Returns:
+        uint8 array, axes ``yx``, shape ``(rows, cols)``.
+    """
+    s = anatomy.scale
+    x = np.asarray(x_mm, dtype=np.float64)[None, :] / s
+    y = np.asarray(y_mm, dtype=np.float64)[:, None] / s
+    lv = float(level_mm)
+    out = np.zeros((y.shape[0], x.shape[1]), dtype=np.uint8)
+    liver = float(np.sqrt(_profile(lv, -120, 10)))
+    out[_ellipse(x, y, -60, 0, 75 * liver, 70 * liver)] = 1
+    if -120 <= lv <= -60:
+        for side in (-1, 1):
+            out[_ellipse(x, y, side * 55, 45, 25, 35)] = 2
+    if -60 <= lv <= -10:
+        out[_ellipse(x, y, 50, -30, 18, 18)] = 0
+    lung = _profile(lv, *LUNG_LEVELS_MM)
+    if lung > 0:
+        out[_ellipse(x, y, -75, 5, 50 * lung, 75 * lung) | _ellipse(x, y, 75, 5, 50 * lung, 75 * lung)] = 3
+    heart = _profile(lv, -10, 50)
+    if heart > 0:
+        out[_ellipse(x, y, 15, -30, 45 * heart + 4, 38 * heart + 4)] = 0
+        out[_ellipse(x, y, 15, -30, 45 * heart, 38 * heart)] = 4
+    if -120 <= lv <= 70:
+        out[_ellipse(x, y, 22, 35, 13, 13)] = 5
+    if 0 <= lv <= 90:
+        out[_ellipse(x, y, 0, -95, 14, 6)] = 0
+    if -70 <= lv <= 90:
+        for k, deg in enumerate(_RIB_ANGLES_DEG):
+            shift = (lv + 70.0) * (0.05 if k % 2 else -0.05)
+            cx, cy = _on_outline(deg, 145.0, 95.0, shift)
+            out[_ellipse(x, y, cx, cy, 5, 5)] = 0
+    out[_ellipse(x, y, 0, 63, 17, 17)] = 6
+    out[_ellipse(x, y, 0, 88, 8, 8)] = 0
+    out[_ellipse(x, y, 0, 105, 6, 10)] = 0
+    return out
+
+
+def _ellipse_outline(cx: float, cy: float, ax: float, ay: float, n: int = 72) -> np.ndarray:
+    """``n`` points (x, y) on an ellipse, mm in the unscaled frame (numpy cos/sin: contours only, not image bytes)."""
+    t = 2.0 * np.pi * np.arange(n) / n
+    return np.column_stack([cx + ax * np.cos(t), cy + ay * np.sin(t)])
+
+
+def phantom_contours(anatomy: Anatomy, level_mm: float) -> dict[str, list[np.ndarray]]:
+    """Planar contours (LPS x, y in mm, scaled) of a few structures at ``level_mm``, for an RTSTRUCT.
+
+    ``liver`` (one ellipse), ``kidney`` (two ellipses: two islands), ``aorta`` (one circle) and
+    ``vertebral_cortex`` (circles of radius 17 and 14 mm: a ring, the inner contour a hole).
+    Polygons of 72 vertices; structures absent at the level have no contour.
+    """
+    s = anatomy.scale
+    lv = float(level_mm)
+    out: dict[str, list[np.ndarray]] = {"liver": [], "kidney": [], "aorta": [], "vertebral_cortex": []}
+    liver = float(np.sqrt(_profile(lv, -120, 10)))
+    if liver > 0:
+        out["liver"].append(_ellipse_outline(-60, 0, 75 * liver, 70 * liver) * s)
+    if -120 <= lv <= -60:
+        out["kidney"] += [_ellipse_outline(side * 55, 45, 25, 35) * s for side in (-1, 1)]
+    if -120 <= lv <= 70:
+        out["aorta"].append(_ellipse_outline(22, 35, 13, 13) * s)
+    out["vertebral_cortex"] += [_ellipse_outline(0, 63, 17, 17) * s, _ellipse_outline(0, 63, 14, 14) * s]
+    return out

@@ -357,8 +357,66 @@ def _whole_dataset(path: Path) -> Dataset:
         return pydicom.dcmread(path, force=True)
 
 
+# Native little-endian transfer syntaxes whose Pixel Data is the raw stored values (PS3.5 A.1, A.2).
+_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _native_frame(path: Path, ds: Dataset) -> np.ndarray | None:
+    """The one frame of a native little-endian 8/16-bit grayscale file, read straight from its bytes.
+
+    Only when Pixel Data is the file's last element with exactly Rows x Columns values
+    (checked on the element's own tag and length, PS3.5 7.1.2): then pydicom's native
+    decoder returns these very bytes as the stored dtype when no value has bits set above
+    BitsStored (checked; else pydicom's correction of those bits applies), so this is the
+    same array without parsing the header again. ``None`` for anything else: the caller
+    decodes with pydicom.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if str(getattr(meta, "TransferSyntaxUID", "")) not in _NATIVE_LE:
+        return None
+    try:
+        bits = int(ds.get("BitsAllocated") or 0)
+        if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1 or bits not in (8, 16):
+            return None
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+        stored_bits = int(ds.get("BitsStored") or bits)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    dtype = np.dtype(("<i" if signed else "<u") + str(bits // 8))
+    length = rows * cols * dtype.itemsize
+    padded = length + (length & 1)
+    out = np.empty((rows, cols), dtype=dtype)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = size - padded
+        if start < 12:
+            return None
+        f.seek(start - 12)
+        head = f.read(12)
+        explicit = head[:4] == _PIXEL_DATA_TAG and head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0"
+        implicit = head[4:8] == _PIXEL_DATA_TAG
+        if not (explicit and int.from_bytes(head[8:12], "little") == padded) and not (
+            implicit and int.from_bytes(head[8:12], "little") == padded
+        ):
+            return None
+        if f.readinto(memoryview(out).cast("B")) != length:
+            return None
+    if stored_bits < bits and out.size:
+        # pydicom corrects the bits above BitsStored (sign extension or masking): only when
+        # every value already lies in BitsStored's range are the raw bytes its answer
+        lo, hi = (-(1 << (stored_bits - 1)), (1 << (stored_bits - 1)) - 1) if signed else (0, (1 << stored_bits) - 1)
+        if int(out.min()) < lo or int(out.max()) > hi:
+            return None
+    return out
+
+
 def _decode_file(path: Path, ds: Dataset) -> np.ndarray:
     """All frames of one file as pydicom decodes them (see :func:`_iter_frames` for the route)."""
+    native = _native_frame(path, ds)
+    if native is not None:
+        return native
     if _is_deflated(ds):
         return pixel_array(_whole_dataset(path))
     try:
@@ -434,8 +492,12 @@ def read_item(
     item: ItemRef,
     duplicates: Literal["first", "error"] = "first",
     values: Literal["rescaled", "stored"] = "rescaled",
+    labels: dict[str, Any] | None = None,
 ) -> Sample:
     """Read an item's pixels and exact geometry (rules in the module docstring).
+
+    ``labels`` (the recipe's label options, see :mod:`medflow.sources.labels`): the item's
+    paired label files (``item.labels``) become the Sample's label map on its grid.
 
     Args:
         item: from :func:`medflow.sources.discovery.discover_dicom`.
@@ -472,6 +534,10 @@ def read_item(
     else:
         for rank, (s, arr, ds, slice_path) in enumerate(_decode_series(item, opened)):
             pixels[rank] = _stored(arr, slice_path, pixels.dtype) if stored else _values(arr, s, ds, opened.color)
+    if labels is not None and item.labels:
+        from medflow.sources.labels import attach_labels
+
+        return attach_labels(opened.sample(pixels, stored), item.labels, item.root, labels)
     return opened.sample(pixels, stored)
 
 
@@ -570,13 +636,15 @@ def _decode_series(item: ItemRef, opened: _Opened):
 
 
 def open_stored_slabs(
-    item: ItemRef, duplicates: Literal["first", "error"], slab: int
+    item: ItemRef, duplicates: Literal["first", "error"], slab: int, ring: int = 0
 ) -> tuple[Sample, Iterator[np.ndarray]]:
     """A series' stored values slab by slab (z order), for streaming.
 
     Returns a Sample whose ``pixels`` is an empty ``(n_slices, 0, 0)`` placeholder of the
     stored dtype (headers, geometry and meta as :func:`read_item` with ``values="stored"``),
-    and an iterator of arrays of at most ``slab`` slices each. Raises
+    and an iterator of arrays of at most ``slab`` slices each. With ``ring`` > 0 the
+    slabs cycle through ``ring`` buffers: the caller must be done with a slab before the
+    ``ring``-th next one is produced (0: every slab is a new array). Raises
     :class:`NotStoredValues` for multi-frame, color or Modality-LUT-Sequence items.
     """
     opened = _open(item, duplicates)
@@ -586,14 +654,17 @@ def open_stored_slabs(
     skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True)
 
     def slabs() -> Iterator[np.ndarray]:
-        buffer = np.empty((slab,) + opened.shape[1:], dtype=dtype)
-        filled = 0
+        # ``ring`` buffers used in turn: no fresh memory (page faults) per slab
+        buffers = [np.empty((slab,) + opened.shape[1:], dtype=dtype) for _ in range(max(1, ring))]
+        turn, filled = 0, 0
+        buffer = buffers[0]
         for _s, arr, _ds, slice_path in _decode_series(item, opened):
             buffer[filled] = _stored(arr, slice_path, dtype)
             filled += 1
             if filled == slab:
                 yield buffer
-                buffer = np.empty_like(buffer)
+                turn = (turn + 1) % len(buffers)
+                buffer = buffers[turn] if ring > 0 else np.empty_like(buffer)
                 filled = 0
         if filled:
             yield buffer[:filled]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medflow.errors import StepError
-from medflow.ops.normalize import StatsAccumulator, compute_stats, normalize
+from medflow.ops.normalize import StatsAccumulator, compute_stats, normalize, otsu_threshold
 from medflow.sample import Sample
 from medflow.steps.registry import StepParams, register
 
@@ -57,6 +57,12 @@ class NormalizeParams(StepParams):
         (-1024.0, 3072.0), description="scope dataset, percentile modes: range of the histogram the "
         "dataset percentiles are read from; widen it for non-CT data.",
         json_schema_extra={"unit": "input units (HU for CT)"})
+    foreground: Literal["otsu"] | None = Field(
+        None, description="scope item: statistics from the foreground only: voxels above the item's Otsu "
+        "threshold (a threshold in the recipe: 'above'). Every voxel is normalized.", json_schema_extra=_NONE)
+    background: Literal["keep", "zero"] = Field(
+        "keep", description="zero: set voxels outside the foreground ('foreground' or 'above') to 0 after "
+        "normalizing (nnU-Net's use_mask_for_norm).", json_schema_extra=_NONE)
     hist_bin_width: float = Field(
         1.0, gt=0, description="scope dataset, percentile modes: histogram bin width (the percentile "
         "accuracy).", json_schema_extra={"unit": "input units (HU for CT)"})
@@ -73,6 +79,10 @@ class NormalizeParams(StepParams):
                 raise ValueError(f"std must be > 0 (got {self.std})")
             if self.scope == "dataset" or self.above is not None:
                 raise ValueError("mode fixed uses given numbers: no scope dataset, no above")
+        if self.foreground is not None and (self.scope == "dataset" or self.above is not None or fixed):
+            raise ValueError("foreground: otsu is a per-item mask: scope item, no above, not mode fixed")
+        if self.background == "zero" and self.foreground is None and self.above is None:
+            raise ValueError("background: zero needs a foreground ('foreground: otsu' or 'above')")
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100 (got {[low, high]})")
@@ -81,6 +91,14 @@ class NormalizeParams(StepParams):
         if self.hist_range[0] >= self.hist_range[1]:
             raise ValueError(f"hist_range must be increasing (got {list(self.hist_range)})")
         return self
+
+    def canonical_params(self) -> dict[str, Any]:
+        # the foreground options at their defaults leave the params (and cache keys) as before they existed
+        params = super().canonical_params()
+        for name, default in (("foreground", None), ("background", "keep")):
+            if params.get(name) == default:
+                params.pop(name, None)
+        return params
 
     # -- dataset-statistics protocol used by the engine -------------------------------
     def needs_dataset_stats(self) -> bool:
@@ -108,7 +126,10 @@ def normalize_step(sample: Sample, params: NormalizeParams) -> Sample:
             if channel_axis is None and len(params.mean) != 1:
                 raise ValueError(f"{len(params.mean)} means for a sample without channels (axes {sample.axes!r})")
         elif params.scope == "item":
-            stats = compute_stats(sample.pixels, params.mode, above=params.above, percentiles=params.percentiles)
+            above = otsu_threshold(sample.pixels) if params.foreground == "otsu" else params.above
+            stats = compute_stats(sample.pixels, params.mode, above=above, percentiles=params.percentiles)
+            if params.foreground == "otsu":
+                stats = {**stats, "otsu_threshold": above}
         else:
             stats = (sample.meta.get("dataset_stats") or {}).get(params.stats_key())
             if stats is None:
@@ -119,6 +140,9 @@ def normalize_step(sample: Sample, params: NormalizeParams) -> Sample:
                 )
         out = normalize(sample.pixels, params.mode, stats, output_range=params.output_range,
                         channel_axis=channel_axis)
+        if params.background == "zero":
+            threshold = stats["otsu_threshold"] if params.foreground == "otsu" else params.above
+            out[~(sample.pixels > threshold)] = 0
     except ValueError as exc:
         raise StepError("normalize", sample.item_id, f"{exc} ({sample.describe()})") from exc
     meta["normalize"] = {"mode": params.mode, "scope": params.scope, "stats": stats}

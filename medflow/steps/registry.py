@@ -143,6 +143,9 @@ def all_steps() -> list[StepSpec]:
 
 def _ensure_loaded() -> None:
     import medflow.steps  # noqa: F401  (importing the package registers every step module)
+    from medflow.plugins import load_plugins
+
+    load_plugins("medflow.steps", _REGISTRY, "params_model")  # third-party steps (entry points), once
 
 
 __all__ = ["Literal", "StepParams", "StepSpec", "all_steps", "get_step", "register"]

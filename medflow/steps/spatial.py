@@ -6,6 +6,8 @@ Per-slice ``headers`` follow the slices: an output slice carries the header of t
 input slice it comes from (or the nearest one; when ``orient`` turns the slice axis
 in-plane, every new slice carries the first header); tags that describe position
 (ImagePositionPatient, SliceLocation) are then stale, the geometry is authoritative.
+A label map (``Sample.label``) moves with the pixels by nearest neighbour (``nearest``
+interpolator / ``INTER_NEAREST_EXACT``), whatever the step's interpolation; padding is 0.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def _lattice_geometry(
         slice_spacing=old.slice_spacing if keep_slice_spacing else sz,
         notes=old.notes + (note,),
     )
+
+
+def _label_moved(sample: Sample, move: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """The label map moved like the pixels by ``move`` (nearest neighbour: values stay labels), or ``None``."""
+    return None if sample.label is None else move(sample.label)
 
 
 def _vec(values) -> tuple[float, float, float]:
@@ -181,8 +188,13 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
     )
     meta = dict(sample.meta)
     meta["spacing_mm"] = [new_geometry.slice_spacing, *new_geometry.pixel_spacing]
+    label = _label_moved(sample, lambda lab: ops.resample_stack(
+        lab, geometry.row_direction, geometry.column_direction, geometry.pixel_spacing, geometry.slice_positions,
+        params.spacing_zyx(), "nearest", anisotropic=params.anisotropic, z_interpolator="nearest", fill_value=0,
+    ).pixels)
     return sample.replace(
-        pixels=pixels, geometry=new_geometry, headers=_follow_headers(sample, result.source_slice), meta=meta
+        pixels=pixels, geometry=new_geometry, headers=_follow_headers(sample, result.source_slice), meta=meta,
+        label=label,
     )
 
 
@@ -281,7 +293,8 @@ def orient(sample: Sample, params: OrientParams) -> Sample:
         spacing_zyx = (spacing_xyz[source[2]], spacing_xyz[source[1]], spacing_xyz[source[0]])
         new_geometry = _lattice_geometry(geometry, origin, new_dirs, spacing_zyx, pixels.shape[0], note)
         headers = [sample.headers[0]] * pixels.shape[0] if sample.headers else []
-    return sample.replace(pixels=pixels, geometry=new_geometry, headers=headers)
+    label = _label_moved(sample, lambda lab: ops.apply_orientation(lab, source, flip))
+    return sample.replace(pixels=pixels, geometry=new_geometry, headers=headers, label=label)
 
 
 # ---------------------------------------------------------------------------- crop_pad
@@ -323,8 +336,9 @@ def crop_pad(sample: Sample, params: CropPadParams) -> Sample:
     nz_new = pixels.shape[0]
     old_index = np.arange(nz_new) + offsets[0]
     headers = _follow_headers(sample, np.clip(old_index, 0, sample.pixels.shape[0] - 1))
+    label = _label_moved(sample, lambda lab: ops.crop_pad(lab, params.size, 0))  # padding is background
     if sample.geometry is None:
-        return sample.replace(pixels=pixels, headers=headers)
+        return sample.replace(pixels=pixels, headers=headers, label=label)
     geometry = _geometry(sample, "crop_pad")
     positions = np.asarray(geometry.slice_positions, float)
     nz = len(positions)
@@ -359,7 +373,7 @@ def crop_pad(sample: Sample, params: CropPadParams) -> Sample:
         slice_spacing=geometry.slice_spacing,
         notes=notes + (note,),
     )
-    return sample.replace(pixels=pixels, geometry=new_geometry, headers=headers)
+    return sample.replace(pixels=pixels, geometry=new_geometry, headers=headers, label=label)
 
 
 # ---------------------------------------------------------------------------- resize
@@ -377,6 +391,11 @@ class ResizeParams(StepParams):
         description="OpenCV interpolation: nearest (INTER_NEAREST_EXACT), linear, cubic, area (best to shrink), "
         "lanczos4. cubic and lanczos4 can overshoot the input range.",
     )
+    keep_aspect: Literal["pad"] | None = Field(
+        None, description="'pad': scale both axes by one factor so the slice fits in size, then pad (centered) "
+        "with pad_value: the aspect ratio is kept. Default: each axis scaled to size (may squash).")
+    pad_value: float = Field(0.0, description="Value of padded pixels with keep_aspect: pad.",
+                             json_schema_extra={"unit": "input units"})
 
     @field_validator("size")
     @classmethod
@@ -385,17 +404,30 @@ class ResizeParams(StepParams):
             raise ValueError(f"sizes must be >= 1 (got {list(value)})")
         return value
 
+    def canonical_params(self) -> dict:
+        # without keep_aspect the params (and cache keys) are those of the squashing resize
+        params = super().canonical_params()
+        return params if self.keep_aspect else {k: v for k, v in params.items() if k not in ("keep_aspect", "pad_value")}
+
 
 @register("resize", 1, ResizeParams)
 def resize(sample: Sample, params: ResizeParams) -> Sample:
     """Resize slices to [rows, columns] with OpenCV; spacing = old * old_size / new_size, same field of view."""
     _volume_axes(sample, "resize")
+    if params.keep_aspect == "pad":  # fit by one scale factor, then pad to size (same pixel spacing on y and x)
+        ny, nx = sample.pixels.shape[1:3]
+        scale = min(params.size[0] / ny, params.size[1] / nx)
+        inner = (min(params.size[0], max(1, round(ny * scale))), min(params.size[1], max(1, round(nx * scale))))
+        fitted = resize(sample, params.model_copy(update={"size": inner, "keep_aspect": None}))
+        pad = CropPadParams(step="crop_pad", size=(None, *params.size), pad_value=params.pad_value)
+        return crop_pad(fitted, pad)
     try:
         pixels = ops.resize_slices(sample.pixels, params.size, params.interpolation)
     except Exception as exc:  # OpenCV raises cv2.error for unsupported dtypes
         raise StepError("resize", sample.item_id, f"{exc} ({sample.describe()})") from exc
+    label = _label_moved(sample, lambda lab: ops.resize_slices(lab, params.size, "nearest"))
     if sample.geometry is None:
-        return sample.replace(pixels=pixels)
+        return sample.replace(pixels=pixels, label=label)
     geometry = _geometry(sample, "resize")
     ny, nx = sample.pixels.shape[1:3]
     dy_new, shift_y = ops.resized_spacing_and_shift(ny, params.size[0], geometry.pixel_spacing[0])
@@ -416,4 +448,4 @@ def resize(sample: Sample, params: ResizeParams) -> Sample:
         slice_spacing=geometry.slice_spacing,
         notes=geometry.notes + (note,),
     )
-    return sample.replace(pixels=pixels, geometry=new_geometry)
+    return sample.replace(pixels=pixels, geometry=new_geometry, label=label)

@@ -8,6 +8,10 @@ environment variable or file), and writes::
     <folder>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     <audit_folder>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.jsonl
 
+The file is encoded by :func:`medflow.deid.encode.encode_file` (the bytes pydicom's
+``save_as(enforce_file_format=True)`` writes, raw elements copied as read), or by pydicom's
+writer for the datasets that function refuses (see :mod:`medflow.deid.encode`).
+
 Names come from the *new* UIDs only, and only when they are DICOM UIDs (digits and dots,
 PS3.5 9.1), so a tag value can never name a path outside the output folder. A sample that did
 not go through ``anonymize`` is refused: this writer never writes identifying DICOM.
@@ -25,6 +29,7 @@ import pydicom
 from pydantic import Field
 
 from medflow.deid import DeidConfig, DeidKeyError, apply_burned_in_policy, deidentify, key_id, load_key
+from medflow.deid.encode import NotEncodable, encode_file
 from medflow.deid.errors import BurnedInTextError
 from medflow.errors import InputError, QuarantineItem, StepError
 from medflow.sample import Sample
@@ -102,15 +107,24 @@ def _write_instance(
         raise InputError(source, f"two instances of item {item_id} have the same SOPInstanceUID")
     seen.add(relative.as_posix())
     audit = PurePosixPath(params.audit_folder, study, series, sop + ".jsonl")
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
     out_root = out_dir.resolve()
-    for rel, data in ((relative, buffer.getvalue()), (audit, result.audit_jsonl().encode("utf-8"))):
+    for rel, data in ((relative, _encoded(ds)), (audit, result.audit_jsonl().encode("utf-8"))):
         target = (out_dir / rel).resolve()
         if out_root not in target.parents:  # belt and braces: the UID check already forbids this
             raise InputError(source, f"output path {rel} would leave the output folder")
         sha = atomic_write_bytes(target, data)
         written.append(WrittenFile(rel.as_posix(), sha, len(data)))
+
+
+def _encoded(ds: pydicom.Dataset) -> bytes:
+    """The file bytes of ``ds``: :func:`medflow.deid.encode.encode_file`, the same bytes as pydicom's
+    ``save_as(enforce_file_format=True)`` written directly; pydicom's writer where it refuses."""
+    try:
+        return encode_file(ds)
+    except NotEncodable:  # deflated or private transfer syntax, ambiguous VRs...: see medflow.deid.encode
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
 
 
 def _key(deid: dict, item_id: str) -> bytes:

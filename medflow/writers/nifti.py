@@ -47,6 +47,20 @@ class NiftiParams(WriterParams):
         "sheared affine in the sform (nibabel/FSL read it), orthonormal approximation in the qform "
         "(what ITK/SimpleITK read). Uneven stacks are always refused.",
     )
+    compression_level: int | None = Field(
+        None,
+        ge=0,
+        le=9,
+        description="gzip level of the .nii.gz: null (default) lets SimpleITK compress as it always has "
+        "(same bytes as before); 0 (stored, fastest, largest) to 9 (smallest, slowest) makes medflow "
+        "compress with the chosen compressor (gzip timestamp 0: same input, same bytes).",
+    )
+    compressor: Literal["zlib", "isal"] = Field(
+        "zlib",
+        description="With compression_level: 'zlib' (Python's gzip) or 'isal' (Intel ISA-L through the "
+        "'isal' package, pip install isal: several times faster at a similar size; its levels are 0-3, "
+        "higher levels are taken as 3). Any gzip reader reads either.",
+    )
 
 
 class NiftiRefused(MedflowError):
@@ -137,13 +151,33 @@ def _with_sform(nifti_gz: bytes, affine_lps: np.ndarray) -> bytes:
     sform_code written by SimpleITK stay. Recompressed with a zero gzip timestamp so the
     same input gives the same bytes.
     """
-    raw = bytearray(gzip.decompress(nifti_gz))
+    return gzip.compress(_with_sform_raw(gzip.decompress(nifti_gz), affine_lps), compresslevel=6, mtime=0)
+
+
+def _with_sform_raw(nifti: bytes, affine_lps: np.ndarray) -> bytes:
+    """:func:`_with_sform` on uncompressed NIfTI-1 bytes."""
+    raw = bytearray(nifti)
     if struct.unpack_from("<i", raw, 0)[0] != 348:
         raise ValueError("not a little-endian NIfTI-1 header")
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
     struct.pack_into("<12f", raw, 280, *ras[:3].ravel())
     raw[148:228] = SHEARED_NOTE.ljust(80, b"\0")[:80]
-    return gzip.compress(bytes(raw), compresslevel=6, mtime=0)
+    return bytes(raw)
+
+
+def gzip_bytes(data: bytes, level: int, compressor: str = "zlib") -> bytes:
+    """``data`` as a gzip member (RFC 1952) with timestamp 0, at ``level`` with ``compressor``.
+
+    Raises:
+        MedflowError: ``compressor="isal"`` without the ``isal`` package installed.
+    """
+    if compressor == "isal":
+        try:
+            from isal import igzip
+        except ImportError:
+            raise MedflowError("writer 'nifti': compressor 'isal' needs the isal package: pip install isal") from None
+        return igzip.compress(data, compresslevel=min(level, 3), mtime=0)
+    return gzip.compress(data, compresslevel=level, mtime=0)
 
 
 @register_writer("nifti", 1, NiftiParams)
@@ -161,12 +195,19 @@ def write_nifti(sample: Sample, params: NiftiParams, out_dir: Path) -> list[Writ
     except OSError as exc:
         raise FileSystemError(str(target), exc) from None
     try:
-        tmp_file = tmp / "image.nii.gz"
+        own_gzip = params.compression_level is not None
+        tmp_file = tmp / ("image.nii" if own_gzip else "image.nii.gz")
         try:
-            sitk.WriteImage(image, str(tmp_file), useCompression=True)
+            sitk.WriteImage(image, str(tmp_file), useCompression=not own_gzip)
         except RuntimeError as exc:  # ITK reports a failed write (disk full, permissions) this way
             raise FileSystemError(str(target), str(exc).strip().splitlines()[-1][:200]) from None
-        if sheared is not None:
+        if own_gzip:
+            raw = tmp_file.read_bytes()
+            if sheared is not None:
+                raw = _with_sform_raw(raw, sheared)
+            data = gzip_bytes(raw, params.compression_level, params.compressor)
+            sha = atomic_write(target, lambda f: f.write(data))
+        elif sheared is not None:
             data = _with_sform(tmp_file.read_bytes(), sheared)
             sha = atomic_write(target, lambda f: f.write(data))
         else:

@@ -67,6 +67,7 @@ class WriterSpec:
     per_item: bool = True
     open_stream: Callable[..., Any] | None = None
     reads_pixels: bool = True  # False: writes from the original instances only (see StepSpec.reads_pixels)
+    finalize: Callable[..., list[WrittenFile]] | None = None  # per-item writer's dataset-level part (records)
 
 
 _WRITERS: dict[str, WriterSpec] = {}
@@ -80,6 +81,7 @@ def register_writer(
     per_item: bool = True,
     open_stream: Callable[..., Any] | None = None,
     reads_pixels: bool = True,
+    finalize: Callable[..., list[WrittenFile]] | None = None,
 ):
     """Decorator registering a writer function under ``kind``.
 
@@ -88,7 +90,9 @@ def register_writer(
     ``open_stream(sample_skeleton, params, out_dir) -> stream`` lets the engine write an
     item slab by slab: ``stream.write(slab_sample)`` in z order, then ``stream.close()``
     returns the WrittenFile list (bytes identical to the plain function's) or
-    ``stream.abort()`` removes everything.
+    ``stream.abort()`` removes everything. ``finalize(records, params, out_dir)`` (a
+    :class:`medflow.writers.records.DatasetRecords`) lets a per-item writer also write files
+    about the whole dataset once after all items (e.g. nnU-Net's ``dataset.json``).
     """
 
     def decorate(function):
@@ -98,7 +102,8 @@ def register_writer(
         if field is None or typing.get_args(field.annotation) != (kind,):
             raise ValueError(f"writer {kind!r}: params model must declare kind: Literal[{kind!r}]")
         summary = (function.__doc__ or "").strip().splitlines()[0]
-        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item, open_stream, reads_pixels)
+        _WRITERS[kind] = WriterSpec(kind, version, params, function, summary, per_item, open_stream, reads_pixels,
+                                    finalize)
         return function
 
     return decorate
@@ -116,3 +121,6 @@ def all_writers() -> list[WriterSpec]:
 
 def _ensure_loaded() -> None:
     import medflow.writers  # noqa: F401
+    from medflow.plugins import load_plugins
+
+    load_plugins("medflow.writers", _WRITERS, "params_model")  # third-party writers (entry points), once

@@ -175,3 +175,12 @@ def test_a_claim_that_built_nothing_leaves_no_folder_behind(tmp_path):
         (out / "manifest.json").write_text("{}")
     assert (out / OUTPUT_MARKER).is_file() and (out / "manifest.json").is_file()
     assert not cache.exists()
+
+
+def test_temp_names_never_carry_the_target_extension():
+    from medflow.workspace import temp_name, temp_run_id
+
+    name = temp_name("ct-0123456789abcdef.npy")
+    assert name.startswith(".medflow-tmp-") and name.endswith(".npy.tmp")
+    assert temp_run_id(name) is not None
+    assert not Path(name).match("*.npy")  # a training script's glob never sees a partial file

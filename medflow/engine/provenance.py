@@ -1,0 +1,53 @@
+"""Where a recipe came from: every file of its ``extends`` chain with its sha256, and its git state.
+
+Recorded in the manifest under ``recipe.files`` and ``recipe.git`` so that ``medflow diff`` can say
+which recipe file changed between two builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def recipe_files(sources: tuple[Path, ...] | list[Path], base_dir: Path) -> list[dict[str, str]]:
+    """The recipe file and its bases, deepest base first: ``{"path", "sha256"}``.
+
+    ``path`` is relative to the recipe's folder (POSIX), so two checkouts give the same record.
+    """
+    files = []
+    for source in sources:
+        try:
+            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        except OSError:
+            digest = ""
+        files.append({"path": Path(os.path.relpath(source, base_dir)).as_posix(), "sha256": digest})
+    return files
+
+
+def git_state(folder: Path) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git repository holding ``folder``; ``None`` outside one (or without git).
+
+    ``dirty``: tracked files differ from the commit (untracked files do not count).
+    """
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", os.fspath(folder), *args], capture_output=True, text=True,
+                                  timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": bool(status and status.strip())}
+
+
+def recipe_provenance(loaded: Any) -> dict[str, Any]:
+    """``{"files": [...], "git": {...} | None}`` of a loaded recipe."""
+    return {"files": recipe_files(loaded.sources, loaded.base_dir), "git": git_state(loaded.base_dir)}

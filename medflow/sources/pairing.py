@@ -1,0 +1,225 @@
+"""Pairing label files with image items (discovery's half of labels; reading is in ``sources/labels``).
+
+Rules, for a recipe whose source has ``labels:``:
+
+* ``from: seg`` / ``from: rtstruct``: every DICOM Segmentation / RT Structure Set under the
+  label folder (``labels.folder``, default the source folder; for the embedded sample, its
+  label objects) is a candidate. A label object pairs with the image item whose
+  SeriesInstanceUID it references (SEG ReferencedSeriesSequence, PS3.3 C.8.20.2; RTSTRUCT
+  ReferencedFrameOfReferenceSequence > RTReferencedStudySequence > RTReferencedSeriesSequence,
+  C.8.8.5). A label object that references no series pairs by FrameOfReferenceUID, and only
+  when exactly one image item of the dataset has that frame of reference (several would be
+  ambiguous: one frame of reference holds many series). ``labels.pattern``, when given, is a
+  glob (relative to the label folder) a label object's path must match.
+* ``from: mask``: ``labels.pattern`` is formatted per item with ``{series_uid}``,
+  ``{study_uid}``, ``{patient_id}``, ``{accession}``, ``{series_folder}`` (the folder of the
+  item's first file, relative to the source folder) and ``{item_id}``; the result is a glob
+  under the label folder that must match exactly one file.
+* An item with several candidates (two SEGs of one series, a pattern matching two files) or
+  none fails naming them, unless ``labels.missing: keep`` (no labels: built without them).
+  Label objects that pair with no item are listed as skipped, with the reason.
+
+A paired item's fingerprint covers its label files, so changing a label rebuilds the item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import glob
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from medflow.sources.base import ItemRef, item_fingerprint
+from medflow.sources.fingerprint import FingerprintMemo
+
+SOP_CLASSES = {"seg": "1.2.840.10008.5.1.4.1.1.66.4", "rtstruct": "1.2.840.10008.5.1.4.1.1.481.3"}
+_MEMO = "pairing-header-v1"
+
+
+def label_options(labels: Any) -> dict[str, Any]:
+    """The label options that change what is read (they join the read's cache key)."""
+    return {"from": labels.from_, "segments": list(labels.segments) if labels.segments is not None else None,
+            "overlap": labels.overlap}
+
+
+def pair_labels(discovery, root: Path, source: Any, memo: FingerprintMemo, resolve: Callable[[str], Path]):
+    """``discovery`` with each item's label files attached (see the module docstring).
+
+    Returns the same Discovery object, its items replaced and its ``skipped`` list updated.
+    """
+    labels = source.labels
+    root = Path(root)
+    if labels.folder is not None:
+        label_root = resolve(labels.folder)
+    elif getattr(source, "sample", None):
+        from medflow.sources.sample_labels import materialize_sample_labels
+
+        label_root = materialize_sample_labels(source.sample, root.parent)
+    else:
+        label_root = root
+    label_root = label_root.resolve()
+    if labels.from_ == "mask":
+        found, problems = _pair_masks(discovery.items, root, label_root, labels.pattern, memo)
+        unpaired: list[tuple[str, str]] = []
+    else:
+        found, problems, unpaired = _pair_dicom(discovery.items, root, label_root, labels.from_, memo, labels.pattern)
+    paired_files = {rel for files in found.values() for rel in files}
+    discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel not in paired_files]
+    discovery.skipped += unpaired
+    items = []
+    for item in discovery.items:
+        files = found.get(item.item_id, ())
+        problem = problems.get(item.item_id)
+        if problem and labels.missing == "keep" and not files:
+            item = dataclasses.replace(item, notes=item.notes + (f"labels: {problem}; built without labels",))
+        elif problem:
+            where = files[0] if files else (item.files[0] if item.files else ".")
+            item = dataclasses.replace(item, broken_files=item.broken_files + ((where, f"labels: {problem}"),))
+        if files and not problem:
+            hashes = [(rel, memo.sha256(root / rel)) for rel in item.files]
+            hashes += [(f"label:{rel}", memo.sha256(root / rel)) for rel in files]
+            item = dataclasses.replace(item, labels=tuple(files), fingerprint=item_fingerprint(hashes))
+        items.append(item)
+    discovery.items = items
+    return discovery
+
+
+def _rel(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _label_facts(path: Path, memo: FingerprintMemo) -> dict[str, Any] | None:
+    try:
+        cached = memo.get_extra(path, _MEMO)
+    except OSError:
+        return None
+    if cached is not None:
+        return cached or None
+    facts: dict[str, Any] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=None)
+        facts = {"sop_class": str(ds.get("SOPClassUID", "")), "series": sorted(_referenced_series(ds)),
+                 "for": sorted(_frames_of_reference(ds))}
+    except Exception:  # noqa: BLE001 - not DICOM: not a label object
+        facts = {}
+    memo.set_extra(path, _MEMO, facts)
+    return facts or None
+
+
+def _referenced_series(ds) -> set[str]:
+    series = {str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in s}
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            series |= {str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])}
+    return series
+
+
+def _frames_of_reference(ds) -> set[str]:
+    frames = {str(ds.FrameOfReferenceUID)} if ds.get("FrameOfReferenceUID") else set()
+    frames |= {str(f.FrameOfReferenceUID) for f in ds.get("ReferencedFrameOfReferenceSequence", [])
+               if f.get("FrameOfReferenceUID")}
+    return frames
+
+
+def _item_uids(item: ItemRef, memo: FingerprintMemo) -> dict[str, str]:
+    path = Path(item.root) / item.files[0]
+    cached = memo.get_extra(path, _MEMO + "-image")
+    if cached is not None:
+        return cached
+    from medflow.sources.discovery import HeaderProblem, read_image_header
+
+    try:
+        ds = read_image_header(path)
+    except HeaderProblem:
+        return {}
+    facts = {key: str(ds.get(key, "") or "") for key in
+             ("SeriesInstanceUID", "FrameOfReferenceUID", "StudyInstanceUID", "PatientID", "AccessionNumber")}
+    memo.set_extra(path, _MEMO + "-image", facts)
+    return facts
+
+
+def _pair_dicom(items: list[ItemRef], root: Path, label_root: Path, kind: str, memo: FingerprintMemo,
+                pattern: str | None = None):
+    sop_class = SOP_CLASSES[kind]
+    candidates: list[tuple[str, dict[str, Any]]] = []
+    for dirpath, dirnames, filenames in os.walk(label_root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if pattern and not fnmatch.fnmatch(_rel(path, label_root), pattern):
+                continue
+            facts = _label_facts(path, memo)
+            if facts and facts["sop_class"] == sop_class:
+                candidates.append((_rel(path, root), facts))
+    uids = {item.item_id: _item_uids(item, memo) for item in items if item.files}
+    by_series: dict[str, list[str]] = defaultdict(list)
+    by_for: dict[str, list[str]] = defaultdict(list)
+    for item_id, facts in uids.items():
+        by_series[facts.get("SeriesInstanceUID", "")].append(item_id)
+        by_for[facts.get("FrameOfReferenceUID", "")].append(item_id)
+    found: dict[str, list[str]] = defaultdict(list)
+    unpaired: list[tuple[str, str]] = []
+    how: dict[str, str] = {}
+    for rel, facts in candidates:
+        targets = sorted({i for uid in facts["series"] for i in by_series.get(uid, [])})
+        if not targets and not facts["series"]:
+            targets = sorted({i for uid in facts["for"] for i in by_for.get(uid, []) if uid})
+            if len(targets) > 1:
+                unpaired.append((rel, f"{kind} references no series and {len(targets)} image items share its "
+                                      "frame of reference: ambiguous, not paired"))
+                continue
+            if targets:
+                how[targets[0]] = "paired by frame of reference only"
+        if not targets:
+            unpaired.append((rel, f"{kind} references no image item of this dataset: not paired"))
+            continue
+        for item_id in targets:
+            found[item_id].append(rel)
+    problems: dict[str, str] = {}
+    for item in items:
+        files = found.get(item.item_id, [])
+        if not files:
+            problems[item.item_id] = f"no {kind} references this item's series"
+        elif len(files) > 1:
+            problems[item.item_id] = (f"{len(files)} {kind} objects reference this item's series ("
+                                      + ", ".join(files) + "): ambiguous")
+    return {k: tuple(v) for k, v in found.items()}, problems, unpaired
+
+
+def _pair_masks(items: list[ItemRef], root: Path, label_root: Path, pattern: str | None, memo: FingerprintMemo):
+    found: dict[str, tuple[str, ...]] = {}
+    problems: dict[str, str] = {}
+    for item in items:
+        if not item.files:
+            continue
+        facts = _item_uids(item, memo)
+        fields = {
+            "series_uid": facts.get("SeriesInstanceUID", ""), "study_uid": facts.get("StudyInstanceUID", ""),
+            "patient_id": facts.get("PatientID", ""), "accession": facts.get("AccessionNumber", ""),
+            "series_folder": Path(item.files[0]).parent.as_posix(), "item_id": item.item_id,
+        }
+        try:
+            relative = (pattern or "").format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            problems[item.item_id] = f"labels.pattern {pattern!r} cannot be formatted: {exc}"
+            continue
+        matches = sorted(glob.glob(glob.escape(os.fspath(label_root)) + "/" + relative, recursive=True))
+        if len(matches) == 1:
+            found[item.item_id] = (_rel(Path(matches[0]), root),)
+        elif not matches:
+            problems[item.item_id] = f"no mask file matches {relative!r} under the label folder"
+        else:
+            problems[item.item_id] = (f"{len(matches)} mask files match {relative!r}: "
+                                      + ", ".join(_rel(Path(m), root) for m in matches[:5]) + ": ambiguous")
+    return found, problems
