@@ -35,10 +35,15 @@ def library_versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
+    """Versions of medflow, Python, the libraries, and every installed plugin step or writer."""
+    from medflow.plugins import PROVENANCE
+
     return {
         "medflow": medflow.__version__,
         "python": platform.python_version(),
         "libraries": library_versions(),
+        "plugins": {f"{group}:{name}": f"{package}=={version}"
+                    for (group, name), (package, version) in sorted(PROVENANCE.items())},
     }
 
 

@@ -198,6 +198,7 @@ def assemble_manifest(
             "quarantined": len(outcome.quarantined),
             "filtered": len(outcome.filtered),
             "unreadable_files": len(prepared.unreadable),
+            "skipped_files": len(prepared.skipped),
             "input_files": accounting["inputs"],
             "input_files_written": accounting["written"],
             "input_files_withheld": len(accounting["withheld"]),
