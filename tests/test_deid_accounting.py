@@ -177,3 +177,14 @@ def test_preview_of_a_deidentifying_recipe_shows_only_what_would_be_written(expo
     assert len(drawn) == 7  # 3 CT, 2 DX, the localizer, the flagged US; the SR has no pixels
     text = repr(rows) + repr(errors)
     assert NAME not in text and MRN not in text and str(export) not in text
+
+
+def test_the_manifest_counts_four_different_words(export, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFLOW_DEID_KEY", KEY)
+    report = build(load_recipe(_recipe(tmp_path, export, source_extra=", filter: {modality: [CT, SR]}")),
+                   show_progress=False)
+    summary = report.manifest["summary"]
+    assert summary["filtered_files"] == 5  # 2 DX, the localizer, 2 US: left out by the recipe's filter
+    assert summary["skipped_files"] == 1  # README.txt: not DICOM
+    assert summary["unreadable_files"] == 0
+    assert summary["input_files_withheld"] == 6  # the 5 filtered and the truncated file

@@ -131,6 +131,11 @@ class Outcome:
     private_tables: list[dict[str, list[list[str]]]] = field(default_factory=list)
 
 
+def _is_filtered(reason: str) -> bool:
+    """Was this file left out by the recipe's filter (not skipped as not DICOM, hidden or without pixels)?"""
+    return "filter" in reason or reason.startswith("localizer")
+
+
 def collect(prepared: Prepared, results: dict[str, ItemResult]) -> Outcome:
     """Each item's status and manifest entry: from its record when up to date, its result when run."""
     outcome = Outcome()
@@ -198,7 +203,11 @@ def assemble_manifest(
             "quarantined": len(outcome.quarantined),
             "filtered": len(outcome.filtered),
             "unreadable_files": len(prepared.unreadable),
-            "skipped_files": len(prepared.skipped),
+            # four words: filtered (the recipe's filter left it out), skipped (not DICOM, hidden, no
+            # pixels), unreadable (cannot be read), withheld (a DICOM input not written, with its reason)
+            "filtered_files": sum(_is_filtered(reason) for _, reason in prepared.skipped)
+            + sum(len(item["files"]) for item in outcome.manifest_items if item["status"] == "filtered"),
+            "skipped_files": sum(not _is_filtered(reason) for _, reason in prepared.skipped),
             "input_files": accounting["inputs"],
             "input_files_written": accounting["written"],
             "input_files_withheld": len(accounting["withheld"]),
