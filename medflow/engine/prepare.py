@@ -171,7 +171,8 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
     recipe = prepared.loaded.recipe
     previous = previous_items(read_manifest(prepared.out_dir))
     prepared.plans = [
-        plan_item(item, prepared.reader_params, list(recipe.steps), per_item_writers(recipe), prepared.cache,
+        plan_item(item, prepared.reader_params, list(recipe.steps), item_writers(prepared, item.item_id),
+                  prepared.cache,
                   prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
                   prepared.file_hashes[item.item_id], prepared.memo)
         for item in prepared.items
@@ -203,13 +204,30 @@ def per_item_writers(recipe: Any) -> list[Any]:
     return [w for w in recipe.outputs.writers if get_writer(w.kind).per_item]
 
 
+def item_split(prepared: Prepared, item_id: str) -> str | None:
+    """The item's split (recipe's ``splits:``), ``None`` without splits."""
+    splits = prepared.facts.splits if prepared.facts is not None else None
+    return (splits or {}).get("items", {}).get(item_id)
+
+
+def item_writers(prepared: Prepared, item_id: str) -> list[Any]:
+    """The per-item writers for one item: a writer whose outputs depend on the item's split (params with
+    ``for_split``, e.g. nnunet's imagesTs) gets a copy for that split. Only the writers' params (hence
+    the item's output key) can see it: the split joins no step's cache key."""
+    writers = per_item_writers(prepared.loaded.recipe)
+    split = item_split(prepared, item_id)
+    if split is None:
+        return writers
+    return [w.for_split(split) if hasattr(w, "for_split") else w for w in writers]
+
+
 def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
     recipe = prepared.loaded.recipe
     return ItemTask(
         item=plan.item,
         links=plan.links,
         steps=list(recipe.steps),
-        writers=per_item_writers(recipe),
+        writers=item_writers(prepared, plan.item.item_id),
         output_key=plan.output_key,
         start=plan.start,
         reader_params=prepared.reader_params,
@@ -219,6 +237,7 @@ def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         stream=recipe.engine.stream,
         expect=recipe.outputs.expect.model_dump(mode="json") if recipe.outputs.expect else None,
         dataset_stats=dict(prepared.dataset_stats),
+        split=item_split(prepared, plan.item.item_id),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from medflow.engine import keys
 from medflow.engine.manifest import MANIFEST_VERSION, environment
-from medflow.engine.plan import ItemPlan
+from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
 from medflow.engine.provenance import recipe_provenance
 from medflow.engine.task import ItemResult
@@ -107,7 +107,8 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
              "inputs": records.to_json() if records else [[item_id, sha] for item_id, _, sha in npy_files]}
         )
         record = prepared.cache.get_record(key)
-        if record and all((prepared.out_dir / o["path"]).is_file() for o in record["outputs"]):
+        # present *and* the recorded bytes: another build may have rewritten the file since (e.g. a seed and back)
+        if record and not _missing_outputs(record, prepared.out_dir, prepared.memo):
             written.extend(record["outputs"])
             continue
         inputs = records if records else [(item_id, path) for item_id, path, _ in npy_files]

@@ -39,6 +39,7 @@ class ItemTask:
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
     accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
     threads: int = 1  # threads inside the item (streamed slabs), when items are fewer than workers
+    split: str | None = None  # the item's split (recipe's splits:); joins no step key (see item_writers)
 
 
 @dataclass

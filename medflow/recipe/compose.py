@@ -8,7 +8,10 @@ Order (each stage keeps positions, so every later error points at a file, line a
    later ones override earlier ones. A *choice* section (``source``: one of
    ``dicom``, ``sample``...) is replaced whole, never merged: a base's ``sample:``
    must not survive under a child's ``dicom:``. The merged keys keep the positions
-   of the file they came from. ``abstract:`` (a base recipe, validated without its
+   of the file they came from; a relative path a base writes (``source.dicom``,
+   ``outputs.dir``, a step's ``key_file``...) is relative to the base's own folder, and
+   the loader rewrites it relative to the recipe's folder after stage 3
+   (:func:`medflow.recipe.paths.rebase_paths`). ``abstract:`` (a base recipe, validated without its
    missing keys) belongs to its own file only and is never inherited.
 2. ``--source PATH`` (the source folder replaced, the source's other settings kept),
    then ``--set path=value`` overrides on the merged data; overridden values are
@@ -66,6 +69,7 @@ class Composed:
     fatal: bool = False
     tainted: set[YamlPath] = field(default_factory=set)
     abstract: bool = False  # the recipe file is a base: ``abstract: true``, or it lies in a ``base/`` folder
+    folders: dict[str, Path] = field(default_factory=dict)  # each file as positions show it -> its folder
 
 
 def deep_merge(base: Any, override: Any) -> Any:
@@ -142,6 +146,7 @@ def _load_layer(
         return None
     result.issues.extend(loaded.issues)
     result.tainted |= loaded.tainted
+    result.folders.setdefault(display, resolved.parent)
     if loaded.fatal:
         result.fatal = True
         return None

@@ -6,7 +6,10 @@
 
 Every problem found is raised together in one :class:`~medflow.errors.RecipeError`,
 each issue located as ``FILE:LINE:COL: path: message`` with ``FILE`` as the caller
-named it (bases: joined to the folder of the file that extends them).
+named it (bases: joined to the folder of the file that extends them). A relative path
+written in a base (``source.dicom``, ``outputs.dir``, ``engine.cache_dir``, a step's or
+writer's file) is relative to that base's folder; in ``resolved`` it is rewritten relative to
+the recipe's folder, so :func:`resolve_path` and the steps resolve every path against ``base_dir``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from medflow.recipe.compose import (
 )
 from medflow.recipe.diagnostics import issues_from_validation, sort_issues, version_issue
 from medflow.recipe.model import recipe_model
-from medflow.recipe.paths import folder_issues
+from medflow.recipe.paths import folder_issues, rebase_paths, recipe_path_locations
 from medflow.recipe.yaml_positions import Positions, format_path
 
 
@@ -131,9 +134,12 @@ def _load(
     data, env_issues, env_tainted = interpolate(data, positions, os.environ if environ is None else environ)
     issues += env_issues
     tainted = composed.tainted | env_tainted
+    model = recipe_model()
+    # A relative path written in a base names a place next to that base: make it relative to this recipe.
+    recipe_dir = absolute.resolve().parent
+    data = rebase_paths(data, positions, recipe_path_locations(data, model), composed.folders, recipe_dir)
     resolved = canonical(data)
 
-    model = recipe_model()
     recipe = None
     try:
         # Steps that name files (e.g. a LUT) resolve them against the recipe's folder.

@@ -14,9 +14,16 @@ symlinks, relative ones against the recipe's folder, as the build resolves them.
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
 from medflow.recipe.diagnostics import show
@@ -56,3 +63,110 @@ def folder_issues(recipe: Any, positions: Positions, file: str, base_dir: Path) 
                             "the cache keeps original headers and the output folder is what gets shared: "
                             "put the cache outside it"))
     return issues
+
+
+# ----------------------------------------------------------------------------- paths written in bases
+
+#: A field is a path relative to the recipe when its description says so (every such field of the
+#: models, steps and writers does), or when it carries ``json_schema_extra={"recipe_path": True}``.
+_RELATIVE_TO_RECIPE = re.compile(r"relative\s+to\s+the\s+recipe", re.IGNORECASE)
+
+
+def is_recipe_path_field(info: FieldInfo) -> bool:
+    """Is this model field a file or folder path relative to the recipe's folder?"""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and "recipe_path" in extra:
+        return bool(extra["recipe_path"])
+    return bool(info.description and _RELATIVE_TO_RECIPE.search(" ".join(info.description.split())))
+
+
+def recipe_path_locations(data: Any, model: Any, path: YamlPath = ()) -> list[YamlPath]:
+    """The places in recipe ``data`` (not yet validated) that hold a recipe-relative path, per ``model``.
+
+    ``model`` is a type annotation (a pydantic model, ``X | None``, ``list[X]``, a union, possibly
+    ``Annotated``); a union is followed into the member model that fits the data (its literal tag
+    keys such as ``step:`` / ``kind:`` match and it has every key given). Data that fits no model is
+    skipped: validation reports it.
+    """
+    found: list[YamlPath] = []
+    members = _members(model)
+    for candidate in members:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if not isinstance(data, dict) or (len(members) > 1 and not _fits(candidate, data)):
+                continue
+            for name, info in candidate.model_fields.items():
+                key = info.alias or name
+                if key not in data:
+                    continue
+                if is_recipe_path_field(info) and isinstance(data[key], str):
+                    found.append(path + (key,))
+                else:
+                    found += recipe_path_locations(data[key], info.annotation, path + (key,))
+            return found
+        origin = typing.get_origin(candidate)
+        if origin in (list, tuple) and isinstance(data, list):
+            args = [a for a in typing.get_args(candidate) if a is not Ellipsis]
+            for index, item in enumerate(data):
+                for arg in args[:1] if origin is list or len(args) == 1 else args[index : index + 1]:
+                    found += recipe_path_locations(item, arg, path + (index,))
+            return found
+        if origin is dict and isinstance(data, dict):
+            args = typing.get_args(candidate)
+            for key, value in data.items():
+                found += recipe_path_locations(value, args[1] if len(args) == 2 else Any, path + (key,))
+            return found
+    return found
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation: ``Annotated`` unwrapped, unions flattened."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _fits(model: type[BaseModel], data: dict) -> bool:
+    """Does ``data`` look like ``model``: its literal fields match, no unknown key, its kind key present?"""
+    keys = {info.alias or name for name, info in model.model_fields.items()}
+    if any(key not in keys for key in data) and model.model_config.get("extra") == "forbid":
+        return False
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if typing.get_origin(info.annotation) is typing.Literal and info.is_required():
+            if key not in data and len(model.model_fields) > 1 and _is_tag(info):
+                return False
+            if key in data and data[key] not in typing.get_args(info.annotation):
+                return False
+    return True
+
+
+def _is_tag(info: FieldInfo) -> bool:
+    return len(typing.get_args(info.annotation)) == 1
+
+
+def rebase_paths(
+    data: Any, positions: Positions, locations: list[YamlPath], folders: dict[str, Path], recipe_dir: Path
+) -> Any:
+    """Make each relative path written in a base recipe relative to ``recipe_dir`` instead.
+
+    ``folders`` maps each composed file (as shown in positions) to its folder; a value whose
+    position is in a file of another folder than ``recipe_dir`` is rewritten, so it names what it
+    named in its own file. Values from the recipe itself, ``--set`` and ``--source``, absolute
+    values and ``~`` ones are left as they are. Returns new data (``data`` is not modified).
+    """
+    data = copy.deepcopy(data)
+    for location in locations:
+        mark = positions.value(location)
+        folder = folders.get(mark.file) if mark is not None else None
+        if folder is None or folder == recipe_dir:
+            continue
+        container = data
+        for step in location[:-1]:
+            container = container[step]
+        value = container[location[-1]]
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        container[location[-1]] = os.path.relpath(os.path.join(folder, value), recipe_dir)
+    return data

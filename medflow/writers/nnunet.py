@@ -13,6 +13,13 @@ ones).
 Per item (in the worker) the images and the label map are written; once after all items
 ``dataset.json`` is written from the items' records (their segments must agree: set
 ``source.labels.segments`` to give every item the same values).
+
+With ``splits:`` in the recipe, the items of the test split (``test_split``, default ``test``) go
+to ``imagesTs/{case}_{XXXX}.nii.gz`` (no label map) and ``numTraining`` counts the others. The
+split reaches the writer through a per-item copy of its params (:meth:`NnunetParams.for_split`,
+made by the engine's plan and task): it joins the item's *output* key only when the item is a test
+case (so moving an item between train and test rewrites exactly that item, and never changes a
+step's cache key); a moved item's files in the other folder are removed when it is rewritten.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_serializer
 
 from medflow._lazy import lazy_import
 from medflow.errors import FileSystemError, MedflowError
@@ -47,7 +54,30 @@ class NnunetParams(WriterParams):
     channel_names: list[str] | None = Field(
         None, description="dataset.json channel_names in channel order; default the channel names, or the "
         "modality (CT, MR...) for one channel.")
-    require_labels: bool = Field(True, description="Fail an item that has no label map (nnU-Net trains on pairs).")
+    require_labels: bool = Field(True, description="Fail a training item that has no label map (nnU-Net trains "
+                                 "on pairs).")
+    test_split: str = Field("test", description="Items of this split (recipe's splits:) go to imagesTs, without "
+                            "label map, and are not counted in numTraining.")
+    _item_split: str | None = PrivateAttr(None)  # the item's split, set per item by the engine (for_split)
+
+    def for_split(self, split: str | None) -> NnunetParams:
+        """A copy of these params for one item of ``split`` (``None``: no splits). Joins the output key
+        only when the item is a test case (see the module docstring)."""
+        copy = self.model_copy()
+        copy._item_split = split
+        return copy
+
+    @property
+    def is_test(self) -> bool:
+        """Is the item these params were made for (:meth:`for_split`) a test case (imagesTs)?"""
+        return self._item_split is not None and self._item_split == self.test_split
+
+    @model_serializer(mode="wrap")
+    def _with_destination(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.is_test:  # the output paths depend on it: part of the writer's params in the output key
+            data["destination"] = "imagesTs"
+        return data
 
 
 class NnunetRefused(MedflowError):
@@ -125,29 +155,47 @@ def _finalize(records, params: NnunetParams, out_dir: Path) -> list[WrittenFile]
     return [WrittenFile(relative.as_posix(), sha, len(data))]
 
 
+def _remove_moved(dataset: Path, case: str, other: str, labels: bool) -> None:
+    """Remove this case's images from ``other`` (and its label map when it became a test case): an item
+    that moved between training and test must not stay in both folders."""
+    folder = dataset / other
+    if folder.is_dir():
+        prefix, suffix = f"{case}_", ".nii.gz"
+        for path in folder.iterdir():
+            middle = path.name[len(prefix):-len(suffix)] if path.name.endswith(suffix) else ""
+            if path.name.startswith(prefix) and len(middle) == 4 and middle.isdigit():
+                path.unlink(missing_ok=True)
+    if labels:
+        (dataset / "labelsTr" / f"{case}.nii.gz").unlink(missing_ok=True)
+
+
 @register_writer("nnunet", 1, NnunetParams, finalize=_finalize)
 def write_nnunet(sample: Sample, params: NnunetParams, out_dir: Path) -> list[WrittenFile]:
-    """Write the item as nnU-Net v2 raw data: imagesTr/{case}_{XXXX}.nii.gz per channel, labelsTr/{case}.nii.gz."""
+    """Write the item as nnU-Net v2 raw data: imagesTr/{case}_{XXXX}.nii.gz per channel, labelsTr/{case}.nii.gz
+    (a test case: imagesTs/{case}_{XXXX}.nii.gz only)."""
     if sample.axes not in ("zyx", "zyxc"):
         raise NnunetRefused(sample.item_id, f"needs a 'zyx' or 'zyxc' volume, got {sample.describe()} "
                                             "(write nnunet before a layout step)")
-    if sample.label is None and params.require_labels:
+    test = params.is_test
+    if sample.label is None and params.require_labels and not test:
         raise NnunetRefused(sample.item_id, "the item has no label map (source.labels pairs them)")
-    if not sample.label_matches():
+    if not test and not sample.label_matches():
         raise NnunetRefused(sample.item_id, f"label map {sample.label.shape} is not on the image grid "
                                             f"{sample.pixels.shape[:3]}")
     case = sample.item_id
     root = Path(params.folder)
+    images = "imagesTs" if test else "imagesTr"
+    _remove_moved(out_dir / root, case, "imagesTr" if test else "imagesTs", labels=test)
     pixels = sample.pixels if sample.axes == "zyxc" else sample.pixels[..., None]
     written = []
     for channel in range(pixels.shape[-1]):
         channel_sample = sample.replace(pixels=_as_dtype(pixels[..., channel], params.dtype, case), axes="zyx",
                                         channels=(), label=None)
         image, _ = nifti_image(channel_sample)
-        relative = root / "imagesTr" / f"{case}_{channel:04d}.nii.gz"
+        relative = root / images / f"{case}_{channel:04d}.nii.gz"
         done = _write(image, out_dir / relative, params.compression)
         written.append(WrittenFile(relative.as_posix(), done.sha256, done.size))
-    if sample.label is not None:
+    if sample.label is not None and not test:
         label_sample = sample.replace(pixels=sample.label.astype(np.uint8 if sample.label.max(initial=0) < 256
                                                                  else np.uint16), axes="zyx", channels=(), label=None)
         image, _ = nifti_image(label_sample)
