@@ -24,6 +24,7 @@ from medflow.recipe.loader import LoadedRecipe, resolve_path
 from medflow.recipe.model import SampleSource
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
+from medflow.sources.skips import skip_kind
 from medflow.splits import DatasetFacts, plan_facts
 from medflow.writers.registry import get_writer
 
@@ -242,21 +243,21 @@ def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
 
 
 def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Separate files that look like DICOM but cannot be read (failures) from files that are not ours to read."""
+    """Separate files that look like DICOM but cannot be read (failures) from files that are not ours to read.
+
+    A file that cannot even be opened is unreadable; a "problem" reason (see
+    :func:`~medflow.sources.skips.skip_kind`) or "not a DICOM file" is unreadable when the file
+    carries the DICM marker (a DICOM file that does not parse), a skip otherwise.
+    """
     unreadable, other = [], []
     for rel, reason in skipped:
-        if reason.startswith("cannot read") or (_looks_like_dicom(root / rel) and not _is_benign(reason)):
+        kind = skip_kind(reason)
+        suspect = kind == "problem" or reason.lower().startswith("not a dicom file")
+        if reason.startswith("cannot read") or (suspect and _looks_like_dicom(root / rel)):
             unreadable.append((rel, reason))
         else:
             other.append((rel, reason))
     return unreadable, other
-
-
-def _is_benign(reason: str) -> bool:
-    """Reasons that say "not an image for us" rather than "a broken file"."""
-    reason = reason.lower()
-    return any(word in reason for word in ("localizer", "no pixel", "dicomdir", "media directory", "excluded", "filter",
-                                           "duplicate"))
 
 
 def _looks_like_dicom(path: Path) -> bool:

@@ -15,6 +15,7 @@ from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
 from medflow.engine.provenance import recipe_provenance
 from medflow.engine.task import ItemResult
+from medflow.sources.skips import skip_kind
 from medflow.writers.records import DatasetRecords
 from medflow.writers.registry import get_writer
 
@@ -47,10 +48,6 @@ def manifest_item(
     }
 
 
-#: Reasons of discovery for files that are not DICOM objects (not inputs of the accounting).
-_NOT_AN_INPUT = ("not a dicom file", "hidden", "cannot list folder", "not a regular file")
-
-
 def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> dict[str, Any]:
     """Every DICOM file found in the source: written (its item is built) or withheld with the reason.
 
@@ -62,7 +59,7 @@ def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -
     by_id = {plan.item.item_id: plan.item for plan in prepared.plans}
     for entry in manifest_items:
         item = by_id[entry["id"]]
-        files = list(item.files) + [rel for rel, _ in item.broken_files]
+        files = item.all_files
         if entry["status"] == "ok":
             written += len(item.files)
             withheld += [{"file": rel, "reason": f"unreadable: {why}"} for rel, why in item.broken_files]
@@ -74,16 +71,14 @@ def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -
     for rel, reason in prepared.unreadable:
         withheld.append({"file": rel, "reason": f"unreadable: {reason}"})
     for rel, reason in prepared.skipped:
-        if not reason.lower().startswith(_NOT_AN_INPUT):
+        if skip_kind(reason) != "not_input":
             withheld.append({"file": rel, "reason": f"not built by this recipe: {reason}"})
     return {"inputs": written + len(withheld), "written": written, "withheld": withheld}
 
 
 def item_paths(prepared: Prepared) -> dict[str, list[str]]:
     """Per item id, the relative paths it read or failed to read (what its errors can mention)."""
-    return {
-        item.item_id: list(item.files) + [rel for rel, _ in item.broken_files] for item in prepared.items
-    }
+    return {item.item_id: item.all_files for item in prepared.items}
 
 
 def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,11 +125,6 @@ class Outcome:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     filtered: list[tuple[str, str]] = field(default_factory=list)  # filtered or duplicate: withheld, not failed
     private_tables: list[dict[str, list[list[str]]]] = field(default_factory=list)
-
-
-def _is_filtered(reason: str) -> bool:
-    """Was this file left out by the recipe's filter (not skipped as not DICOM, hidden or without pixels)?"""
-    return "filter" in reason or reason.startswith("localizer")
 
 
 def collect(prepared: Prepared, results: dict[str, ItemResult]) -> Outcome:
@@ -206,9 +196,9 @@ def assemble_manifest(
             "unreadable_files": len(prepared.unreadable),
             # four words: filtered (the recipe's filter left it out), skipped (not DICOM, hidden, no
             # pixels), unreadable (cannot be read), withheld (a DICOM input not written, with its reason)
-            "filtered_files": sum(_is_filtered(reason) for _, reason in prepared.skipped)
+            "filtered_files": sum(skip_kind(reason) == "filtered" for _, reason in prepared.skipped)
             + sum(len(item["files"]) for item in outcome.manifest_items if item["status"] == "filtered"),
-            "skipped_files": sum(not _is_filtered(reason) for _, reason in prepared.skipped),
+            "skipped_files": sum(skip_kind(reason) != "filtered" for _, reason in prepared.skipped),
             "input_files": accounting["inputs"],
             "input_files_written": accounting["written"],
             "input_files_withheld": len(accounting["withheld"]),

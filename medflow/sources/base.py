@@ -43,6 +43,11 @@ class ItemRef:
     broken_files: tuple[tuple[str, str], ...] = field(default=())
     labels: tuple[str, ...] = field(default=())
 
+    @property
+    def all_files(self) -> list[str]:
+        """Every file the item read or failed to read: ``files`` then the broken ones."""
+        return [*self.files, *(rel for rel, _ in self.broken_files)]
+
 
 def make_item_id(modality: str, *uids: str) -> str:
     """Stable item id from UIDs: ``<modality lower>-<first 16 hex of sha256(uids)>``.

@@ -60,7 +60,7 @@ class IndexParams(WriterParams):
     folder: str = Field(".", description="Subfolder of the output folder for the index files.")
     formats: list[Literal["parquet", "csv"]] = Field(
         default_factory=lambda: ["parquet", "csv"], min_length=1,
-        description="parquet (needs pyarrow: pip install pyarrow) and/or csv.")
+        description="parquet (via pyarrow) and/or csv.")
     per_slice: bool = Field(False, description="One row per slice (with its position) instead of per item.")
     table: str | None = Field(
         None, description="CSV (relative to the recipe) joined by PatientID, AccessionNumber or StudyInstanceUID; "
