@@ -106,14 +106,42 @@ class PathRedactor:
         return value
 
     def tree(self, value: Any, paths: Any = ()) -> Any:
-        """A copy of a JSON-like ``value`` with :meth:`text` applied to every string (keys included)."""
+        """A copy of a JSON-like ``value`` with :meth:`text` applied to every string (keys included).
+
+        Done on the value's JSON text (C-encoded once) with each needle as JSON writes it, escapes
+        included: an escaped string can only match inside one JSON string, so this is the same as
+        replacing in every string and key one by one, at a fraction of the cost on a large manifest.
+        """
+        import json
+
+        encoded = json.dumps(value, ensure_ascii=False)
+        text = encoded
+        if self.root:
+            text = text.replace(_json_escaped(self.root), "<source>")
+        for rel in sorted(paths, key=len, reverse=True):
+            if rel:
+                text = text.replace(_json_escaped(rel), path_token(rel))
+        if text == encoded and not isinstance(value, list | tuple | dict):
+            return value
+        try:
+            return json.loads(text)
+        except ValueError:  # a needle began inside an escape sequence (a name starting with "\\")
+            return self._walk(value, paths)
+
+    def _walk(self, value: Any, paths: Any) -> Any:
         if isinstance(value, str):
             return self.text(value, paths)
         if isinstance(value, list | tuple):
-            return [self.tree(v, paths) for v in value]
+            return [self._walk(v, paths) for v in value]
         if isinstance(value, dict):
-            return {self.text(k, paths): self.tree(v, paths) for k, v in value.items()}
+            return {self.text(k, paths): self._walk(v, paths) for k, v in value.items()}
         return value
+
+
+def _json_escaped(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def redact_manifest(manifest: dict[str, Any], redactor: PathRedactor, item_files: dict[str, list[str]]) -> dict[str, Any]:

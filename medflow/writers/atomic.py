@@ -35,6 +35,10 @@ def make_folder(folder: Path) -> None:
         raise FileSystemError(str(folder), exc, "create folder") from None
 
 
+#: Folders this process has created or found (a writer of thousands of files checks each once).
+_made_folders: set[Path] = set()
+
+
 class TempFile:
     """A file written under a medflow temp name next to ``path``, renamed onto it by :meth:`commit`.
 
@@ -45,9 +49,17 @@ class TempFile:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        make_folder(self.path.parent)
+        folder = self.path.parent
+        if folder not in _made_folders:
+            make_folder(folder)
+            _made_folders.add(folder)
         try:
-            fd, self.tmp = create_temp_file(self.path.parent, self.path.name)
+            try:
+                fd, self.tmp = create_temp_file(folder, self.path.name)
+            except FileNotFoundError:  # the folder went away since this process made it
+                _made_folders.discard(folder)
+                make_folder(folder)
+                fd, self.tmp = create_temp_file(folder, self.path.name)
         except OSError as exc:
             raise FileSystemError(str(self.path), exc) from None
         self._file = os.fdopen(fd, "wb")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -107,10 +108,11 @@ def _write_instance(
         raise InputError(source, f"two instances of item {item_id} have the same SOPInstanceUID")
     seen.add(relative.as_posix())
     audit = PurePosixPath(params.audit_folder, study, series, sop + ".jsonl")
-    out_root = out_dir.resolve()
     for rel, data in ((relative, _encoded(ds)), (audit, result.audit_jsonl().encode("utf-8"))):
-        target = (out_dir / rel).resolve()
-        if out_root not in target.parents:  # belt and braces: the UID check already forbids this
+        target = out_dir / rel
+        # belt and braces: the UID check already forbids this. The file name is a UID (no
+        # separator) and os.replace never follows a link at the name, so the folder decides.
+        if not _inside(str(out_dir), str(target.parent)):
             raise InputError(source, f"output path {rel} would leave the output folder")
         sha = atomic_write_bytes(target, data)
         written.append(WrittenFile(rel.as_posix(), sha, len(data)))
@@ -142,6 +144,13 @@ def _key(deid: dict, item_id: str) -> bytes:
             "the de-identification key changed since the anonymize step ran (key_id differs); run again",
         )
     return key
+
+
+@lru_cache(maxsize=4096)
+def _inside(out_dir: str, folder: str) -> bool:
+    """Whether ``folder`` (links resolved) lies inside ``out_dir``; memoized per folder, not per file."""
+    root = Path(out_dir).resolve()
+    return root in (Path(folder).resolve() / "x").parents
 
 
 def _uid_part(ds: pydicom.Dataset, keyword: str, source: str) -> str:
