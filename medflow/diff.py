@@ -1,8 +1,8 @@
 """``medflow diff BUILD_A BUILD_B``: what differs between two builds, from their manifests only.
 
 Reads ``manifest.json`` of each build (no step, engine or writer code, no pixel): the recipe
-(every differing value of the resolved recipe by its dotted path, the ``extends`` chain's files
-and git state), the environment (medflow and library versions), the splits, the dataset-level
+(every differing value of the resolved recipe by its dotted path, the ``extends`` chain's files,
+and the git state of the recipe's repository, which the manifest keeps under ``run.git``), the environment (medflow and library versions), the splits, the dataset-level
 outputs, and per item: added, removed, or changed with which input files, which steps (name,
 version, each parameter) and which outputs differ.
 
@@ -130,9 +130,16 @@ def item_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
         change["outputs"] = outputs
     if a.get("status") != b.get("status"):
         change["status"] = {"a": a.get("status"), "b": b.get("status"), "error": b.get("error")}
-    if a.get("meta", {}).get("geometry") != b.get("meta", {}).get("geometry"):
+    meta_a, meta_b = a.get("meta", {}), b.get("meta", {})
+    if any(meta_a.get(key) != meta_b.get(key) for key in ("geometry", "pixel_spacing")):  # 2-D: pixel_spacing
         change["geometry"] = True
     return change if len(change) > 1 else None
+
+
+def _git(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe repository's git state: ``run.git`` (manifests before it moved: ``recipe.git``)."""
+    run = manifest.get("run") or {}
+    return run["git"] if "git" in run else (manifest.get("recipe") or {}).get("git")
 
 
 def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +165,7 @@ def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 "removed": sorted(set(files_a) - set(files_b)),
                 "changed": sorted(p for p in set(files_a) & set(files_b) if files_a[p] != files_b[p]),
             },
-            "git": [recipe_a.get("git"), recipe_b.get("git")] if recipe_a.get("git") != recipe_b.get("git") else None,
+            "git": [_git(a), _git(b)] if _git(a) != _git(b) else None,
         },
         "environment": value_changes(a.get("environment", {}), b.get("environment", {})),
         "cache_format": [a.get("cache_format"), b.get("cache_format")]

@@ -19,6 +19,24 @@ Record (all lengths in mm, DICOM patient space LPS, axes of the ``zyx`` grid):
 * ``regular``: every slice lies at ``origin + k * slice_step`` (within 1e-3 mm); if not,
   ``slice_positions`` lists every slice's position, else it is omitted (rebuildable).
 * ``notes``: findings of series assembly and of spatial steps (tilt, gaps, resampling).
+
+An item without patient geometry (CR, DX, MG, US, SC: no ImagePositionPatient /
+ImageOrientationPatient) has ``geometry: null`` and, instead, ``meta["pixel_spacing"]``
+(:func:`planar_spacing_record`): the in-plane spacing its file states, and where it came from:
+
+* ``spacing``: ``[row, column]`` mm (DICOM order: between rows, between columns), ``null`` when
+  the file states none (or only zeros / unreadable values: never a guess).
+* ``spacing_source``: ``PixelSpacing`` (0028,0030), the spacing in the patient (PS3.3 10.7.1.1)
+  when present; otherwise ``ImagerPixelSpacing`` (0018,1164), measured at the detector's front
+  plane, or ``ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor`` when (0018,1114)
+  (SID / SOD, PS3.3 C.8.11.5 DX Positioning) is present and > 0: the detector spacing divided by
+  the magnification is the spacing at the isocentre (the correction PS3.3 10.7.1.2 calls
+  GEOMETRY); ``null`` without spacing.
+* ``magnification_factor``: the EstimatedRadiographicMagnificationFactor applied, else ``null``.
+* ``file_grid``: the file's ``[Rows, Columns]``; ``of_written_array``: ``true`` when the written
+  array still has those rows and columns, so ``spacing`` is its spacing. Spatial steps track the
+  spacing of patient geometry only: after a resize or pad of such an image the spacing of the
+  written array is unknown (``false``) and ``spacing`` stays the file's.
 """
 
 from __future__ import annotations
@@ -96,16 +114,79 @@ def array_record(sample: Sample, n_first: int | None = None) -> dict[str, Any]:
     return {"axes": sample.axes, "shape": shape, "dtype": str(sample.pixels.dtype), "channels": list(sample.channels)}
 
 
+#: DICOM JSON keys (PS3.18 F.2) of the attributes a planar spacing is read from.
+_TAGS = {"PixelSpacing": "00280030", "ImagerPixelSpacing": "00181164",
+         "EstimatedRadiographicMagnificationFactor": "00181114", "Rows": "00280010", "Columns": "00280011"}
+
+
+def _values(header: dict[str, Any], keyword: str) -> list[float] | None:
+    """The numeric values of ``keyword`` in a DICOM JSON header; ``None`` if absent or not numbers."""
+    try:
+        values = [float(v) for v in header.get(_TAGS[keyword], {}).get("Value", [])]
+    except (TypeError, ValueError):
+        return None
+    return values if values and all(np.isfinite(values)) else None
+
+
+def stated_pixel_spacing(header: dict[str, Any]) -> tuple[list[float] | None, str | None, float | None]:
+    """``(spacing [row, column] mm, source attribute, magnification factor)`` a 2-D image's header states.
+
+    Rules (module docstring): PixelSpacing, else ImagerPixelSpacing divided by a positive
+    EstimatedRadiographicMagnificationFactor, else ImagerPixelSpacing. A spacing must be two values
+    > 0 (PS3.3 10.7.1.3); one that is not (e.g. ``0\\0``) counts as absent. ``header`` is a DICOM
+    JSON model dict (:attr:`medflow.sample.Sample.headers`).
+    """
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        values = _values(header, keyword)
+        if values is None or len(values) != 2 or min(values) <= 0:
+            continue
+        if keyword == "ImagerPixelSpacing":
+            factor = _values(header, "EstimatedRadiographicMagnificationFactor")
+            if factor and len(factor) == 1 and factor[0] > 0:
+                return [v / factor[0] for v in values], f"{keyword}/EstimatedRadiographicMagnificationFactor", factor[0]
+        return values, keyword, None
+    return None, None, None
+
+
+def _in_plane_shape(axes: str, shape: list[int]) -> tuple[int, int] | None:
+    """(rows, columns) of an array by its axis names (``y``/``h`` rows, ``x``/``w`` columns)."""
+    axes = axes.lower()
+    rows = next((shape[i] for i, a in enumerate(axes) if a in "yh"), None) if len(axes) == len(shape) else None
+    cols = next((shape[i] for i, a in enumerate(axes) if a in "xw"), None) if len(axes) == len(shape) else None
+    return (rows, cols) if rows is not None and cols is not None else None
+
+
+def planar_spacing_record(header: dict[str, Any] | None, array: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``meta["pixel_spacing"]`` record of an item without patient geometry (module docstring).
+
+    ``header``: the first slice's DICOM JSON header (``None``: nothing known, returns ``None``);
+    ``array``: the :func:`array_record` of the written array.
+    """
+    if not header:
+        return None
+    spacing, source, factor = stated_pixel_spacing(header)
+    rows, columns = (_values(header, k) for k in ("Rows", "Columns"))
+    grid = [int(rows[0]), int(columns[0])] if rows and columns else None
+    written = _in_plane_shape(array.get("axes", ""), list(array.get("shape", [])))
+    return {"spacing": spacing, "spacing_source": source, "magnification_factor": factor, "file_grid": grid,
+            "of_written_array": bool(spacing and grid and written and list(written) == grid)}
+
+
 def output_record(sample: Sample) -> dict[str, Any]:
     """``{"geometry": ..., "array": ...}`` of the final sample, to merge into its ``meta``.
 
-    ``geometry`` is ``None`` when the item has no patient geometry (e.g. a radiograph).
+    ``geometry`` is ``None`` when the item has no patient geometry (e.g. a radiograph); such an
+    item gets ``pixel_spacing`` instead (:func:`planar_spacing_record`).
     """
     geometry = sample.geometry
-    return {
+    record = {
         "geometry": geometry_record(geometry) if geometry is not None and geometry.slice_positions else None,
         "array": array_record(sample),
     }
+    if record["geometry"] is None:
+        record["pixel_spacing"] = planar_spacing_record(sample.headers[0] if sample.headers else None,
+                                                        record["array"])
+    return record
 
 
 class SlabGeometry:
@@ -132,7 +213,12 @@ class SlabGeometry:
             import dataclasses
 
             record = geometry_record(dataclasses.replace(geometry, slice_positions=tuple(self.positions)))
-        return {"geometry": record, "array": array_record(self.first, self.n)}
+        out = {"geometry": record, "array": array_record(self.first, self.n)}
+        if record is None:
+            out["pixel_spacing"] = planar_spacing_record(self.first.headers[0] if self.first.headers else None,
+                                                         out["array"])
+        return out
 
 
-__all__ = ["SlabGeometry", "array_record", "from_record", "geometry_record", "output_record"]
+__all__ = ["SlabGeometry", "array_record", "from_record", "geometry_record", "output_record",
+           "planar_spacing_record", "stated_pixel_spacing"]

@@ -16,7 +16,9 @@ it registers steps with :func:`medflow.steps.registry.register` or writers with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
+from collections.abc import Collection
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -32,16 +34,18 @@ FAILURES: list[tuple[str, str, str, str]] = []
 PROVENANCE: dict[tuple[str, str], tuple[str, str]] = {}
 
 
-def load_plugins(group: str, registry: dict[str, Any], field: str) -> None:
+def load_plugins(group: str, registry: dict[str, Any], field: str, builtin: Collection[str] = ()) -> None:
     """Load the entry points of ``group`` once per process into ``registry``.
 
     ``field`` names the spec attribute holding the params model (``params_model``); each model a
     plugin registers is replaced by a subclass that records the plugin's package and version.
+    ``builtin``: medflow's own names, which a plugin never owns (the registries load medflow's
+    modules lazily, so a plugin importing one registers its names on the way: they stay medflow's).
     """
     if group in _LOADED:
         return
     _LOADED.add(group)
-    for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+    for entry in sorted(_entry_points(group), key=lambda e: e.name):
         package, version = _distribution(entry)
         before = set(registry)
         try:
@@ -49,18 +53,28 @@ def load_plugins(group: str, registry: dict[str, Any], field: str) -> None:
             if callable(loaded) and not isinstance(loaded, ModuleType):
                 loaded()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop medflow
-            for name in set(registry) - before:
+            for name in set(registry) - before - set(builtin):
                 del registry[name]
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             FAILURES.append((group, entry.name, package, message))
             print(f"medflow: plugin '{entry.name}' ({package} {version}, {group}) failed to load and is "
                   f"skipped: {message}", file=sys.stderr)
             continue
-        for name in sorted(set(registry) - before):
+        for name in sorted(set(registry) - before - set(builtin)):
             spec = registry[name]
             model = _with_provenance(getattr(spec, field), group, name, package, version)
             registry[name] = dataclasses.replace(spec, **{field: model})
             PROVENANCE[(group, name)] = (package, version)
+
+
+@functools.cache
+def _all_entry_points() -> metadata.EntryPoints:
+    """Every installed entry point, read once for both groups (one pass over the installed packages)."""
+    return metadata.entry_points()
+
+
+def _entry_points(group: str) -> list[metadata.EntryPoint]:
+    return list(_all_entry_points().select(group=group))
 
 
 def _distribution(entry: metadata.EntryPoint) -> tuple[str, str]:

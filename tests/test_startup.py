@@ -1,19 +1,133 @@
-"""Start-up stays light: loading recipes and the registry does not import OpenCV or SimpleITK."""
+"""Start-up stays light: each command imports only what it needs (no timing here: see benchmarks/bench_startup.py).
 
+Loading a recipe imports the modules of the steps and writers it names and no other (the
+registries find them through ``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN``); a 1-worker
+run imports no joblib. Each check runs in a fresh interpreter and reads ``sys.modules`` after the
+command; a module bound by :func:`medflow._lazy.lazy_import` and never used does not count.
+"""
+
+from __future__ import annotations
+
+import json
 import subprocess
 import sys
+from pathlib import Path
 
-CHECK = """
-import sys
-from medflow.recipe.model import recipe_model
-import medflow.cli, medflow.engine.build, medflow.recipe.loader
-recipe_model()
-loaded = [m for m in ("cv2", "SimpleITK", "torch", "dask")
-          if m in sys.modules and type(sys.modules[m]).__name__ != "_LazyModule"]
-print(",".join(loaded))
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("pydicom", "cv2", "SimpleITK", "joblib", "loky", "highdicom", "pyarrow", "tqdm", "torch", "requests",
+         "scipy", "dask", "medflow.deid")
+
+RUN_COMMAND = """
+import io, json, sys, contextlib
+import medflow.cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+    code = medflow.cli.main(json.loads(sys.argv[1]))
+heavy = json.loads(sys.argv[2])
+loaded = [m for m in heavy if m in sys.modules and type(sys.modules[m]).__name__ != "_LazyModule"]
+print(json.dumps({"code": code, "loaded": loaded, "out": out.getvalue(),
+                  "modules": sorted(m for m in sys.modules if m.startswith("medflow."))}))
+"""
+
+RECIPE = """\
+medflow: 1
+name: light
+source: {{dicom: {source}}}
+steps:
+  - {{step: window, level: -600, width: 1500}}
+  - {{step: colormap, map: blue_red}}
+  - {{step: layout, layout: NCHW, dtype: float32}}
+outputs:
+  dir: {out}
+  writers: [{{kind: npy}}]
+engine: {{workers: 1, cache_dir: {cache}}}
 """
 
 
-def test_registry_and_cli_do_not_import_heavy_libraries():
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+def _command(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", RUN_COMMAND, json.dumps(list(args)), json.dumps(HEAVY)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture()
+def recipe(tmp_path: Path) -> Path:
+    from dicom_factory import write_ct_series
+
+    source = tmp_path / "dicom"
+    write_ct_series(source, 1, n_slices=2)
+    path = tmp_path / "light.yaml"
+    path.write_text(RECIPE.format(source=source, out=tmp_path / "out", cache=tmp_path / "cache"))
+    return path
+
+
+@pytest.mark.parametrize("args", [["steps"], ["steps", "window"], ["schema"]], ids=" ".join)
+def test_listing_commands_import_no_heavy_library_but_what_every_step_module_needs(args):
+    """``steps`` and ``schema`` import every step and writer module: all that is not theirs is lazy."""
+    result = _command(*args)
+    assert result["code"] == 0, result["out"]
+    # steps/anonymize.py and writers/dicom.py import pydicom and medflow.deid (which needs it) at top level.
+    assert [m for m in result["loaded"] if m not in ("pydicom", "medflow.deid", "tqdm", "requests")] == []
+
+
+def test_validate_imports_only_the_steps_and_writers_the_recipe_names(recipe):
+    result = _command("validate", str(recipe))
+    assert result["code"] == 0, result["out"]
+    assert result["loaded"] == []
+    steps = {m for m in result["modules"] if m.startswith("medflow.steps.")}
+    writers = {m for m in result["modules"] if m.startswith("medflow.writers.")}
+    assert steps == {"medflow.steps.registry", "medflow.steps.intensity", "medflow.steps.color", "medflow.steps.layout"}
+    assert writers == {"medflow.writers.registry", "medflow.writers.tensors", "medflow.writers.atomic"}
+
+
+def test_validate_reports_unknown_steps_without_importing_every_step(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("medflow: 1\nname: t\nsource: {sample: ct-phantom}\nsteps: [{step: windw}]\noutputs: {dir: o}\n")
+    result = _command("validate", str(path))
+    assert result["code"] == 2
+    assert "unknown step 'windw'; did you mean 'window'?" in result["out"]
+    assert result["loaded"] == []
+    assert not {m for m in result["modules"] if m.startswith("medflow.steps.")} - {"medflow.steps.registry"}
+
+
+def test_plan_and_a_one_worker_run_import_no_joblib_and_no_unused_library(recipe):
+    """Both read DICOM headers (pydicom, which itself imports tqdm and requests); nothing else heavy."""
+    for args in (["plan", str(recipe)], ["run", "-q", str(recipe)]):
+        result = _command(*args)
+        assert result["code"] == 0, result["out"]
+        assert [m for m in result["loaded"] if m not in ("pydicom", "tqdm", "requests")] == [], args[0]
+
+
+def test_builtin_tables_name_every_registered_step_and_writer_and_its_module():
+    """``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN`` are how a name finds its module without
+    importing the others: they must list exactly what the modules register, where they register it."""
+    from medflow.steps import BUILTIN as STEPS
+    from medflow.steps.registry import all_steps, step_names
+    from medflow.writers import BUILTIN as WRITERS
+    from medflow.writers.registry import all_writers, writer_kinds
+
+    steps = {s.name: s.function.__module__.rsplit(".", 1)[1] for s in all_steps() if s.name in STEPS or
+             s.function.__module__.startswith("medflow.steps.")}
+    writers = {w.kind: w.function.__module__.rsplit(".", 1)[1] for w in all_writers() if w.kind in WRITERS or
+               w.function.__module__.startswith("medflow.writers.")}
+    assert steps == STEPS, "update medflow.steps.BUILTIN: step name -> the module registering it"
+    assert writers == WRITERS, "update medflow.writers.BUILTIN: writer kind -> the module registering it"
+    assert set(STEPS) <= set(step_names()) and set(WRITERS) <= set(writer_kinds())
+
+
+def test_the_validating_model_and_the_schema_model_agree_outside_steps_and_writers():
+    """recipe_model() dispatches steps and writers by name; recipe_schema_model() spells the unions out.
+    Both come from one builder: every other field is the same."""
+    from medflow.recipe.model import recipe_model, recipe_schema_model
+
+    lean, full = recipe_model(), recipe_schema_model()
+    assert list(lean.model_fields) == list(full.model_fields)
+    for name in lean.model_fields:
+        if name not in ("steps", "outputs"):
+            assert lean.model_fields[name].annotation == full.model_fields[name].annotation, name
+    data = {"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"}, "outputs": {"dir": "o"},
+            "steps": [{"step": "window", "level": 40, "width": 400}, {"step": "layout", "layout": "NCHW"}]}
+    assert lean.model_validate(data).model_dump() == full.model_validate(data).model_dump()

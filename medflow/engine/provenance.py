@@ -1,7 +1,9 @@
 """Where a recipe came from: every file of its ``extends`` chain with its sha256, and its git state.
 
-Recorded in the manifest under ``recipe.files`` and ``recipe.git`` so that ``medflow diff`` can say
-which recipe file changed between two builds.
+The manifest keeps the files under ``recipe.files`` (they are the recipe: same files, same record)
+and the git state under ``run.git``: the commit and dirty flag vary with the checkout, not with
+what is built, and everything that varies per run lives under ``run`` (two builds of the same
+recipe and inputs give manifests equal outside ``run``). ``medflow diff`` reads both.
 """
 
 from __future__ import annotations
@@ -49,5 +51,10 @@ def git_state(folder: Path) -> dict[str, Any] | None:
 
 
 def recipe_provenance(loaded: Any) -> dict[str, Any]:
-    """``{"files": [...], "git": {...} | None}`` of a loaded recipe."""
-    return {"files": recipe_files(loaded.sources, loaded.base_dir), "git": git_state(loaded.base_dir)}
+    """``{"files": [...]}`` of a loaded recipe: its ``extends`` chain with hashes (the manifest's ``recipe``)."""
+    return {"files": recipe_files(loaded.sources, loaded.base_dir)}
+
+
+def run_provenance(loaded: Any) -> dict[str, Any]:
+    """``{"git": {"commit", "dirty"} | None}`` of the recipe's folder at build time (the manifest's ``run``)."""
+    return {"git": git_state(loaded.base_dir)}

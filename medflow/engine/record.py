@@ -13,7 +13,7 @@ from medflow.engine import keys
 from medflow.engine.manifest import MANIFEST_VERSION, environment
 from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
-from medflow.engine.provenance import recipe_provenance
+from medflow.engine.provenance import recipe_provenance, run_provenance
 from medflow.engine.task import ItemResult
 from medflow.sources.skips import skip_kind
 from medflow.writers.records import DatasetRecords
@@ -173,7 +173,7 @@ def assemble_manifest(
             "name": recipe.name,
             "hash": keys.hash_json(prepared.loaded.resolved),
             "resolved": prepared.loaded.resolved,
-            **recipe_provenance(prepared.loaded),  # extends chain with hashes, git commit and dirty state
+            **recipe_provenance(prepared.loaded),  # extends chain with hashes (git state: under run)
         },
         **({"splits": prepared.facts.splits} if prepared.facts and prepared.facts.splits else {}),
         "cache_format": keys.CACHE_FORMAT_VERSION,
@@ -206,6 +206,7 @@ def assemble_manifest(
         "quarantined": [{"id": item_id, "reason": reason} for item_id, reason in outcome.quarantined],
         "run": {
             **run,
+            **run_provenance(prepared.loaded),  # git commit and dirty state: per checkout, not per recipe
             "computed": {item_id: results[item_id].computed for item_id in sorted(results)},
             "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
         },

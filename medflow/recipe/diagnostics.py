@@ -28,7 +28,7 @@ from pydantic import BaseModel, Discriminator, ValidationError
 from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
-from medflow.recipe.model import SCHEMA_VERSION
+from medflow.recipe.model import SCHEMA_VERSION, member_errors, registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
 SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
@@ -156,8 +156,16 @@ def locate(model: type[BaseModel], loc: tuple[Any, ...]) -> _Located:
     union_at: YamlPath | None = None
     items = list(loc)
     while True:
+        registered = registered_of(annotation)
         inner, more = _unwrap(annotation)
         metadata = metadata + more
+        if registered is not None:  # a union over a registry, resolved by name (see Registered)
+            names = registered.names()
+            if not items or str(items[0]) not in names:
+                return _Located(tuple(path) + tuple(items), None, owner, union_at, dict.fromkeys(names),
+                                registered.discriminator)
+            annotation, metadata = registered.model(str(items.pop(0))), []
+            continue
         if _is_union(inner):
             members = tuple(m for m in typing.get_args(inner) if m is not type(None))
             discriminator = _discriminator(metadata)
@@ -356,7 +364,7 @@ def issues_from_validation(
     """
     issues: list[RecipeIssue] = []
     groups: dict[YamlPath, list[tuple[dict, _Located, RecipeIssue]]] = {}
-    for raw in error.errors(include_url=False):
+    for raw in member_errors(error.errors(include_url=False)):
         if abstract and raw["type"] == "missing" and not any(isinstance(part, int) for part in raw["loc"]):
             continue
         issue, located = _convert(raw, model, positions, file)

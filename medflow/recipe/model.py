@@ -3,20 +3,38 @@
 The ``steps:`` list is a discriminated union (on ``step``) over the step registry and
 ``outputs.writers`` one (on ``kind``) over the writer registry, so the model, the
 schema and the registry can never disagree.
+
+Two builds of one model (:func:`_build`): :func:`recipe_schema_model` spells both unions out
+over every registered params model (for the JSON Schema: it imports every step and writer
+module, pydicom and all); :func:`recipe_model`, which validates recipes, dispatches each
+entry to the one params model its tag names (:class:`Registered`), so loading a recipe
+imports only the steps and writers it uses. Both report the same errors.
 """
 
 from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from medflow.sources.dicomweb import DicomwebServer
 from medflow.splits import SplitsSpec
-from medflow.steps.registry import all_steps
-from medflow.writers.registry import all_writers
 
 SCHEMA_VERSION = 1
 
@@ -52,12 +70,20 @@ class Labels(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     from_: Literal["seg", "rtstruct", "mask"] = Field(
         alias="from", description="'seg': DICOM Segmentation; 'rtstruct': RT Structure Set contours (a voxel is in "
-        "when its centre is inside, even-odd rule for holes); 'mask': NIfTI/NRRD files matched by 'pattern'.")
+        "when its centre is inside, even-odd rule for holes); 'mask': NIfTI/NRRD files matched by 'pattern' or "
+        "'table'.")
     folder: str | None = Field(None, description="Folder searched for label files, relative to the recipe file; "
                                "default the source folder (for a sample: its own label objects).")
     pattern: str | None = Field(None, description="mask: glob under 'folder' per item, with {series_uid}, "
                                 "{study_uid}, {patient_id}, {accession}, {series_folder}, {item_id}; seg/rtstruct: "
                                 "glob of the label files to consider (relative to 'folder').")
+    table: str | None = Field(None, description="mask: CSV file (relative to the recipe) with one row per mask: its "
+                              "path (relative to 'folder', never leaving it) in column 'path_column' and its image's "
+                              "key in column 'join_on'. Instead of 'pattern'.")
+    join_on: Literal["SeriesInstanceUID", "StudyInstanceUID", "PatientID", "AccessionNumber"] | None = Field(
+        None, description="mask table: the column holding the key a row is matched on (required with 'table'); "
+                          "a key that matches several image items is ambiguous.")
+    path_column: str = Field("mask", min_length=1, description="mask table: the column holding each mask's path.")
     segments: list[str] | None = Field(None, description="Segment/ROI names; name i gets label value i+1 in every "
                                        "item (same names merge, others are left out). Default: SEG numbers, "
                                        "RTSTRUCT ROI order, mask values.")
@@ -65,6 +91,21 @@ class Labels(_Strict):
                                               "item; 'last': the segment with the higher value wins.")
     missing: Literal["fail", "keep"] = Field("fail", description="An item without (or with ambiguous) labels: "
                                              "'fail' it, or 'keep' it without labels.")
+
+    @model_validator(mode="after")
+    def _one_way_to_find_masks(self) -> Labels:
+        if self.from_ != "mask":
+            if self.table is not None or self.join_on is not None:
+                raise ValueError("'table' and 'join_on' pair masks only (from: mask)")
+            return self
+        if (self.pattern is None) == (self.table is None):
+            raise ValueError("from: mask needs exactly one of 'pattern' (a glob per item) or 'table' (a CSV of masks)")
+        if self.table is not None and self.join_on is None:
+            raise ValueError("'table' needs 'join_on': the column holding SeriesInstanceUID, StudyInstanceUID, "
+                             "PatientID or AccessionNumber")
+        if self.table is None and self.join_on is not None:
+            raise ValueError("'join_on' goes with 'table'")
+        return self
 
 
 class DicomSource(_Strict):
@@ -191,6 +232,120 @@ class Engine(_Strict):
     )
 
 
+#: Type of the error standing for a registered entry's own errors (see :func:`member_errors`).
+MEMBER_ERRORS = "medflow_member_errors"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A discriminated union over a registry, resolved one entry at a time.
+
+    An entry (a mapping) is validated against the params model its ``discriminator`` value
+    names, looked up by that name, so only the models a recipe uses are imported and built.
+    Errors are the ones pydantic gives for the spelled-out union (``model_attributes_type``,
+    ``union_tag_not_found``, ``union_tag_invalid`` with the same messages and context), and
+    the member's own errors ride in one :data:`MEMBER_ERRORS` error: :func:`member_errors`
+    puts them back where the union would have reported them (``loc + (tag,) + their loc``).
+
+    Attributes:
+        discriminator: the tag key (``step``, ``kind``).
+        names: every tag, sorted, without importing the members.
+        model: the params model of one tag (imports its module).
+    """
+
+    discriminator: str
+    names: Callable[[], list[str]]
+    model: Callable[[str], type[BaseModel]]
+
+    def member(self, value: Any) -> type[BaseModel] | None:
+        """The params model ``value``'s tag names, or None (no mapping, no tag, unknown tag)."""
+        tag = value.get(self.discriminator) if isinstance(value, dict) else None
+        return self.model(tag) if isinstance(tag, str) and tag in self.names() else None
+
+    def validate(self, value: Any, info: ValidationInfo) -> BaseModel:
+        key = self.discriminator
+        if isinstance(value, BaseModel) and isinstance(getattr(value, key, None), str):
+            tag = getattr(value, key)
+            if tag in self.names() and isinstance(value, self.model(tag)):
+                return value
+            value = value.model_dump(by_alias=True)
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
+            )
+        if key not in value:
+            raise PydanticCustomError(
+                "union_tag_not_found", "Unable to extract tag using discriminator {discriminator}",
+                {"discriminator": f"'{key}'"},
+            )
+        tag, names = str(value[key]), self.names()
+        if tag not in names:
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "Input tag '{tag}' found using {discriminator} does not match any of the expected tags: "
+                "{expected_tags}",
+                {"discriminator": f"'{key}'", "tag": tag, "expected_tags": ", ".join(f"'{n}'" for n in names)},
+            )
+        try:
+            return self.model(tag).model_validate(value, context=info.context)
+        except ValidationError as error:
+            errors = error.errors(include_url=False)
+            raise PydanticCustomError(
+                MEMBER_ERRORS, "{tag}: {count} error(s): {summary}",
+                {"tag": tag, "errors": errors, "count": len(errors),
+                 "summary": "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)},
+            ) from None
+
+
+def member_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ValidationError.errors()`` with each :data:`MEMBER_ERRORS` error replaced by the errors it holds,
+    located as the spelled-out union locates them: ``('steps', 1, 'window', 'width')``."""
+    out: list[dict[str, Any]] = []
+    for error in errors:
+        if error["type"] != MEMBER_ERRORS:
+            out.append(error)
+            continue
+        prefix = (*error["loc"], error["ctx"]["tag"])
+        out += [{**inner, "loc": (*prefix, *inner["loc"])} for inner in error["ctx"]["errors"]]
+    return out
+
+
+def registered_of(annotation: Any) -> Registered | None:
+    """The :class:`Registered` marker of an ``Annotated`` annotation, or None."""
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in typing.get_args(annotation)[1:] if isinstance(m, Registered)), None)
+    return None
+
+
+def _registered(discriminator: str, names: Callable[[], list[str]], model: Callable[[str], type[BaseModel]]):
+    marker = Registered(discriminator, names, model)
+    return Annotated[Any, PlainValidator(marker.validate), marker]
+
+
+def _step_model(name: str) -> type[BaseModel]:
+    from medflow.steps.registry import get_step
+
+    return get_step(name).params_model
+
+
+def _writer_model(kind: str) -> type[BaseModel]:
+    from medflow.writers.registry import get_writer
+
+    return get_writer(kind).params_model
+
+
+def _step_names() -> list[str]:
+    from medflow.steps.registry import step_names
+
+    return step_names()
+
+
+def _writer_kinds() -> list[str]:
+    from medflow.writers.registry import writer_kinds
+
+    return writer_kinds()
+
+
 def _union_of(models: list[type[BaseModel]], discriminator: str):
     if len(models) == 1:
         return models[0]
@@ -199,10 +354,24 @@ def _union_of(models: list[type[BaseModel]], discriminator: str):
 
 @functools.cache
 def recipe_model() -> type[BaseModel]:
-    """Build the Recipe model over the current step and writer registries."""
-    step_union = _union_of([spec.params_model for spec in all_steps()], "step")
-    writer_union = _union_of([spec.params_model for spec in all_writers()], "kind")
+    """The Recipe model that validates recipes; each step and writer is checked against its own params
+    model only (imports the modules of the steps and writers a recipe names, no other)."""
+    return _build(_registered("step", _step_names, _step_model), _registered("kind", _writer_kinds, _writer_model))
 
+
+@functools.cache
+def recipe_schema_model() -> type[BaseModel]:
+    """The Recipe model with ``steps:`` and ``outputs.writers`` spelled out as discriminated unions over
+    every registered params model: its JSON Schema is ``schemas/recipe.schema.json``."""
+    from medflow.steps.registry import all_steps
+    from medflow.writers.registry import all_writers
+
+    return _build(_union_of([spec.params_model for spec in all_steps()], "step"),
+                  _union_of([spec.params_model for spec in all_writers()], "kind"))
+
+
+def _build(step_type: Any, writer_type: Any) -> type[BaseModel]:
+    """The Recipe model, its ``steps:`` entries of ``step_type`` and its writers of ``writer_type``."""
     Outputs = create_model(
         "Outputs",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -213,7 +382,7 @@ def recipe_model() -> type[BaseModel]:
             Field(None, description="Checks applied to every item's final array before it is written."),
         ),
         writers=(
-            list[writer_union],
+            list[writer_type],
             Field(
                 default_factory=lambda: [{"kind": "npy"}],
                 validate_default=True,
@@ -230,7 +399,7 @@ def recipe_model() -> type[BaseModel]:
         name=(str, Field(min_length=1, description="Short name of the dataset this recipe builds.")),
         description=(str, Field("", description="What the dataset is for; free text.")),
         source=(Source, Field(description="Where the items come from.")),
-        steps=(list[step_union], Field(default_factory=list, description="Steps applied to each item, in order.")),
+        steps=(list[step_type], Field(default_factory=list, description="Steps applied to each item, in order.")),
         outputs=(Outputs, Field(description="Where and how the dataset is written.")),
         engine=(Engine, Field(default_factory=Engine, description="How the build runs.")),
         splits=(SplitsSpec | None, Field(None, description="Reproducible patient-level splits, recorded in the "
@@ -241,7 +410,7 @@ def recipe_model() -> type[BaseModel]:
 
 def recipe_json_schema() -> dict[str, Any]:
     """JSON Schema of the recipe (draft 2020-12), as checked into ``schemas/recipe.schema.json``."""
-    schema = recipe_model().model_json_schema()
+    schema = recipe_schema_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://medflow.dev/schemas/recipe.schema.json"
     # `extends:` is resolved before validation; editors must still accept it.

@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
 from medflow.recipe.diagnostics import show
+from medflow.recipe.model import registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
 
@@ -88,6 +89,11 @@ def recipe_path_locations(data: Any, model: Any, path: YamlPath = ()) -> list[Ya
     keys such as ``step:`` / ``kind:`` match and it has every key given). Data that fits no model is
     skipped: validation reports it.
     """
+    registered = registered_of(model)
+    if registered is not None:  # a union over a registry: the one member the entry's tag names
+        member = registered.member(data)
+        fits = member is not None and _fits(member, data)
+        return recipe_path_locations(data, member, path) if fits else []
     found: list[YamlPath] = []
     members = _members(model)
     for candidate in members:

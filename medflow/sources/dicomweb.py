@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,6 +339,8 @@ def _retrieve_all(
         if problem:
             return task, None, problem
         return task, store.put(data), None
+
+    from concurrent.futures import ThreadPoolExecutor  # here: concurrent.futures pulls in logging (start-up)
 
     failed_series: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:

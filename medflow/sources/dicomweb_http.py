@@ -15,13 +15,13 @@ writer (STOW-RS store). What servers do that a client must work around lives her
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medflow.errors import UsageError
@@ -90,17 +90,26 @@ class DicomwebError(Exception):
         super().__init__(message)
 
 
-class _LiteralWildcardSession(requests.Session):
-    """A session that sends ``*`` and ``?`` in query strings literally (see the module docstring)."""
+@functools.cache
+def _literal_wildcard_session() -> type:
+    """A ``requests.Session`` class sending ``*`` and ``?`` in query strings literally (see the module docstring).
 
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        prepared = super().prepare_request(request)
-        url = prepared.url or ""
-        if "?" in url:
-            base, _, query = url.partition("?")
-            query = query.replace("%2A", "*").replace("%2a", "*").replace("%3F", "?").replace("%3f", "?")
-            prepared.url = f"{base}?{query}"
-        return prepared
+    Built on first use: ``requests`` is imported only when a server is contacted (a recipe naming a
+    DICOMweb source is loaded, validated and planned without it).
+    """
+    import requests
+
+    class _LiteralWildcardSession(requests.Session):
+        def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+            prepared = super().prepare_request(request)
+            url = prepared.url or ""
+            if "?" in url:
+                base, _, query = url.partition("?")
+                query = query.replace("%2A", "*").replace("%2a", "*").replace("%3F", "?").replace("%3f", "?")
+                prepared.url = f"{base}?{query}"
+            return prepared
+
+    return _LiteralWildcardSession
 
 
 def credentials(auth: DicomwebAuth | None) -> dict[str, Any]:
@@ -138,7 +147,7 @@ class DicomwebConnection:
         if client is None:
             from dicomweb_client.api import DICOMwebClient
 
-            session = _LiteralWildcardSession()
+            session = _literal_wildcard_session()()
             if "auth" in self._settings:
                 session.auth = self._settings["auth"]
             session.headers.update(self._settings.get("headers", {}))
@@ -152,6 +161,8 @@ class DicomwebConnection:
 
         ``what`` names the request in the message (e.g. "QIDO-RS search for studies").
         """
+        import requests
+
         delay = self.endpoint.backoff_seconds
         for attempt in range(self.endpoint.retries + 1):
             try:
@@ -172,7 +183,7 @@ class DicomwebConnection:
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _http_error(self, what: str, status: int, exc: requests.HTTPError) -> DicomwebError:
+    def _http_error(self, what: str, status: int, exc: Any) -> DicomwebError:
         detail = ""
         if exc.response is not None:
             detail = " ".join((exc.response.text or "").split())[:200]

@@ -14,7 +14,11 @@ Rules, for a recipe whose source has ``labels:``:
 * ``from: mask``: ``labels.pattern`` is formatted per item with ``{series_uid}``,
   ``{study_uid}``, ``{patient_id}``, ``{accession}``, ``{series_folder}`` (the folder of the
   item's first file, relative to the source folder) and ``{item_id}``; the result is a glob
-  under the label folder that must match exactly one file.
+  under the label folder that must match exactly one file. Or ``labels.table``: a CSV with one
+  row per mask, its path relative to the label folder and its item's key in the ``join_on``
+  column (rules in :mod:`medflow.sources.labels.mask_table`).
+* A mask path, from a pattern or a table, must stay inside the label folder once resolved
+  (``..``, an absolute path or a symlink leading out is refused: :func:`mask_location`).
 * An item with several candidates (two SEGs of one series, a pattern matching two files) or
   none fails naming them, unless ``labels.missing: keep`` (no labels: built without them).
   Label objects that pair with no item are listed as skipped, with the reason.
@@ -65,12 +69,17 @@ def pair_labels(discovery, root: Path, source: Any, memo: FingerprintMemo, resol
     else:
         label_root = root
     label_root = label_root.resolve()
-    if labels.from_ == "mask":
+    if labels.from_ == "mask" and labels.table is not None:
+        found, problems, unpaired = _pair_mask_table(discovery.items, root, label_root, labels, memo,
+                                                     resolve(labels.table))
+    elif labels.from_ == "mask":
         found, problems = _pair_masks(discovery.items, root, label_root, labels.pattern, memo)
-        unpaired: list[tuple[str, str]] = []
+        unpaired = []
     else:
         found, problems, unpaired = _pair_dicom(discovery.items, root, label_root, labels.from_, memo, labels.pattern)
     paired_files = {rel for files in found.values() for rel in files}
+    if labels.from_ == "mask":  # a mask in the source folder is "not DICOM" to discovery: say what it is instead
+        paired_files |= {rel for rel, _ in unpaired}
     discovery.skipped = [(rel, reason) for rel, reason in discovery.skipped if rel not in paired_files]
     discovery.skipped += unpaired
     items = []
@@ -215,7 +224,10 @@ def _pair_masks(items: list[ItemRef], root: Path, label_root: Path, pattern: str
             problems[item.item_id] = f"labels.pattern {pattern!r} cannot be formatted: {exc}"
             continue
         matches = sorted(glob.glob(glob.escape(os.fspath(label_root)) + "/" + relative, recursive=True))
-        if len(matches) == 1:
+        outside = next((problem for m in matches for problem in [mask_location(Path(m), label_root)] if problem), None)
+        if outside:
+            problems[item.item_id] = f"labels.pattern {relative!r}: {outside}"
+        elif len(matches) == 1:
             found[item.item_id] = (_rel(Path(matches[0]), root),)
         elif not matches:
             problems[item.item_id] = f"no mask file matches {relative!r} under the label folder"
@@ -223,3 +235,40 @@ def _pair_masks(items: list[ItemRef], root: Path, label_root: Path, pattern: str
             problems[item.item_id] = (f"{len(matches)} mask files match {relative!r}: "
                                       + ", ".join(_rel(Path(m), root) for m in matches[:5]) + ": ambiguous")
     return found, problems
+
+
+def mask_location(path: Path, label_root: Path) -> str | None:
+    """Why the mask file ``path`` may not be read, or ``None`` when it may.
+
+    The rule for every mask path (pattern or table): once resolved (``..`` and symlinks
+    followed), it lies inside the label folder ``label_root`` (itself resolved), and it is a
+    file. A table path is never absolute.
+    """
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(label_root):
+        return f"resolves to {real}, outside the label folder {label_root}: refused (masks are read from labels.folder)"
+    if not real.exists():
+        return f"no such file in the label folder {label_root}"
+    if not real.is_file():
+        return "not a file"
+    return None
+
+
+def _pair_mask_table(items: list[ItemRef], root: Path, label_root: Path, labels: Any, memo: FingerprintMemo,
+                     table: Path):
+    from medflow.sources.labels.mask_table import pair_by_table, read_mask_table
+
+    rows, malformed = read_mask_table(table, labels.join_on, labels.path_column)
+
+    def locate(text: str) -> tuple[str | None, str | None]:
+        if Path(text).is_absolute() or Path(text).expanduser() != Path(text):
+            return None, "an absolute path: table paths are relative to the label folder"
+        path = label_root / text
+        problem = mask_location(path, label_root)
+        return (None, problem) if problem else (_rel(path, root), None)
+
+    keys = {item.item_id: _item_uids(item, memo).get(labels.join_on, "").strip() for item in items if item.files}
+    found, problems, unpaired = pair_by_table(keys, rows, labels.join_on, locate)
+    unpaired += [(_rel(table, root), f"not a DICOM file: the labels table; line {line}: {why}: row ignored")
+                 for line, why in malformed]
+    return found, problems, unpaired

@@ -616,6 +616,7 @@ def _open(item: ItemRef, duplicates: str) -> _Opened:
         # decoding; apply_color_lut maps PALETTE COLOR to RGB.
         notes.append(f"{photometric} pixels converted to RGB")
     shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
+    notes[:0] = item.notes  # discovery's and pairing's findings (e.g. built without labels) reach the meta
     return _Opened(item, path, first, headers_by_slice, kept, dropped, notes, geometry, color, shape)
 
 

@@ -1,12 +1,28 @@
-"""Steps: one module per family; importing this package registers every step.
+"""Steps: one module per family, each registering its steps with :func:`medflow.steps.registry.register`.
 
-Every module in this package (other than ``registry``) is imported here, so
-adding a step family means adding one module and nothing else.
+Importing this package registers nothing. The registry imports a family's module when one of
+its steps is first asked for (by name, through :data:`BUILTIN`), so a recipe of three steps
+loads those steps' code and not, say, the de-identification step's pydicom and tables;
+:func:`medflow.steps.registry.all_steps` imports every module here. Adding a step family means
+adding one module and naming its steps in :data:`BUILTIN` (``tests/test_startup.py`` checks the
+table against what the modules register; a step missing from it still works, found by importing
+every module).
 """
 
-import importlib
-import pkgutil
-
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if _module != "registry" and not _module.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module}")
+#: Every built-in step name -> the module of this package that registers it.
+BUILTIN: dict[str, str] = {
+    "anonymize": "anonymize",
+    "color_space": "color",
+    "colormap": "color",
+    "crop_pad": "spatial",
+    "denoise": "correction",
+    "layout": "layout",
+    "modality_lut": "intensity",
+    "multi_window": "intensity",
+    "n4_bias_correction": "correction",
+    "normalize": "normalize",
+    "orient": "spatial",
+    "resample": "spatial",
+    "resize": "spatial",
+    "window": "intensity",
+}

@@ -114,7 +114,9 @@ class AnonymizeParams(StepParams):
     def _known_options(cls, value: Any) -> Any:
         if isinstance(value, str):
             raise ValueError("options is a list of option names, not one string")
-        for name in value or ():
+        if not isinstance(value, list | tuple):
+            return value  # pydantic's own type error names what was given
+        for name in value:
             if isinstance(name, str) and name not in ALL_OPTIONS:
                 close = difflib.get_close_matches(name, ALL_OPTIONS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -3,12 +3,15 @@
 A step module defines a params model (subclass of :class:`StepParams` with a
 ``step: Literal["name"]`` field, the discriminator of the recipe's ``steps:`` list)
 and a function ``(Sample, params) -> Sample``, and registers both with
-:func:`register`. Adding a step touches only its own module (plus one import line
-in ``medflow/steps/__init__.py``).
+:func:`register`. Adding a step touches only its own module (plus its name in
+``medflow.steps.BUILTIN``). Modules are imported when first needed: :func:`get_step`
+imports the one module of the step asked for, :func:`step_names` none.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from medflow.sample import Sample
+from medflow.steps import BUILTIN
 
 
 class StepParams(BaseModel):
@@ -113,7 +117,7 @@ def register(
     """
 
     def decorate(function: StepFunction) -> StepFunction:
-        if name in _REGISTRY:
+        if name in _REGISTRY or (name in BUILTIN and not function.__module__.startswith(f"{__package__}.")):
             raise ValueError(f"step {name!r} is registered twice")
         if not isinstance(version, int) or version < 1:
             raise ValueError(f"step {name!r}: version must be an integer >= 1")
@@ -130,22 +134,41 @@ def register(
 
 
 def get_step(name: str) -> StepSpec:
-    """The registered step ``name``; KeyError if unknown."""
-    _ensure_loaded()
+    """The registered step ``name``; KeyError if unknown. Imports only the module registering it."""
+    if name not in _REGISTRY:
+        _load_plugins()
+        if name in BUILTIN:
+            importlib.import_module(f"{__package__}.{BUILTIN[name]}")
+        if name not in _REGISTRY:  # a step missing from BUILTIN: look in every module
+            _ensure_loaded()
     return _REGISTRY[name]
 
 
+def step_names() -> list[str]:
+    """Every step name, sorted, without importing the step modules (plugins are loaded)."""
+    _load_plugins()
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
 def all_steps() -> list[StepSpec]:
-    """Every registered step, sorted by name."""
+    """Every registered step, sorted by name (imports every step module)."""
     _ensure_loaded()
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
 def _ensure_loaded() -> None:
-    import medflow.steps  # noqa: F401  (importing the package registers every step module)
+    import medflow.steps as package
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        if module != "registry" and not module.startswith("_"):
+            importlib.import_module(f"{__package__}.{module}")
+    _load_plugins()
+
+
+def _load_plugins() -> None:
     from medflow.plugins import load_plugins
 
-    load_plugins("medflow.steps", _REGISTRY, "params_model")  # third-party steps (entry points), once
+    load_plugins("medflow.steps", _REGISTRY, "params_model", builtin=BUILTIN)  # third-party steps, once
 
 
-__all__ = ["Literal", "StepParams", "StepSpec", "all_steps", "get_step", "register"]
+__all__ = ["Literal", "StepParams", "StepSpec", "all_steps", "get_step", "register", "step_names"]

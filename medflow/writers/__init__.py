@@ -1,14 +1,24 @@
-"""Writers: importing this package registers every output kind.
+"""Writers: one module per output kind (or a few), each registering with :func:`register_writer`.
 
-Every module here that defines writers is imported, so adding an output kind means
-adding one module.
+Importing this package registers nothing (``medflow.writers.atomic`` is imported by code that
+writes no dataset at all). The registry imports a writer's module when its kind is first asked
+for, through :data:`BUILTIN`; :func:`medflow.writers.registry.all_writers` imports every module
+here except the helpers. Adding an output kind means adding one module and naming its kind in
+:data:`BUILTIN` (``tests/test_startup.py`` checks the table against what the modules register;
+a kind missing from it still works, found by importing every module).
 """
 
-import importlib
-import pkgutil
+#: Every built-in writer kind -> the module of this package that registers it.
+BUILTIN: dict[str, str] = {
+    "dicom": "dicom",
+    "dicomweb": "dicomweb",
+    "index": "index",
+    "nifti": "nifti",
+    "nnunet": "nnunet",
+    "npy": "tensors",
+    "npz_shards": "tensors",
+    "png": "png",
+}
 
-_HELPERS = {"registry", "atomic"}
-
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if _module not in _HELPERS and not _module.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module}")
+#: Modules of this package that register no writer (never imported to fill the registry).
+HELPERS = frozenset({"registry", "atomic", "records"})

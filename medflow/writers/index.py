@@ -14,9 +14,17 @@ column                    meaning
 ``axes``, ``shape``,      of the written array (``shape`` as ``"1x1x512x512"``)
 ``dtype``
 ``n_slices``              slices of the ``zyx`` grid
-``spacing_z/y/x``         mm; ``spacing_z`` empty for one slice or an uneven stack
+``spacing_z/y/x``         mm; ``spacing_z`` empty for one slice or an uneven stack. Without patient
+                          geometry (CR, DX, MG, US, SC): ``spacing_y/x`` as the file states it
+                          (:func:`medflow.geometry.planar_spacing_record`), empty when it states none
+                          or when a spatial step changed the image's rows x columns
+``spacing_source``        ``geometry`` (the written grid's patient geometry), ``PixelSpacing``,
+                          ``ImagerPixelSpacing``, ``ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor``
+                          or empty (no spacing known)
 ``origin_x/y/z``          LPS mm of voxel (0, 0, 0)
-``flags``                 ``;``-joined: ``no_geometry``, ``irregular``, ``tilted``, ``gap``, ``duplicates``
+``flags``                 ``;``-joined: ``no_geometry``, ``irregular``, ``tilted``, ``gap``, ``duplicates``,
+                          ``regridded`` (no patient geometry and a spatial step changed rows x columns: the
+                          file's spacing is in the manifest's ``meta.pixel_spacing``, the array's unknown)
 ``array``                 the item's ``.npy`` path (relative to the dataset folder), if any
 ``outputs``               every output path of the item, ``;``-joined
 ``split``, ``fold``       from ``splits:`` (``fold`` for k folds)
@@ -41,7 +49,7 @@ from medflow.writers.registry import WriterParams, WrittenFile, register_writer
 
 BASE_COLUMNS = (
     "id", "patient", "study", "series", "accession", "modality", "kind", "description", "echo",
-    "axes", "shape", "dtype", "n_slices", "spacing_z", "spacing_y", "spacing_x",
+    "axes", "shape", "dtype", "n_slices", "spacing_z", "spacing_y", "spacing_x", "spacing_source",
     "origin_x", "origin_y", "origin_z", "flags", "array", "outputs", "split", "fold",
 )
 SLICE_COLUMNS = ("slice", "position_x", "position_y", "position_z")
@@ -73,11 +81,22 @@ class IndexParams(WriterParams):
 def _flags(meta: dict[str, Any]) -> list[str]:
     geometry = meta.get("geometry")
     if not geometry:
-        return ["no_geometry"]
+        planar = meta.get("pixel_spacing") or {}
+        return ["no_geometry"] + (["regridded"] if planar.get("spacing") and not planar.get("of_written_array") else [])
     flags = [] if geometry.get("regular", True) else ["irregular"]
     notes = " ".join(geometry.get("notes", [])).lower()
     flags += [flag for flag, word in (("tilted", "tilt"), ("gap", "gap"), ("duplicates", "duplicate")) if word in notes]
     return flags
+
+
+def _in_plane_spacing(geometry: dict[str, Any] | None, planar: dict[str, Any] | None) -> dict[str, Any]:
+    """``spacing_y``, ``spacing_x`` and ``spacing_source`` of the written array (see the module docstring)."""
+    if geometry:
+        return {"spacing_y": geometry["spacing"][1], "spacing_x": geometry["spacing"][2], "spacing_source": "geometry"}
+    if planar and planar.get("spacing") and planar.get("of_written_array"):
+        row, column = planar["spacing"]
+        return {"spacing_y": row, "spacing_x": column, "spacing_source": planar["spacing_source"]}
+    return {"spacing_y": None, "spacing_x": None, "spacing_source": ""}
 
 
 def index_rows(records: DatasetRecords, params: IndexParams) -> tuple[list[str], list[dict[str, Any]]]:
@@ -103,8 +122,7 @@ def index_rows(records: DatasetRecords, params: IndexParams) -> tuple[list[str],
             "dtype": array.get("dtype", ""),
             "n_slices": geometry["n_slices"] if geometry else None,
             "spacing_z": geometry["spacing"][0] if geometry else None,
-            "spacing_y": geometry["spacing"][1] if geometry else None,
-            "spacing_x": geometry["spacing"][2] if geometry else None,
+            **_in_plane_spacing(geometry, meta.get("pixel_spacing")),
             "origin_x": geometry["origin"][0] if geometry else None,
             "origin_y": geometry["origin"][1] if geometry else None,
             "origin_z": geometry["origin"][2] if geometry else None,
@@ -160,7 +178,7 @@ def _parquet_bytes(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-@register_writer("index", 1, IndexParams, per_item=False, reads_pixels=False)
+@register_writer("index", 2, IndexParams, per_item=False, reads_pixels=False)
 def write_index(records: DatasetRecords, params: IndexParams, out_dir: Path) -> list[WrittenFile]:
     """Write a table of the dataset (id, patient/study/series keys, geometry, outputs, split, labels)."""
     columns, rows = index_rows(records, params)

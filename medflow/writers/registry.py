@@ -7,6 +7,8 @@ atomically and reports them. Writers run inside the worker, after the last step.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from medflow.sample import Sample
+from medflow.writers import BUILTIN, HELPERS
 
 
 class WriterParams(BaseModel):
@@ -96,7 +99,7 @@ def register_writer(
     """
 
     def decorate(function):
-        if kind in _WRITERS:
+        if kind in _WRITERS or (kind in BUILTIN and not function.__module__.startswith(f"{__package__}.")):
             raise ValueError(f"writer {kind!r} is registered twice")
         field = params.model_fields.get("kind")
         if field is None or typing.get_args(field.annotation) != (kind,):
@@ -110,17 +113,38 @@ def register_writer(
 
 
 def get_writer(kind: str) -> WriterSpec:
-    _ensure_loaded()
+    """The registered writer ``kind``; KeyError if unknown. Imports only the module registering it."""
+    if kind not in _WRITERS:
+        _load_plugins()
+        if kind in BUILTIN:
+            importlib.import_module(f"{__package__}.{BUILTIN[kind]}")
+        if kind not in _WRITERS:  # a kind missing from BUILTIN: look in every module
+            _ensure_loaded()
     return _WRITERS[kind]
 
 
+def writer_kinds() -> list[str]:
+    """Every writer kind, sorted, without importing the writer modules (plugins are loaded)."""
+    _load_plugins()
+    return sorted(set(BUILTIN) | set(_WRITERS))
+
+
 def all_writers() -> list[WriterSpec]:
+    """Every registered writer, sorted by kind (imports every writer module)."""
     _ensure_loaded()
     return [_WRITERS[k] for k in sorted(_WRITERS)]
 
 
 def _ensure_loaded() -> None:
-    import medflow.writers  # noqa: F401
+    import medflow.writers as package
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        if module not in HELPERS and not module.startswith("_"):
+            importlib.import_module(f"{__package__}.{module}")
+    _load_plugins()
+
+
+def _load_plugins() -> None:
     from medflow.plugins import load_plugins
 
-    load_plugins("medflow.writers", _WRITERS, "params_model")  # third-party writers (entry points), once
+    load_plugins("medflow.writers", _WRITERS, "params_model", builtin=BUILTIN)  # third-party writers, once

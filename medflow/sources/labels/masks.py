@@ -4,7 +4,9 @@ SimpleITK reads both formats into LPS (origin, spacing, direction). The mask's a
 the image's axes up to order and sign (a signed permutation: NIfTI writers often store
 columns or slices reversed); the mask is then re-ordered onto the image's axes and each of
 its slices placed on an image slice like a SEG frame (:mod:`medflow.sources.labels.grid`).
-Nothing is interpolated: a mask on another lattice is refused, naming the difference.
+Nothing is interpolated, cropped or padded: a mask must have the image's slices x rows x
+columns and lie on its lattice (each mask slice on its own image slice, no in-plane shift);
+any other mask is refused, naming the difference.
 Values must be non-negative integers (a float 0/1 mask is accepted when every value is whole).
 """
 
@@ -72,17 +74,27 @@ def read_mask(path: Path, grid: ImageGrid, names: list[str] | None) -> tuple[lis
             array = np.flip(array, axis=numpy_axis)
     sx, sy, sn = spacing[perm[0]], spacing[perm[1]], spacing[perm[2]]
     nz, ny, nx = grid.shape
+    if array.shape != (nz, ny, nx):
+        raise InputError(str(path), "the mask's grid is {} (slices x rows x columns, on the image's axes), the "
+                         "image's is {}: a mask must cover the image's grid exactly (masks are not resampled, "
+                         "cropped or padded)".format(*("x".join(map(str, shape)) for shape in (array.shape, grid.shape))))
     values = sorted(int(v) for v in np.unique(array) if v != 0)
     masks = {v: np.zeros((nz, ny, nx), dtype=bool) for v in values}
     max_offset = 0.0
+    placed: dict[int, int] = {}
     for k in range(array.shape[0]):
         position = origin + k * sn * grid.normal
         try:
             match = grid.place_plane(position, grid.row_dir, grid.col_dir, (sy, sx), f"mask slice {k}")
         except GridMismatch as exc:
-            if not array[k].any():
-                continue  # an empty slice beyond the image's stack carries nothing
             raise InputError(str(path), str(exc)) from None
+        if match.row_offset or match.col_offset or match.z in placed:
+            where = (f"shifted by {match.row_offset} row(s) and {match.col_offset} column(s)"
+                     if match.row_offset or match.col_offset else f"on image slice {match.z}, as mask slice "
+                     f"{placed.get(match.z)}")
+            raise InputError(str(path), f"mask slice {k} lies {where}: the mask is not on the image's grid "
+                             "(masks are not resampled)")
+        placed[match.z] = k
         max_offset = max(max_offset, abs(match.normal_offset_mm))
         for v in values:
             grid.paste(masks[v], array[k] == v, match)
