@@ -13,6 +13,7 @@ import pytest
 
 from medflow.cli import main, split_skipped
 from medflow.engine import progress as progress_module
+from medflow.engine import stream as stream_module
 from medflow.engine.build import build
 from medflow.engine.progress import Progress, SlabReporter
 from medflow.recipe.loader import load_recipe
@@ -66,7 +67,8 @@ def test_a_streamed_series_reports_every_slab_with_slices_and_bytes(tmp_path, so
     shown = Progress(stream=FakeTerminal())
     report = build(load_recipe(_recipe(tmp_path, source)), progress=shown)
     assert report.ok == 1
-    assert [c[1] for c in calls] == [16, 32, SLICES]  # slices read, slab by slab
+    slab = stream_module.SLAB_SLICES
+    assert [c[1] for c in calls] == [*range(slab, SLICES, slab), SLICES]  # slices read, slab by slab
     assert {c[2] for c in calls} == {SLICES}
     assert calls[-1][3] == SLICES * 32 * 32 * 2  # int16 stored values
 

@@ -82,8 +82,10 @@ class Cache:
             raise CacheError(f"corrupt cache entry {path}: {exc}") from exc
         return meta, array
 
-    def get_slabs(self, key: str, slab: int) -> tuple[dict[str, Any], Iterator[np.ndarray]] | None:
+    def get_slabs(self, key: str, slab) -> tuple[dict[str, Any], Iterator[np.ndarray]] | None:
         """The header and the array slab by slab (axis 0, read from disk as needed), or None.
+
+        ``slab``: rows per slab, or a function of the array's (shape, dtype) giving it.
 
         The array's sha256 is checked as the slabs go by; a mismatch raises CacheError
         after the last slab (the entry is deleted), so a caller must not commit what it
@@ -107,6 +109,8 @@ class Cache:
             self._discard(path)
             raise CacheError(f"corrupt cache entry {path}: {exc}") from exc
         dtype, shape = np.dtype(info["dtype"]), tuple(info["shape"])
+        if callable(slab):
+            slab = slab(shape, dtype)
 
         def slabs() -> Iterator[np.ndarray]:
             digest = hashlib.sha256()
@@ -188,7 +192,8 @@ class ArrayWriter:
         self._digest = hashlib.sha256()
         self._dtype: np.dtype | None = None
 
-    def write(self, array: np.ndarray) -> None:
+    def parts(self, array: np.ndarray) -> list:
+        """The bytes ``array`` appends (call in order; then :meth:`write_parts` and :meth:`hash_parts`)."""
         array = np.ascontiguousarray(array)
         if array.dtype.hasobject:
             raise TypeError("object arrays cannot be cached")
@@ -196,9 +201,20 @@ class ArrayWriter:
             self._dtype = array.dtype
         elif array.dtype != self._dtype:
             raise TypeError(f"slab dtype {array.dtype} differs from {self._dtype}")
-        data = memoryview(array).cast("B") if array.size else b""
-        self._digest.update(data)
-        self._file.write(data)
+        return [memoryview(array).cast("B")] if array.size else []
+
+    def write_parts(self, parts: list) -> None:
+        for data in parts:
+            self._file.write(data)
+
+    def hash_parts(self, parts: list) -> None:
+        for data in parts:
+            self._digest.update(data)
+
+    def write(self, array: np.ndarray) -> None:
+        parts = self.parts(array)
+        self.hash_parts(parts)
+        self.write_parts(parts)
 
     def commit(self, header: dict[str, Any], shape: tuple[int, ...]) -> None:
         """Finish the entry: ``shape`` is the whole array's (checked against the bytes written)."""

@@ -34,7 +34,7 @@ import numpy as np
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
-from medflow.engine.checkpoint import load_sample, save_sample
+from medflow.engine.checkpoint import load_sample, sample_from_header, sample_header, save_sample
 from medflow.errors import CacheError, StepError
 from medflow.ops.intensity import rescale
 from medflow.sample import Sample
@@ -65,9 +65,30 @@ def pointwise_prefix(steps: list[Any]) -> int:
     return count
 
 
+# Version of the stored-values entry's layout (2: headers as raw bytes when known, see
+# medflow.sources.pixels.LazyHeaders.to_json); joins its key, so older entries are not read.
+STORED_FORMAT = 2
+
+
 def stored_key(read_key: str) -> str:
     """Cache key of an item's stored-value checkpoint, derived from its read key."""
-    return keys.hash_json({"stored_values_of": read_key})
+    return keys.hash_json({"stored_values_of": read_key, "format": STORED_FORMAT})
+
+
+def stored_entry_header(sample: Sample, item: ItemRef) -> dict[str, Any]:
+    """The JSON header of a stored-values entry: headers as raw bytes when the reader kept them."""
+    headers = sample.headers
+    entry = sample_header(sample.replace(headers=[]), item)
+    entry.update(headers.to_json() if hasattr(headers, "to_json") else {"headers": list(headers)})
+    return entry
+
+
+def stored_from_entry(header: dict[str, Any], pixels: np.ndarray, item: ItemRef) -> Sample:
+    """The Sample of a stored-values entry (:func:`stored_entry_header`), headers built when read."""
+    from medflow.sources.pixels import LazyHeaders
+
+    headers = LazyHeaders.from_json(header)
+    return sample_from_header({**header, "headers": []}, pixels, item).replace(headers=headers)
 
 
 def read_stored(
@@ -83,17 +104,26 @@ def read_stored(
 
     key = stored_key(read_key)
     try:
-        cached = load_sample(cache, key, item)
+        entry = cache.get(key)
     except CacheError:
-        cached = None
-    if cached is not None:
-        return cached, True
+        entry = None
+    if entry is not None:
+        if "segments" in entry[0]:  # a label map rides along (never streamed): its own entry, see checkpoint
+            try:
+                cached = load_sample(cache, key, item)
+            except CacheError:
+                cached = None
+            if cached is not None:
+                return cached, True
+        else:  # the whole-volume path checkpoints Samples: headers as a plain list
+            sample = stored_from_entry(entry[0], entry[1], item)
+            return sample.replace(headers=list(sample.headers)), True
     try:
         sample = read_item(item, values="stored", **reader_params)
     except NotStoredValues:
         return None, False
     if cache_it:
-        save_sample(cache, key, sample, item)
+        save_sample(cache, key, sample, item)  # read_item's headers: a plain list
     return sample, False
 
 
@@ -160,10 +190,15 @@ class Folder:
         if not self._full_range or slab.pixels.dtype not in _INDEX_VIEW:
             return None
         pairs = slab.meta["stored_rescale"]
+        headers = slab.headers
+        described = len(headers) == len(pairs)
+        quick = getattr(headers, "pixel_description", None)  # LazyHeaders: no header built for the key
         rows = []
         for z, (slope, intercept) in enumerate(pairs):
-            header = slab.headers[z] if len(slab.headers) == len(pairs) else None
-            key = (float(slope), float(intercept), _pixel_description(header))
+            description = (quick(z) if quick is not None else None) if described else ""
+            if description is None:
+                description = _pixel_description(headers[z])
+            key = (float(slope), float(intercept), description)
             table = self._tables.get(key)
             if table is None:
                 table = self._build(slab, z, slope, intercept)

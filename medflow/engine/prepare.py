@@ -239,7 +239,24 @@ def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         expect=recipe.outputs.expect.model_dump(mode="json") if recipe.outputs.expect else None,
         dataset_stats=dict(prepared.dataset_stats),
         split=item_split(prepared, plan.item.item_id),
+        read_facts=_read_facts(prepared, plan.item),
     )
+
+
+def _read_facts(prepared: Prepared, item: ItemRef) -> tuple | None:
+    """Discovery's reading facts of the item's files (the reader then parses no header), or None."""
+    if item.kind != "series" or prepared.memo is None or "instances" in prepared.reader_params:
+        return None
+    from medflow.sources.discovery import read_facts_of
+
+    root = Path(item.root)
+    facts = []
+    for rel in item.files:
+        one = read_facts_of(root / rel, prepared.memo)
+        if one is None:
+            return None
+        facts.append(one)
+    return tuple(facts)
 
 
 def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -1,15 +1,26 @@
 """Streaming an item slab by slab: stored values -> folded tables -> remaining steps -> writers.
 
 Used when every step is slicewise (output slice z depends only on input slice z) and
-every writer can stream (see :func:`medflow.engine.run.can_stream`). Memory is
-bounded by a slab (``SLAB_SLICES`` slices), not the item; the bytes written are the
-same as the whole-volume path's (a test compares them). No whole-item checkpoint
-exists on this path; a rebuild with changed parameters decodes the DICOM again.
+every writer can stream (see :func:`medflow.engine.run.can_stream`). The bytes written are
+the same as the whole-volume path's (a test compares them).
+
+The path, as measured fastest (issue 10): the reader places the slices from discovery's facts
+and reads each file's stored values straight into a pooled slab buffer (one open, no second
+header parse, headers built only when a step reads one: :class:`~medflow.sources.pixels.LazyHeaders`);
+the folded tables gather into a pooled output buffer; a write thread
+(:mod:`medflow.engine.writebehind`) hashes and writes the slab (output and stored-values entry)
+while the next one is gathered. Slabs are small (about ``SLAB_BYTES`` of stored values, one
+512 x 512 slice) so a slab stays in the CPU cache from gather to write, and memory is a few
+slabs, whatever the item. With ``task.threads`` > 1 (items fewer than workers) the gathers run
+on that many threads and the outputs are hashed on a thread of their own beside the writes.
+A rebuild after a pointwise parameter change streams from the stored-values entry without
+opening the DICOM files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,14 +28,26 @@ import numpy as np
 
 from medflow.engine import fold as folding
 from medflow.engine.cache import Cache
-from medflow.engine.checkpoint import sample_from_header, sample_header
 from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectation
+from medflow.engine.writebehind import BufferPool, WriteBehind
 from medflow.errors import CacheError
 from medflow.geometry import SlabGeometry
 from medflow.sample import Sample
 from medflow.writers.registry import get_writer
 
+#: At most this many slices per slab, and about SLAB_BYTES of stored values: a slab's output
+#: (e.g. 3 float32 channels of one 512 x 512 slice: 3 MiB) then stays in the CPU cache from
+#: the gather to the hash and the write, which measured faster than large slabs.
 SLAB_SLICES = 16
+SLAB_BYTES = 1 << 19
+#: Slabs computed and waiting for the write thread (beyond the one it is writing).
+WRITE_DEPTH = 2
+
+
+def slab_slices(slice_shape: tuple[int, ...], itemsize: int) -> int:
+    """Slices per slab for slices of ``slice_shape`` stored values of ``itemsize`` bytes."""
+    per_slice = max(1, int(np.prod(slice_shape, dtype=np.int64)) * itemsize)
+    return max(1, min(SLAB_SLICES, SLAB_BYTES // per_slice))
 #: Called once per slab read with (item id, slices read, slices in the item, bytes of stored values
 #: read so far); the executor sets it in each worker when a progress bar is shown.
 progress_callback: Callable[[str, int, int, int], None] | None = None
@@ -34,26 +57,32 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     """Build one item slab by slab; ``None`` when its values are not plain stored integers.
 
     The stored values come from their cache entry when present (no DICOM decoding);
-    otherwise they are decoded and written to that entry as they stream by.
+    otherwise they are decoded and written to that entry as they stream by. The writes
+    (outputs and the stored-values entry, each hashed as it goes) run on a thread of their
+    own, one slab behind the gathers (:mod:`medflow.engine.writebehind`).
     """
     cache = Cache(Path(task.cache_dir))
     key = folding.stored_key(task.links[0].key)
     cached = None
     try:
-        cached = cache.get_slabs(key, SLAB_SLICES)
+        cached = cache.get_slabs(key, lambda shape, dtype: slab_slices(shape[1:], dtype.itemsize))
     except CacheError:
         cached = None
     stored_writer = None
+    threads = _threads(task)
     if cached is not None:
-        header, slabs = cached
-        skeleton = sample_from_header(header, np.empty((header["meta"]["n_slices"], 0, 0), np.int16), task.item)
+        header, cached_slabs = cached
+        skeleton = folding.stored_from_entry(header, np.empty((header["meta"]["n_slices"], 0, 0), np.int16), task.item)
+        slabs = ((array, None) for array in cached_slabs)
         computed = [link.name for link in task.links[1:]]
     else:
         from medflow.sources.series import NotStoredValues, open_stored_slabs
 
         try:
+            # stored slabs in flight: being gathered (threads), waiting to be written, being read
             skeleton, slabs = open_stored_slabs(
-                task.item, task.reader_params.get("duplicates", "first"), SLAB_SLICES, ring=_threads(task) + 2
+                task.item, task.reader_params.get("duplicates", "first"), slab_slices, buffers=threads + WRITE_DEPTH + 2,
+                read_facts=task.read_facts,
             )
         except NotStoredValues:
             return None
@@ -68,38 +97,103 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     private: dict[str, set[tuple[str, ...]]] = {}
     headers: dict[str, list[str]] = {}
     progress = _Progress()
+    writer = WriteBehind(WRITE_DEPTH)
+    # threads inside the item: the outputs are hashed on a thread of their own, beside the writes
+    hasher = WriteBehind(WRITE_DEPTH) if threads > 1 else None
     try:
-        for out in _slab_outputs(task, skeleton, slabs, stored_writer, n_fold, progress):
+        for out, stored, release in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
             if task.expect:
                 check_expectation(out, task.expect)
-            for stream in streams:
-                stream.write(out)
             slab_geometry.add(out)
             meta = meta if meta is not None else out.meta
             for path, rows in out.private_tables.items():
                 if rows:
                     headers.setdefault(path, list(rows[0]))
                     private.setdefault(path, set()).update(tuple(r) for r in rows[1:])
+            if hasher is None:
+                writer.submit(_write_job(streams, out, stored_writer, stored), release)
+            else:
+                write, digest = _split_jobs(streams, out, stored_writer, stored)
+                release = _after_both(release)
+                writer.submit(write, release)
+                hasher.submit(digest, release)
+        writer.finish()
+        if hasher is not None:
+            hasher.finish()
         outputs = []
         for stream in streams:
             outputs.extend({"path": f.path, "sha256": f.sha256, "size": f.size} for f in stream.close())
     except _Fallback:
+        _stop(writer, hasher)
         _abort(streams, stored_writer)
         return None
     except CacheError:
+        _stop(writer, hasher)
         _abort(streams, stored_writer)
         if cached is None:
             raise
         return run_streamed(task)  # the corrupt entry is gone: decode the DICOM files instead
     except BaseException:
+        _stop(writer, hasher)
         _abort(streams, stored_writer)
         raise
     if stored_writer is not None:
-        stored_writer.commit(sample_header(skeleton, task.item), (progress.start,) + tuple(progress.shape or ()))
+        stored_writer.commit(folding.stored_entry_header(skeleton, task.item),
+                             (progress.start,) + tuple(progress.shape or ()))
     tables = {path: [headers[path], *sorted(rows)] for path, rows in private.items()}
     meta = {**(meta or {}), **slab_geometry.record()}  # geometry with every output
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=meta, computed=computed,
                       private_tables=tables)
+
+
+def _write_job(streams, out: Sample, stored_writer, stored: np.ndarray):
+    def work() -> None:
+        if stored_writer is not None:
+            stored_writer.write(stored)
+        for stream in streams:
+            stream.write(out)
+
+    return work
+
+
+def _split_jobs(streams, out: Sample, stored_writer, stored: np.ndarray):
+    """(write, hash) of one slab for two threads; a stream without ``parts`` hashes as it writes."""
+    jobs = [(stream, stream.parts(out)) for stream in streams if hasattr(stream, "parts")]
+    whole = [stream for stream in streams if not hasattr(stream, "parts")]
+    if stored_writer is not None:
+        jobs.append((stored_writer, stored_writer.parts(stored)))
+
+    def write() -> None:
+        for target, parts in jobs:
+            target.write_parts(parts)
+        for stream in whole:
+            stream.write(out)
+
+    def digest() -> None:
+        for target, parts in jobs:
+            target.hash_parts(parts)
+
+    return write, digest
+
+
+def _after_both(release):
+    """``release`` run by the second of two callers."""
+    lock, calls = threading.Lock(), []
+
+    def once() -> None:
+        with lock:
+            calls.append(1)
+            last = len(calls) == 2
+        if last and release is not None:
+            release()
+
+    return once
+
+
+def _stop(*writers) -> None:
+    for writer in writers:
+        if writer is not None:
+            writer.stop()
 
 
 class _Progress:
@@ -113,50 +207,61 @@ def _threads(task: ItemTask) -> int:
     return max(1, int(getattr(task, "threads", 1) or 1))
 
 
-def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, stored_writer, n_fold: int, progress: _Progress):
-    """The final Sample of every slab, in z order; slabs folded on ``task.threads`` threads.
+def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress: _Progress, threads: int):
+    """``(final Sample, stored values, release)`` of every slab, in z order.
 
-    The reading (and the stored-values entry) stays on this thread; the gathers, which
-    release the GIL, run ahead on the pool, at most ``threads`` slabs in flight. Each
-    slab's output goes into a buffer reused once the caller has written it.
+    The reading stays on this thread; with ``threads`` > 1 the gathers, which release the
+    GIL, run ahead on a pool, at most ``threads`` slabs in flight. Each slab's output goes
+    into a pooled buffer; ``release`` hands it (and the stored slab's) back once written.
     """
     folder = folding.Folder(task.steps[:n_fold], apply_step)
     rest = task.steps[n_fold:]
-    free: list[np.ndarray] = []
+    pools: dict[tuple, BufferPool] = {}
+    pools_lock = threading.Lock()
 
-    def compute(slab: Sample) -> tuple[Sample, np.ndarray | None]:
+    def compute(slab: Sample, release_stored) -> tuple[Sample, np.ndarray, object]:
         spec = folder.output_spec(slab)
-        buffer = None
+        buffer, pool = None, None
         if spec is not None:
             shape, dtype = spec
-            buffer = free.pop() if free else None  # list.pop is atomic under the GIL
-            if buffer is None or buffer.shape[1:] != shape[1:] or buffer.dtype != dtype or len(buffer) < shape[0]:
-                buffer = np.empty((max(shape[0], SLAB_SLICES),) + shape[1:], dtype=dtype)
-        out = folder.apply(slab, None if buffer is None else buffer[: len(slab.pixels)])
-        if out is None:
-            raise _Fallback
-        for params in rest:
-            out = apply_step(params, out)
-        return out, buffer
+            with pools_lock:
+                pool = pools.get((shape[1:], dtype))
+                if pool is None:  # in flight: gathering, waiting to be written, being written
+                    pool = pools[(shape[1:], dtype)] = BufferPool(
+                        (max(shape[0], slab_slices(slab.pixels.shape[1:], slab.pixels.dtype.itemsize)),) + shape[1:],
+                        dtype, threads + WRITE_DEPTH + 1)
+            buffer = pool.get()
+        try:
+            out = folder.apply(slab, None if buffer is None else buffer[: len(slab.pixels)])
+            if out is None:
+                raise _Fallback
+            for params in rest:
+                out = apply_step(params, out)
+        except BaseException:
+            if buffer is not None:
+                pool.put(buffer)
+            raise
+
+        def release() -> None:
+            if buffer is not None:
+                pool.put(buffer)
+            if release_stored is not None:
+                release_stored()
+
+        return out, slab.pixels, release
 
     def slab_samples():
-        for stored in slabs:
-            if stored_writer is not None:
-                stored_writer.write(stored)
+        for stored, release_stored in slabs:
             progress.shape = stored.shape[1:]
             slab = _slab(skeleton, stored, progress.start)
             progress.start += len(stored)
             if progress_callback is not None:  # progress inside the item (medflow.engine.progress)
                 progress_callback(task.item.item_id, progress.start, len(skeleton.pixels), progress.start * stored[0].nbytes)
-            yield slab
+            yield slab, release_stored
 
-    threads = _threads(task)
     if threads == 1:
-        for slab in slab_samples():
-            out, buffer = compute(slab)
-            yield out
-            if buffer is not None:
-                free.append(buffer)
+        for slab, release_stored in slab_samples():
+            yield compute(slab, release_stored)
         return
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -164,18 +269,12 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, stored_writer, n_fold
     pending: deque = deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="medflow-slab") as pool:
         try:
-            for slab in slab_samples():
-                pending.append(pool.submit(compute, slab))
+            for slab, release_stored in slab_samples():
+                pending.append(pool.submit(compute, slab, release_stored))
                 while len(pending) > threads:
-                    out, buffer = pending.popleft().result()
-                    yield out
-                    if buffer is not None:
-                        free.append(buffer)
+                    yield pending.popleft().result()
             while pending:
-                out, buffer = pending.popleft().result()
-                yield out
-                if buffer is not None:
-                    free.append(buffer)
+                yield pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()

@@ -40,6 +40,7 @@ class ItemTask:
     accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
     threads: int = 1  # threads inside the item (streamed slabs), when items are fewer than workers
     split: str | None = None  # the item's split (recipe's splits:); joins no step key (see item_writers)
+    read_facts: tuple | None = None  # per file, what discovery learnt for reading it (medflow.sources.pixels)
 
 
 @dataclass

@@ -413,7 +413,7 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
 
 
 # Bump when the facts read from a header, or the rules that read them, change.
-_HEADER_MEMO = "discovery-header-v3"
+_HEADER_MEMO = "discovery-header-v4"
 
 
 def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:
@@ -447,14 +447,35 @@ def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInf
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
-            info = _file_info(rel, read_image_header(path))
+            ds = read_image_header(path)
+            info = _file_info(rel, ds)
+            read = _read_facts(ds) if info.n_frames == 1 else None
     except HeaderProblem as problem:
         memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
         raise
     facts = dataclasses.asdict(info)
     del facts["rel"]
+    facts["read"] = read  # what reading the file needs (see read_facts_of): no second parse
     memo.set_extra(path, _HEADER_MEMO, facts)
     return info
+
+
+def _read_facts(ds: Dataset):
+    from medflow.sources.series import read_facts
+
+    try:
+        return read_facts(ds)
+    except (TypeError, ValueError, AttributeError):
+        return None  # the reader parses the file and names the problem
+
+
+def read_facts_of(path: Path, memo: FingerprintMemo):
+    """The reading facts discovery memoized for ``path`` (:func:`medflow.sources.series.read_facts`), or None."""
+    try:
+        cached = memo.get_extra(path, _HEADER_MEMO)
+    except OSError:
+        return None
+    return cached.get("read") if isinstance(cached, dict) else None
 
 
 def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):

@@ -32,28 +32,33 @@ Rules (they are the contract of :func:`read_item`):
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, iter_pixels, pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from medflow.errors import InputError
 from medflow.ops.intensity import rescale
 from medflow.sample import Geometry, Sample
 from medflow.sources.base import ItemRef
 from medflow.sources.discovery import ORIENTATION_TOLERANCE, HeaderProblem, read_image_header
+from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part of this module's contract
+    BULK_DATA_THRESHOLD,
+    BufferPool,
+    LazyHeaders,
+    _decode_error,
+    _decode_file,
+    _header_json,
+    _iter_frames,
+    read_native,
+)
 from medflow.sources.stack_geometry import slice_normal, spacing_findings, tilt_degrees, tilt_findings
 
 DUPLICATE_TOLERANCE_MM = 0.01
-BULK_DATA_THRESHOLD = 1024  # bytes of a binary value above which a header leaves it out
-_BULK_MARKER = "medflow:bulk-data-left-out"
 _PER_FRAME_TAG = "52009230"  # PerFrameFunctionalGroupsSequence in the DICOM JSON model
 
 
@@ -108,43 +113,6 @@ def _header(path: Path) -> Dataset:
         return read_image_header(path, check_pixel_data=True)
     except HeaderProblem as problem:
         raise InputError(os.fspath(path), problem.reason) from problem
-
-
-# Binary values that steps need whatever their size: LUT Data (Modality/VOI LUT Sequences)
-# and the palette color lookup tables (plain and segmented), PS3.3 C.11.1, C.11.2, C.7.6.3.1.5-6.
-_KEEP_BINARY_TAGS = frozenset({"00283006", "00281201", "00281202", "00281203", "00281221", "00281222", "00281223"})
-# base64 length of a value of BULK_DATA_THRESHOLD bytes
-_INLINE_LIMIT = 4 * ((BULK_DATA_THRESHOLD + 2) // 3)
-
-
-def _header_json(ds: Dataset) -> dict[str, Any]:
-    """DICOM JSON model dict (PS3.18 F.2) without pixel data and without bulk binary values.
-
-    Binary values over ``BULK_DATA_THRESHOLD`` bytes are left out, except the LUT and
-    palette data in ``_KEEP_BINARY_TAGS``, which steps need.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = ds.to_json_dict(
-            bulk_data_threshold=1 << 26,
-            bulk_data_element_handler=lambda _elem: _BULK_MARKER,
-            suppress_invalid_tags=True,
-        )
-    return _prune_bulk(data)
-
-
-def _prune_bulk(node: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for tag, element in node.items():
-        if tag.upper().startswith("7FE0") or element.get("BulkDataURI") == _BULK_MARKER:
-            continue
-        inline = element.get("InlineBinary")
-        if inline is not None and len(inline) > _INLINE_LIMIT and tag.upper() not in _KEEP_BINARY_TAGS:
-            continue
-        if element.get("vr") == "SQ" and "Value" in element:
-            element = {**element, "Value": [_prune_bulk(item) for item in element["Value"]]}
-        out[tag] = element
-    return out
 
 
 def _functional_groups(ds: Dataset) -> tuple[list[Dataset], Dataset | None]:
@@ -211,6 +179,84 @@ def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
         slices.append(_slice(ds, 0, rel, rel, (instance, _uid_key(str(ds.get("SOPInstanceUID") or "")), rel)))
         headers.append(ds)
     return slices, headers
+
+
+# Bump when the facts below, or the rules that read them, change (they live in discovery's memo).
+READ_FACTS_VERSION = 1
+
+
+def read_facts(ds: Dataset) -> list | None:
+    """What streaming a single-frame file needs from its header, as a JSON list; ``None`` when it needs more.
+
+    Taken at discovery from the header it parses anyway (and memoized with it), so a cold build
+    parses each file once: the reader places the slice and reads its stored values from these
+    facts (:func:`medflow.sources.pixels.read_native_facts`), and the header is parsed again only
+    when a step reads it. Only native little-endian single-frame grayscale files with plain
+    rescale qualify (the files :func:`medflow.sources.pixels.read_native` reads).
+    """
+    from medflow.sources.pixels import _native_spec, header_pixel_key
+
+    spec = _native_spec(ds)
+    if spec is None or "ModalityLUTSequence" in ds:
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    rows, cols, dtype, stored_bits = spec
+    s = _slice(ds, 0, "", "", ())
+    instance = _number(ds.get("InstanceNumber"), float("inf"))
+    facts = {
+        "v": READ_FACTS_VERSION,
+        "rows": rows, "cols": cols, "dtype": dtype.str, "stored_bits": stored_bits,
+        "position": None if s.position is None else s.position.tolist(),
+        "orientation": None if s.orientation is None else s.orientation.tolist(),
+        "pixel_spacing": None if s.pixel_spacing is None else list(s.pixel_spacing),
+        "slope": s.slope, "intercept": s.intercept,
+        "instance": None if instance == float("inf") else instance,
+        "sop_uid": str(ds.get("SOPInstanceUID") or ""),
+        "spacing_hints": list(s.spacing_hints), "tilt": s.tilt_tag,
+        "pixel_key": header_pixel_key(ds),
+    }
+    return [facts[name] for name in _READ_FACT_FIELDS]  # a list: the memo keeps one per file
+
+
+_READ_FACT_FIELDS = ("v", "rows", "cols", "dtype", "stored_bits", "position", "orientation", "pixel_spacing", "slope",
+                     "intercept", "instance", "sop_uid", "spacing_hints", "tilt", "pixel_key")
+
+
+def _facts_slices(item: ItemRef, facts: tuple[dict[str, Any], ...]) -> list[_Slice]:
+    """:func:`_series_slices` from discovery's facts: no header parsed."""
+    slices = []
+    first_size = (facts[0]["rows"], facts[0]["cols"])
+    for rel, f in zip(item.files, facts, strict=True):
+        if (f["rows"], f["cols"]) != first_size:
+            raise InputError(
+                os.fspath(Path(item.root) / rel),
+                f"Rows/Columns {f['rows']}x{f['cols']} differ from {first_size[0]}x{first_size[1]} "
+                f"of {item.files[0]} in the same item",
+            )
+        instance = float("inf") if f["instance"] is None else f["instance"]
+        slices.append(_Slice(
+            label=rel, rel=rel, frame=0,
+            position=None if f["position"] is None else np.array(f["position"], dtype=np.float64),
+            orientation=None if f["orientation"] is None else np.array(f["orientation"], dtype=np.float64),
+            pixel_spacing=None if f["pixel_spacing"] is None else tuple(f["pixel_spacing"]),
+            slope=f["slope"], intercept=f["intercept"],
+            tie_key=(instance, _uid_key(f["sop_uid"]), rel),
+            spacing_hints=tuple(f["spacing_hints"]), tilt_tag=f["tilt"],
+        ))
+    return slices
+
+
+def _usable_facts(item: ItemRef, read_facts) -> tuple[dict[str, Any], ...] | None:
+    if item.kind != "series" or not read_facts or len(read_facts) != len(item.files):
+        return None
+    if any(not f or len(f) != len(_READ_FACT_FIELDS) or f[0] != READ_FACTS_VERSION for f in read_facts):
+        return None
+    read_facts = [dict(zip(_READ_FACT_FIELDS, f, strict=True)) for f in read_facts]
+    if len({(f["dtype"], f["rows"], f["cols"]) for f in read_facts}) != 1:
+        return None  # the reader names the odd file
+    return tuple(read_facts)
 
 
 def _pair(value) -> tuple[float, float] | None:
@@ -346,121 +392,6 @@ def _geometry(item: ItemRef, kept: list[_Slice], normal, notes: list[str]) -> Ge
     )
 
 
-def _is_deflated(ds: Dataset) -> bool:
-    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
-
-
-def _whole_dataset(path: Path) -> Dataset:
-    # force: the header already passed read_image_header, which reads preamble-less data sets too
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, force=True)
-
-
-# Native little-endian transfer syntaxes whose Pixel Data is the raw stored values (PS3.5 A.1, A.2).
-_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
-_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
-
-
-def _native_frame(path: Path, ds: Dataset) -> np.ndarray | None:
-    """The one frame of a native little-endian 8/16-bit grayscale file, read straight from its bytes.
-
-    Only when Pixel Data is the file's last element with exactly Rows x Columns values
-    (checked on the element's own tag and length, PS3.5 7.1.2): then pydicom's native
-    decoder returns these very bytes as the stored dtype when no value has bits set above
-    BitsStored (checked; else pydicom's correction of those bits applies), so this is the
-    same array without parsing the header again. ``None`` for anything else: the caller
-    decodes with pydicom.
-    """
-    meta = getattr(ds, "file_meta", None)
-    if str(getattr(meta, "TransferSyntaxUID", "")) not in _NATIVE_LE:
-        return None
-    try:
-        bits = int(ds.get("BitsAllocated") or 0)
-        if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1 or bits not in (8, 16):
-            return None
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        signed = int(ds.get("PixelRepresentation") or 0) == 1
-        stored_bits = int(ds.get("BitsStored") or bits)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    dtype = np.dtype(("<i" if signed else "<u") + str(bits // 8))
-    length = rows * cols * dtype.itemsize
-    padded = length + (length & 1)
-    out = np.empty((rows, cols), dtype=dtype)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        start = size - padded
-        if start < 12:
-            return None
-        f.seek(start - 12)
-        head = f.read(12)
-        explicit = head[:4] == _PIXEL_DATA_TAG and head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0"
-        implicit = head[4:8] == _PIXEL_DATA_TAG
-        if not (explicit and int.from_bytes(head[8:12], "little") == padded) and not (
-            implicit and int.from_bytes(head[8:12], "little") == padded
-        ):
-            return None
-        if f.readinto(memoryview(out).cast("B")) != length:
-            return None
-    if stored_bits < bits and out.size:
-        # pydicom corrects the bits above BitsStored (sign extension or masking): only when
-        # every value already lies in BitsStored's range are the raw bytes its answer
-        lo, hi = (-(1 << (stored_bits - 1)), (1 << (stored_bits - 1)) - 1) if signed else (0, (1 << stored_bits) - 1)
-        if int(out.min()) < lo or int(out.max()) > hi:
-            return None
-    return out
-
-
-def _decode_file(path: Path, ds: Dataset) -> np.ndarray:
-    """All frames of one file as pydicom decodes them (see :func:`_iter_frames` for the route)."""
-    native = _native_frame(path, ds)
-    if native is not None:
-        return native
-    if _is_deflated(ds):
-        return pixel_array(_whole_dataset(path))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
-            return pixel_array(path)
-    except Exception:  # retried below with pydicom's data set reader
-        pass
-    return pixel_array(_whole_dataset(path))
-
-
-def _iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
-    """Decoded frames of one file, in file order, one at a time where pydicom can stream them.
-
-    pydicom's file-level reader (``iter_pixels(path)``) streams frame by frame, but it does
-    not inflate a Deflated Explicit VR Little Endian data set (PS3.5 A.5) and it trusts the
-    transfer syntax's VR encoding, whereas ``dcmread`` detects a data set written in
-    implicit VR under an explicit VR transfer syntax. So deflated files, and files whose
-    streamed read fails before its first frame, are read whole with ``dcmread`` and decoded
-    from that data set, exactly as ``Dataset.pixel_array`` does; a failure there is the
-    file's error.
-    """
-    if _is_deflated(ds):
-        yield from iter_pixels(_whole_dataset(path))
-        return
-    frames = iter_pixels(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
-            first = next(frames)
-    except StopIteration:
-        return
-    except Exception:  # retried below with pydicom's data set reader
-        yield from iter_pixels(_whole_dataset(path))
-        return
-    yield first
-    yield from frames
-
-
-def _decode_error(path: Path, exc: Exception) -> InputError:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return InputError(os.fspath(path), f"cannot decode pixel data: {text[:300]}")
-
-
 def _values(arr: np.ndarray, s: _Slice, ds: Dataset, color: bool) -> np.ndarray:
     """Decoded stored values of one slice -> the float32 values the Sample holds."""
     if color:
@@ -556,10 +487,18 @@ class _Opened:
     color: bool
     shape: tuple[int, ...]
 
-    def sample(self, pixels: np.ndarray, stored: bool) -> Sample:
+    def sample(self, pixels: np.ndarray, stored: bool, lazy: bool = False, facts=None) -> Sample:
+        """The item's Sample around ``pixels``; ``lazy``: headers as :class:`LazyHeaders` (built when
+        read; from the files, parsed then, for the slices placed from ``facts``)."""
         item, first, kept = self.item, self.first, self.kept
         if item.kind == "multiframe":
             headers_json = _frame_headers(first, kept)
+        elif lazy:
+            by_slice = self.headers_by_slice
+            headers_json = LazyHeaders(
+                [by_slice.get(s.rel) or Path(item.root) / s.rel for s in kept],
+                keys=[facts[s.rel]["pixel_key"] if facts else None for s in kept],
+            )
         else:
             headers_json = [_header_json(self.headers_by_slice[s.rel]) for s in kept]
         photometric = str(first.get("PhotometricInterpretation", "")).strip()
@@ -591,7 +530,9 @@ class _Opened:
         )
 
 
-def _open(item: ItemRef, duplicates: str) -> _Opened:
+def _open(item: ItemRef, duplicates: str, read_facts=None) -> _Opened:
+    """The item ordered and placed; with ``read_facts`` (discovery's, one per file) only the
+    first file's header is parsed (``headers_by_slice`` then holds that one)."""
     if duplicates not in ("first", "error"):
         raise ValueError(f"duplicates must be 'first' or 'error', got {duplicates!r}")
     if not item.files:
@@ -602,6 +543,10 @@ def _open(item: ItemRef, duplicates: str) -> _Opened:
         first = _header(path)
         headers_by_slice = None
         slices = _multiframe_slices(item, first)
+    elif (facts := _usable_facts(item, read_facts)) is not None:
+        slices = _facts_slices(item, facts)
+        first = _header(Path(item.root) / item.files[0])  # the item's attributes: modality, units...
+        headers_by_slice = {item.files[0]: first}
     else:
         slices, headers = _series_slices(item)
         first = headers[0]
@@ -637,40 +582,67 @@ def _decode_series(item: ItemRef, opened: _Opened):
 
 
 def open_stored_slabs(
-    item: ItemRef, duplicates: Literal["first", "error"], slab: int, ring: int = 0
-) -> tuple[Sample, Iterator[np.ndarray]]:
+    item: ItemRef, duplicates: Literal["first", "error"], slab, buffers: int = 4, read_facts=None,
+) -> tuple[Sample, Iterator[tuple[np.ndarray, Callable[[], None]]]]:
     """A series' stored values slab by slab (z order), for streaming.
 
     Returns a Sample whose ``pixels`` is an empty ``(n_slices, 0, 0)`` placeholder of the
     stored dtype (headers, geometry and meta as :func:`read_item` with ``values="stored"``),
-    and an iterator of arrays of at most ``slab`` slices each. With ``ring`` > 0 the
-    slabs cycle through ``ring`` buffers: the caller must be done with a slab before the
-    ``ring``-th next one is produced (0: every slab is a new array). Raises
-    :class:`NotStoredValues` for multi-frame, color or Modality-LUT-Sequence items.
+    and an iterator of ``(array of at most slab slices, release)``: the arrays live in at
+    most ``buffers`` reused buffers, and the caller calls ``release()`` once done with one
+    (the iterator waits for a free buffer). ``slab``: slices per slab, or a function of the
+    slice shape and the stored values' itemsize giving it. ``read_facts``: discovery's, one per
+    file (:func:`read_facts`): then only the first file's header is parsed. Raises :class:`NotStoredValues` for multi-frame,
+    color or Modality-LUT-Sequence items.
     """
-    opened = _open(item, duplicates)
+    opened = _open(item, duplicates, read_facts)
     dtype = _stored_dtype(opened.first, opened.color)
     if dtype is None or item.kind != "series":
         raise NotStoredValues(f"item {item.item_id} cannot be streamed as stored values")
-    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True)
+    facts = None
+    if len(opened.headers_by_slice) < len(item.files):  # placed from discovery's facts
+        facts = dict(zip(item.files, _usable_facts(item, read_facts), strict=True))
+    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True, lazy=True, facts=facts)
+    headers = skeleton.headers
+    rows, cols = opened.shape[1:3]
+    if callable(slab):
+        slab = slab((rows, cols), dtype.itemsize)
 
-    def slabs() -> Iterator[np.ndarray]:
-        # ``ring`` buffers used in turn: no fresh memory (page faults) per slab
-        buffers = [np.empty((slab,) + opened.shape[1:], dtype=dtype) for _ in range(max(1, ring))]
-        turn, filled = 0, 0
-        buffer = buffers[0]
-        for _s, arr, _ds, slice_path in _decode_series(item, opened):
-            buffer[filled] = _stored(arr, slice_path, dtype)
-            filled += 1
-            if filled == slab:
-                yield buffer
-                turn = (turn + 1) % len(buffers)
-                buffer = buffers[turn] if ring > 0 else np.empty_like(buffer)
-                filled = 0
-        if filled:
-            yield buffer[:filled]
+    def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
+        pool = BufferPool((slab, rows, cols), dtype, buffers)
+        kept = opened.kept
+        for first in range(0, len(kept), slab):
+            buffer = pool.get()
+            part = kept[first : first + slab]
+            for row, s in enumerate(part):
+                slice_path = Path(item.root) / s.rel
+                ds = opened.headers_by_slice.get(s.rel)
+                try:
+                    if ds is None:  # placed from discovery's facts
+                        raw = read_native(slice_path, facts[s.rel], buffer[row])
+                        if raw is None:  # not what discovery saw: parse it, the checks name the problem
+                            ds = _header(slice_path)
+                    if ds is not None:
+                        raw = read_native(slice_path, ds, buffer[row])
+                    if raw is None:
+                        buffer[row] = _stored(_checked(_decode_file(slice_path, ds), slice_path, rows, cols),
+                                              slice_path, dtype)
+                    headers.set_raw(first + row, raw)
+                except (InputError, NotStoredValues):
+                    pool.put(buffer)
+                    raise
+                except Exception as exc:  # decoders raise many types
+                    pool.put(buffer)
+                    raise _decode_error(slice_path, exc) from exc
+            yield buffer[: len(part)], (lambda buffer=buffer: pool.put(buffer))
 
     return skeleton, slabs()
+
+
+def _checked(arr: np.ndarray, slice_path: Path, rows: int, cols: int) -> np.ndarray:
+    if arr.shape[:2] != (rows, cols):
+        raise InputError(os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}")
+    return arr
 
 
 def _stored_dtype(ds: Dataset, color: bool) -> np.dtype | None:

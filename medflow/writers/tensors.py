@@ -38,25 +38,41 @@ class NpyStream:
         self.written = 0
         self.slab_shape: tuple[int, ...] | None = None
 
-    def _out(self, data) -> None:
-        self.digest.update(data)
-        self.file.write(data)
+    def parts(self, slab: Sample) -> list:
+        """The bytes ``slab`` appends to the file, in order (the .npy header with the first slab).
 
-    def write(self, slab: Sample) -> None:
+        Call in slab order; then :meth:`write_parts` and :meth:`hash_parts` on them, in the same
+        order each (they may run on two threads: file writes and hashing release the GIL).
+        """
         import io
 
         array = np.ascontiguousarray(slab.pixels)
+        out = []
         if self.slab_shape is None:
             self.slab_shape = array.shape[1:]
             header = np.lib.format.header_data_from_array_1_0(array)
             header["shape"] = (self.n_first,) + array.shape[1:]
             buffer = io.BytesIO()
             np.lib.format.write_array_header_1_0(buffer, header)
-            self._out(buffer.getvalue())
+            out.append(buffer.getvalue())
         elif array.shape[1:] != self.slab_shape:
             raise ValueError(f"slab shape {array.shape} does not continue {self.slab_shape}")
-        self._out(memoryview(array).cast("B"))
+        out.append(memoryview(array).cast("B"))
         self.written += array.shape[0]
+        return out
+
+    def write_parts(self, parts: list) -> None:
+        for data in parts:
+            self.file.write(data)
+
+    def hash_parts(self, parts: list) -> None:
+        for data in parts:
+            self.digest.update(data)
+
+    def write(self, slab: Sample) -> None:
+        parts = self.parts(slab)
+        self.hash_parts(parts)
+        self.write_parts(parts)
 
     def close(self) -> list[WrittenFile]:
         if self.written != self.n_first:

@@ -1,0 +1,199 @@
+"""The streamed pixel path (issue 10): headers built only when read, raw native reads, writes behind the gathers."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medflow.engine.build import build
+from medflow.engine.writebehind import BufferPool, WriteBehind
+from medflow.recipe.loader import load_recipe
+from medflow.sources.discovery import read_image_header
+from medflow.sources.pixels import LazyHeaders, _header_json, read_native
+from tests.dicom_factory import write_ct_series
+
+SEED = ("steps:\n  - step: window\n    level: -600\n    width: 1500\n  - step: colormap\n    map: blue_red\n"
+        "  - step: color_space\n    to: ycbcr\n  - step: layout\n    layout: NCHW\n    dtype: float32\n")
+
+
+def _recipe(tmp_path: Path, name: str, steps: str = SEED) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"medflow: 1\nname: {name}\nsource:\n  dicom: data\n{steps}outputs:\n  dir: out-{name}\n"
+                    "engine:\n  workers: 1\n")
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit"])
+def test_lazy_headers_equal_the_eager_ones_from_a_dataset_and_from_raw_bytes(tmp_path, syntax):
+    import pydicom
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    (path,) = write_ct_series(tmp_path, 1, n_slices=1, size=16)
+    if syntax == "implicit":
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=True, little_endian=True)
+    ds = read_image_header(path)
+    eager = _header_json(read_image_header(path))
+    assert LazyHeaders([ds])[0] == eager
+    out = np.empty((16, 16), dtype=np.int16)
+    raw = read_native(path, ds, out)
+    assert raw is not None and np.array_equal(out, pydicom.dcmread(path).pixel_array)
+    assert LazyHeaders([raw])[0] == eager
+    assert LazyHeaders.from_json(LazyHeaders([ds], [raw]).to_json())[0] == eager
+    assert LazyHeaders([ds, raw])[1:] == [eager]
+
+
+def test_a_pixel_chain_builds_no_header_and_a_rebuild_from_the_cached_values_reads_them(tmp_path, monkeypatch):
+    """The seed chain never reads a header (none is converted); the stored-values entry keeps the
+    header bytes, so a chain that reads them (window from_header) still gets the same headers."""
+    import medflow.sources.pixels as pixels
+
+    write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
+    built = []
+    original = pixels._header_json
+    monkeypatch.setattr(pixels, "_header_json", lambda ds: built.append(1) or original(ds))
+    first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    assert first.exit_code == 0 and built == []
+    from_header = ("steps:\n  - step: modality_lut\n  - step: window\n    level: 40\n    width: 400\n"
+                   "  - step: layout\n    layout: NCHW\n")  # modality_lut reads every header
+    again = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].width=1200"]), show_progress=False)
+    (computed,) = again.manifest["run"]["computed"].values()
+    assert computed[0] == "window"  # from the stored values: no DICOM read
+    cached = build(load_recipe(_recipe(tmp_path, "h", from_header)), show_progress=False)
+    (computed,) = cached.manifest["run"]["computed"].values()
+    # headers from the cached bytes, built when read: each slice once, plus the one its table is built with
+    assert computed[0] == "modality_lut" and len(built) == 6 + 1
+    plain = build(load_recipe(_recipe(tmp_path, "p", from_header), overrides=["engine.fold_pointwise=false"]),
+                  show_progress=False)
+    assert cached.exit_code == plain.exit_code == 0
+    one = {p.name: p.read_bytes() for p in (tmp_path / "out-h").rglob("*.npy")}
+    two = {p.name: p.read_bytes() for p in (tmp_path / "out-p").rglob("*.npy")}
+    assert one and one == two
+
+
+def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatch):
+    import medflow.engine.stream as stream_module
+    from medflow.writers.tensors import NpyStream
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    write_ct_series(tmp_path / "data", 1, n_slices=9, size=16)
+    calls = []
+    original = NpyStream.write
+
+    def failing(self, slab):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, slab)
+
+    monkeypatch.setattr(NpyStream, "write", failing)
+    report = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    assert report.exit_code == 1 and "No space left" in report.failed[0][1]
+    assert not list((tmp_path / "out-r").rglob("*.npy"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+    assert not list((tmp_path / ".medflow" / "cache" / "objects").rglob("*.mfc"))  # no stored-values entry
+
+
+def test_write_behind_keeps_order_releases_every_buffer_and_reports_the_first_failure():
+    done, released = [], []
+    writer = WriteBehind(depth=1)
+    for k in range(5):
+        writer.submit(lambda k=k: (time.sleep(0.001), done.append(k)), lambda k=k: released.append(k))
+    writer.finish()
+    assert done == released == list(range(5))
+
+    writer, released = WriteBehind(depth=1), []
+
+    def boom():
+        raise ValueError("disk")
+
+    writer.submit(boom, lambda: released.append("a"))
+    writer.submit(lambda: released.append("never"), lambda: released.append("b"))
+    with pytest.raises(ValueError, match="disk"):
+        for _ in range(3):
+            writer.submit(lambda: None, lambda: released.append("c"))
+        writer.finish()
+    writer.stop()
+    assert "never" not in released and released[:2] == ["a", "b"]
+
+
+def test_buffer_pool_makes_at_most_its_limit_and_waits_for_a_release():
+    pool = BufferPool((2, 2), np.float32, 2)
+    a, b = pool.get(), pool.get()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(pool.get()))
+    waiter.start()
+    time.sleep(0.05)
+    assert not got  # both in use: waits
+    pool.put(a)
+    waiter.join(2)
+    assert got and got[0] is a and b is not a
+
+
+def test_two_workers_on_one_series_thread_its_slabs(tmp_path, monkeypatch):
+    """A single item with --workers 2 runs its slabs on two threads (same bytes as one worker)."""
+    import medflow.engine.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    names = set()
+    original = stream_module.folding.Folder.apply
+
+    def recording(self, *args, **kwargs):
+        names.add(threading.current_thread().name.split("_")[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module.folding.Folder, "apply", recording)
+    write_ct_series(tmp_path / "data", 0, n_slices=12, size=16)
+    shutil.copytree(tmp_path / "data", tmp_path / "data2")
+    one = build(load_recipe(_recipe(tmp_path, "one")), show_progress=False)
+    two = build(load_recipe(_recipe(tmp_path, "two"), overrides=["engine.workers=2"]), show_progress=False)
+    assert one.exit_code == two.exit_code == 0
+    assert "medflow-slab" in names
+    one_bytes = {p.name: p.read_bytes() for p in (tmp_path / "out-one").rglob("*.npy")}
+    assert one_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-two").rglob("*.npy")}
+
+
+def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch):
+    """Discovery keeps what reading needs (positions, rescale, pixel layout): the reader parses only the
+    first file's header (for the item's attributes), and no header becomes JSON unless a step reads it."""
+    import medflow.sources.discovery as discovery
+    import medflow.sources.series as series
+
+    write_ct_series(tmp_path / "data", 1, n_slices=7, size=16)
+    parsed = []
+    original = discovery.read_image_header
+    monkeypatch.setattr(discovery, "read_image_header", lambda *a, **k: parsed.append(a[0]) or original(*a, **k))
+    monkeypatch.setattr(series, "read_image_header", discovery.read_image_header)
+    report = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    assert report.exit_code == 0
+    assert len(parsed) == 7 + 1
+
+
+def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):
+    import pydicom
+
+    from medflow.errors import InputError
+    from medflow.recipe.model import SeriesFilter
+    from medflow.sources.discovery import discover_dicom
+    from medflow.sources.fingerprint import FingerprintMemo
+    from medflow.sources.series import open_stored_slabs, read_facts
+
+    paths = write_ct_series(tmp_path / "data", 1, n_slices=3, size=16)
+    (item,) = discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None)).items
+    facts = tuple(read_facts(read_image_header(tmp_path / "data" / rel)) for rel in item.files)  # as the memo keeps them
+    _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    (array, release), = list(slabs)
+    assert np.array_equal(array[1], pydicom.dcmread(paths[1]).pixel_array)
+    ds = pydicom.dcmread(paths[2])  # rewritten after discovery: 8 x 8 now
+    ds.Rows = ds.Columns = 8
+    ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
+    ds.save_as(paths[2])
+    _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    with pytest.raises(InputError, match="slice002.dcm"):
+        list(slabs)
