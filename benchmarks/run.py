@@ -1,15 +1,21 @@
-"""medflow's benchmark suite (issue 5): one command, every contender in the same run.
+"""medflow's benchmark suite (issue 10's targets): one command, every contender in the same run.
 
     pip install -e '.[bench]'            # after: pip install torch==2.13.0 (see README)
-    python benchmarks/run.py             # full run, about 15 minutes on 2 cores
-    python benchmarks/run.py --quick     # smoke run on small data, about 2 minutes
+    python benchmarks/run.py             # full run on 2 cores (see README for the time)
+    python benchmarks/run.py --quick     # smoke run on small data, one run each, a few minutes
 
 Every contender runs as a child process of this one (see ``measure.py`` for how time and
 peak memory are taken), on the same files, interleaved run by run so a noisy neighbour
-hurts them alike; each number is the median of ``--runs`` runs. Results go to
-``benchmarks/RESULTS.md`` (``--quick``: ``_work/RESULTS-quick.md``), the raw numbers to
-``_work/results.json``. Generated data, outputs and logs live in ``benchmarks/_work/``
-(git-ignored; override with ``--work``).
+hurts them alike; each number is the median of ``--runs`` runs and every target is a ratio
+of two numbers from this run. Contenders: medflow (1 and 2 workers), the hand-written
+scripts, the fused-table script (the ceiling), MONAI and TorchIO when installed, and for the
+radiomics recipe a straightforward SimpleITK script. Children run with bytecode caching on
+(``PYTHONPYCACHEPREFIX`` under the work folder, after one untimed warm-up of each contender),
+as an installed program runs; ``--keep-env`` runs them in this shell's environment as it is.
+
+Results go to ``benchmarks/RESULTS.md`` (``--quick``: ``_work/RESULTS-quick.md``), the raw
+numbers to ``_work/results.json``. Generated data, outputs and logs live in
+``benchmarks/_work/`` (git-ignored; override with ``--work``).
 """
 
 from __future__ import annotations
@@ -33,91 +39,130 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
 SHARED_CT = Path(os.environ.get("MEDFLOW_SHARED_DATA", REPO.parent / "shared" / "data")) / "ct_pancreas_tcia"
+RADIOMICS_RECIPE = REPO / "pipelines" / "radiomics.yaml"
+# Radiomics hook: the two contenders of bench_radiomics.py (another engineer's); the section runs
+# only when both files exist, and invokes them as that script does (no import of its internals).
+RADIOMICS_FILES = (BENCH / "bench_radiomics.py", BENCH / "sitk_radiomics.py")
+TORCHIO_SCRIPT = BENCH / "torchio_seed.py"  # hook: `torchio_seed.py DICOM_DIR OUT_DIR`, not written yet
 
 # name -> (series, slices); the 10x set is ten times the 200-slice series.
 FULL = {"gen200": (1, 200), "gen20x60": (20, 60), "gen10x": (10, 200), "tiny2": (1, 2)}
 QUICK = {"gen200": (1, 40), "gen20x60": (4, 20), "gen10x": (10, 40), "tiny2": (1, 2)}
 SEED_LAST_STEP_CHANGE = "steps[3].layout=NHWC"  # one parameter of the last step; same bytes to write
+SEED_FIRST_STEP_CHANGE = "steps[0].level=-550"  # the window level (HU) of seed.yaml's first pointwise step
+
+# Which contenders run on which data set (in this order, round by round).
+SEED = ("medflow", "handwritten", "fused", "monai", "torchio")
+ICH = ("medflow_ich", "handwritten_ich")
+PLAN = {
+    "ct_pancreas_tcia": (*SEED, *ICH),
+    "gen200": ("medflow", "medflow_2w", "handwritten", "fused", "monai", "torchio", *ICH),
+    "gen20x60": ("medflow", "medflow_2w", "handwritten", "fused", "monai", "torchio"),
+}
 
 
 class Bench:
-    def __init__(self, work: Path, runs: int, monai: bool):
+    def __init__(self, work: Path, runs: int, monai: bool, torchio: bool, env: dict[str, str] | None):
         self.work = work
         self.runs = runs
         self.monai = monai
+        self.torchio = torchio
+        self.env = env
         self.logs = work / "logs"
         self.counter = 0
         self.results: dict = {"runs": runs}
 
     # ---- running ---------------------------------------------------------------------------
-    def run(self, label: str, command: list[str], env: dict | None = None) -> measure.Run:
+    def run(self, label: str, command: list, quiet: bool = False) -> measure.Run:
         self.counter += 1
-        log = self.logs / f"{self.counter:03d}-{label}.log"
-        result = measure.run(command, log, cwd=REPO, env=env)
+        log = self.logs / f"{self.counter:03d}-{label.replace(' ', '_').replace('/', '_')}.log"
+        result = measure.run([str(c) for c in command], log, cwd=REPO, env=self.env)
         status = "ok" if result.returncode == 0 else f"EXIT {result.returncode}"
-        print(f"  {label:<34} {result.wall_s:7.2f} s  {result.peak_mb:7.0f} MiB  {status}", flush=True)
+        if not quiet or result.returncode != 0:
+            print(f"  {label:<40} {result.wall_s:7.2f} s  {result.peak_mb:7.0f} MiB  {status}", flush=True)
         if result.returncode != 0:
             print(measure.tail(log), file=sys.stderr)
         return result
 
     def medflow(self, label: str, recipe: str, data: Path, out: Path, cache: Path, *extra: str,
-                workers: int = 1) -> dict:
-        command = [*_medflow_command(), "run", str(BENCH / "recipes" / recipe), "-q", "--workers", str(workers),
+                workers: int = 1, quiet: bool = False) -> dict:
+        command = [*_medflow_command(), "run", BENCH / "recipes" / recipe, "-q", "--workers", str(workers),
                    "--set", f"source.dicom={data}", "--set", f"outputs.dir={out}", "--set", f"engine.cache_dir={cache}"]
         for override in extra:
             command += ["--set", override]
-        result = self.run(label, command).as_dict()
+        result = self.run(label, command, quiet).as_dict()
         result["build_s"] = _manifest_seconds(out)
         return result
 
+    def contender(self, key: str, name: str, data: Path, out: Path, quiet: bool = False) -> dict:
+        """One cold run of contender ``key`` on ``data``, writing to ``out / key``."""
+        target, cache = out / key, out / f"{key}-cache"
+        _clean(target, cache)
+        if key in ("medflow", "medflow_2w"):
+            workers = 2 if key == "medflow_2w" else 1
+            return self.medflow(f"{name} medflow seed {workers}w", "seed.yaml", data, target, cache, workers=workers,
+                                quiet=quiet)
+        if key == "medflow_ich":
+            return self.medflow(f"{name} medflow ich", "ich.yaml", data, target, cache, quiet=quiet)
+        scripts = {"handwritten": [BENCH / "handwritten_seed.py", data], "fused": [BENCH / "fused_seed.py", data],
+                   "handwritten_ich": [BENCH / "handwritten_ich.py", data],
+                   "monai": [BENCH / "monai_seed.py", *_series_dirs(data)], "torchio": [TORCHIO_SCRIPT, data]}
+        return self.run(f"{name} {key.replace('_', ' ')}", [PY, *scripts[key], target], quiet).as_dict()
+
+    def enabled(self, key: str) -> bool:
+        return {"monai": self.monai, "torchio": self.torchio}.get(key, True)
+
+    def warm_up(self, tiny: Path) -> None:
+        """One untimed run of every contender on 2 slices: bytecode compiled, libraries in the page cache."""
+        print(f"[warm-up] {tiny.name} (untimed)", flush=True)
+        out = self.work / "out" / "warmup"
+        for key in dict.fromkeys(key for keys in PLAN.values() for key in keys):
+            if self.enabled(key):
+                self.contender(key, "warm-up", tiny, out, quiet=True)
+        if self.radiomics_enabled():
+            for label, command, paths in _radiomics_commands(_series_dirs(tiny)[0], out / "radiomics"):
+                _clean(*paths)
+                self.run(f"warm-up {label}", command, quiet=True)
+        _clean(out)
+
     # ---- sections --------------------------------------------------------------------------
-    def contenders(self, name: str, data: Path, slices: int, input_bytes: int, with_cache: bool) -> None:
-        """Seed recipe: medflow vs hand-written vs MONAI; ICH: medflow vs hand-written."""
-        print(f"[seed + ICH] {name}: {slices} slices, {input_bytes / 1e6:.0f} MB", flush=True)
+    def contenders(self, name: str, data: Path, slices: int, input_bytes: int, single_series: bool) -> None:
+        """Every contender of PLAN[name], round by round; on gen200 also the rebuilds on the cold cache."""
+        keys = [key for key in PLAN[name] if self.enabled(key)]
+        print(f"[contenders] {name}: {slices} slices, {input_bytes / 1e6:.0f} MB: {', '.join(keys)}", flush=True)
         runs: dict[str, list[dict]] = {}
         out = self.work / "out" / name
         for rep in range(self.runs):
             last = rep == self.runs - 1
-            for key in ("medflow", "handwritten", "monai", "medflow_ich", "handwritten_ich"):
-                if key == "monai" and not self.monai:
-                    continue
-                target = out / key
-                _clean(target, out / f"{key}-cache")
-                if key == "medflow":
-                    runs.setdefault(key, []).append(
-                        self.medflow(f"{name} medflow seed cold", "seed.yaml", data, target, out / f"{key}-cache"))
-                    if with_cache:  # same cache; the change writes elsewhere so the cold output stays for checks
-                        cache = out / f"{key}-cache"
-                        runs.setdefault("noop", []).append(
-                            self.medflow(f"{name} medflow seed no-op", "seed.yaml", data, target, cache))
-                        runs.setdefault("change", []).append(
-                            self.medflow(f"{name} medflow seed last-step change", "seed.yaml", data,
-                                         out / "changed", cache, SEED_LAST_STEP_CHANGE))
-                        _clean(out / "changed")
-                elif key == "medflow_ich":
-                    runs.setdefault(key, []).append(
-                        self.medflow(f"{name} medflow ich cold", "ich.yaml", data, target, out / f"{key}-cache"))
-                elif key == "handwritten":
-                    runs.setdefault(key, []).append(
-                        self.run(f"{name} handwritten seed", [PY, BENCH / "handwritten_seed.py", data, target]).as_dict())
-                elif key == "handwritten_ich":
-                    runs.setdefault(key, []).append(
-                        self.run(f"{name} handwritten ich", [PY, BENCH / "handwritten_ich.py", data, target]).as_dict())
-                else:
-                    runs.setdefault(key, []).append(
-                        self.run(f"{name} monai seed", [PY, BENCH / "monai_seed.py", *_series_dirs(data), target]).as_dict())
-                if not last:
-                    _clean(target)
-        identity = self.identity(name, data, out)
+            for key in keys:
+                runs.setdefault(key, []).append(self.contender(key, name, data, out))
+                if key == "medflow" and name == "gen200":
+                    self.rebuilds(name, data, out, runs)
+                keep = last and single_series and key != "medflow_2w"  # the last outputs stay for the identity checks
+                _clean(out / f"{key}-cache", *([] if keep else [out / key]))
+        identity = self.identity(name, data, out) if single_series else {}
         _clean(out)
         self.results.setdefault("contenders", {})[name] = {
             "slices": slices, "input_bytes": input_bytes, "runs": runs, "identity": identity,
         }
 
+    def rebuilds(self, name: str, data: Path, out: Path, runs: dict[str, list[dict]]) -> None:
+        """No-op, last-step change and first-step change, each on the cache the cold build just filled.
+
+        The changes write to other folders so the cold output stays for the checks."""
+        target, cache = out / "medflow", out / "medflow-cache"
+        runs.setdefault("noop", []).append(self.medflow(f"{name} medflow seed no-op", "seed.yaml", data, target, cache))
+        for key, change in (("change", SEED_LAST_STEP_CHANGE), ("first_change", SEED_FIRST_STEP_CHANGE)):
+            label = "last-step" if key == "change" else "first-step"
+            runs.setdefault(key, []).append(
+                self.medflow(f"{name} medflow seed {label} change", "seed.yaml", data, out / key, cache, change))
+            _clean(out / key)
+
     def identity(self, name: str, data: Path, out: Path) -> dict:
-        """Compare the last runs' outputs; add untimed variants that locate any difference."""
+        """Compare the last round's outputs; add untimed variants that locate any difference."""
         checks = {}
         medflow_seed = _one_npy(out / "medflow")
+        checks["seed: medflow vs fused-table script (same math)"] = _compare(medflow_seed, _one_npy(out / "fused"))
         checks["seed: medflow vs hand-written (cv2 YCrCb -> Y,Cb,Cr)"] = _compare(medflow_seed, _one_npy(out / "handwritten"))
         if self.monai and (out / "monai").is_dir():
             straight = _compare(medflow_seed, _one_npy(out / "monai"))
@@ -125,8 +170,9 @@ class Bench:
             best = flipped if flipped.get("n_different", 1) < straight.get("n_different", 1) else straight
             best["monai_slice_order_reversed"] = best is flipped
             checks["seed: medflow vs MONAI"] = best
-        checks["ich: medflow vs hand-written"] = _compare(_one_npy(out / "medflow_ich"), _one_npy(out / "handwritten_ich"),
-                                                         channel_axis="3")
+        if (out / "medflow_ich").is_dir():
+            checks["ich: medflow vs hand-written"] = _compare(_one_npy(out / "medflow_ich"),
+                                                             _one_npy(out / "handwritten_ich"), channel_axis="3")
         variant = out / "hw-bt601"
         self.run(f"{name} handwritten seed bt601", [PY, BENCH / "handwritten_seed.py", data, variant, "--color", "bt601"])
         checks["seed: medflow vs hand-written with exact BT.601 instead of cv2"] = _compare(medflow_seed, _one_npy(variant))
@@ -136,18 +182,6 @@ class Bench:
         checks["seed with to: ycrcb: medflow vs hand-written cv2 (same coefficients)"] = _compare(
             _one_npy(out / "mf-ycrcb"), _one_npy(out / "hw-ycrcb"))
         return checks
-
-    def workers(self, data: Path, slices: int) -> None:
-        print(f"[workers] {data.name}: {slices} slices", flush=True)
-        runs: dict[str, list[dict]] = {"1": [], "2": []}
-        out = self.work / "out" / "workers"
-        for _ in range(self.runs):
-            for n in (1, 2):
-                _clean(out)
-                runs[str(n)].append(self.medflow(f"{data.name} medflow seed {n} worker(s)", "seed.yaml", data,
-                                                 out / "o", out / "c", workers=n))
-        _clean(out)
-        self.results["workers"] = {"dataset": data.name, "slices": slices, "runs": runs}
 
     def memory(self, data: Path, slices: int) -> None:
         """Peak RSS on 10x the data. Finished tensors are deleted while the build runs (the check needs
@@ -163,21 +197,51 @@ class Bench:
         self.results["memory"] = {"dataset": data.name, "slices": slices, "runs": runs}
 
     def startup(self, data: Path) -> None:
+        """Whole-process time on a 2-slice series: medflow run vs the hand-written and fused scripts."""
         print(f"[start-up] {data.name}", flush=True)
         out = self.work / "out" / "startup"
-        runs, python = [], []
+        runs: dict[str, list[dict]] = {}
         for _ in range(max(5, self.runs)):
-            _clean(out)
-            runs.append(self.medflow("medflow run, 2 slices", "seed.yaml", data, out / "o", out / "c"))
-            python.append(self.run("python -c pass", [PY, "-c", "pass"]).as_dict())
+            for key in ("medflow", "handwritten", "fused"):
+                runs.setdefault(key, []).append(self.contender(key, "2 slices", data, out))
+            runs.setdefault("python", []).append(self.run("python -c pass", [PY, "-c", "pass"]).as_dict())
         _clean(out)
         log = self.logs / "importtime.log"
         with open(log, "wb") as f:
             subprocess.run([PY, "-X", "importtime", "-m", "medflow", "run", str(BENCH / "recipes" / "seed.yaml"), "-q",
                             "--workers", "1", "--set", f"source.dicom={data}", "--set", f"outputs.dir={out / 'o'}",
-                            "--set", f"engine.cache_dir={out / 'c'}"], stderr=f, stdout=subprocess.DEVNULL, cwd=REPO)
+                            "--set", f"engine.cache_dir={out / 'c'}"], stderr=f, stdout=subprocess.DEVNULL, cwd=REPO,
+                           env=self.env)
         _clean(out)
-        self.results["startup"] = {"runs": runs, "python": python, "imports": _top_imports(log)}
+        self.results["startup"] = {"dataset": data.name, "runs": runs["medflow"], "handwritten": runs["handwritten"],
+                                   "fused": runs["fused"], "python": runs["python"], "imports": _top_imports(log)}
+
+    def radiomics_enabled(self) -> bool:
+        return all(path.is_file() for path in RADIOMICS_FILES) and RADIOMICS_RECIPE.is_file()
+
+    def radiomics(self, sets: list[tuple[str, Path]]) -> None:
+        """radiomics.yaml (HU -> 1 mm -> .nii.gz) vs ``sitk_radiomics.py``, as ``bench_radiomics.py`` runs them."""
+        if not self.radiomics_enabled():
+            missing = [str(p.relative_to(REPO)) for p in (*RADIOMICS_FILES, RADIOMICS_RECIPE) if not p.is_file()]
+            print(f"[radiomics] skipped: {', '.join(missing)} not found", file=sys.stderr)
+            self.results["radiomics"] = {"skipped": f"{', '.join(missing)} not found"}
+            return
+        done = {}
+        for name, series in sets:
+            n, size = _dataset_bytes(series)
+            print(f"[radiomics] {name}: {n} slices", flush=True)
+            out = self.work / "out" / "radiomics" / name
+            runs: dict[str, list[dict]] = {}
+            for _ in range(self.runs):
+                for label, command, paths in _radiomics_commands(series, out):
+                    _clean(*paths)
+                    result = self.run(f"{name} radiomics {label}", command).as_dict()
+                    output = paths[0] if label == "sitk" else next((paths[0] / "nifti").glob("*.nii.gz"), None)
+                    result["output_mb"] = output.stat().st_size / 1e6 if output and output.exists() else None
+                    runs.setdefault(label, []).append(result)
+            _clean(out)
+            done[name] = {"slices": n, "input_bytes": size, "runs": runs}
+        self.results["radiomics"] = {"sets": done}
 
     def profile(self, data: Path) -> None:
         print(f"[profile] {data.name}", flush=True)
@@ -198,7 +262,7 @@ class Bench:
     def limits(self, data: Path) -> None:
         print(f"[limits] {data.name}", flush=True)
         done = subprocess.run([PY, BENCH / "limits.py", data, self.work / "scratch"], capture_output=True, text=True,
-                              cwd=REPO)
+                              cwd=REPO, env=self.env)
         self.results["limits"] = {"dataset": data.name, **(json.loads(done.stdout) if done.returncode == 0 else
                                                               {"error": done.stderr[-2000:]})}
 
@@ -237,6 +301,18 @@ def _medflow_command() -> list[str]:
     return [str(script)] if script.is_file() else [PY, "-m", "medflow"]
 
 
+def _radiomics_commands(series: Path, out: Path) -> list[tuple[str, list, list[Path]]]:
+    """(label, command, paths to delete before the run; the first is the output) for the two contenders.
+
+    The same invocations as ``bench_radiomics.py``: the shipped ``pipelines/radiomics.yaml`` with
+    its own ``engine.workers`` (auto) and ``--source``, and ``sitk_radiomics.py SERIES_DIR OUT.nii.gz``
+    (SimpleITK reads one folder of one series)."""
+    medflow = [*_medflow_command(), "run", RADIOMICS_RECIPE, "-q", "--source", series,
+               "--set", f"outputs.dir={out / 'o'}", "--set", f"engine.cache_dir={out / 'c'}"]
+    return [("medflow", medflow, [out / "o", out / "c"]),
+            ("sitk", [PY, BENCH / "sitk_radiomics.py", series, out / "sitk.nii.gz"], [out / "sitk.nii.gz"])]
+
+
 def _manifest_seconds(out: Path) -> float | None:
     try:
         return float(json.loads((out / "manifest.json").read_text())["run"]["seconds"])
@@ -246,8 +322,10 @@ def _manifest_seconds(out: Path) -> float | None:
 
 def _clean(*paths: Path) -> None:
     for path in paths:
-        if path.exists():
+        if path.is_dir():
             shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     os.sync()  # the next run does not share the disk with this one's write-back
 
 
@@ -301,26 +379,46 @@ def _warm(folder: Path) -> None:
                 pass
 
 
-def _has_monai() -> bool:
-    return subprocess.run([PY, "-c", "import monai, torch"], capture_output=True).returncode == 0
+def _importable(*modules: str) -> bool:
+    return subprocess.run([PY, "-c", f"import {', '.join(modules)}"], capture_output=True).returncode == 0
+
+
+def _child_env(work: Path, keep: bool) -> dict[str, str] | None:
+    """Bytecode caching on for the children, in a prefix under ``work`` (the repo stays clean).
+
+    With ``PYTHONDONTWRITEBYTECODE=1`` (as in some shells) every child would recompile every
+    module it imports that has no ``.pyc`` yet, medflow's own included: start-up a user of an
+    installed package never sees."""
+    if keep:
+        return None
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="medflow benchmark suite (issue 5)")
+    parser = argparse.ArgumentParser(description="medflow benchmark suite (issue 10's targets)")
     parser.add_argument("--quick", action="store_true", help="small data, one run each: a smoke test of the suite")
     parser.add_argument("--runs", type=int, help="runs per measurement (median); default 3, --quick 1")
     parser.add_argument("--work", type=Path, default=BENCH / "_work", help="scratch folder (data, outputs, logs)")
     parser.add_argument("--no-monai", action="store_true", help="skip MONAI even when installed")
+    parser.add_argument("--keep-env", action="store_true",
+                        help="run the children in this environment as it is (no bytecode-cache prefix)")
     parser.add_argument("--results", type=Path, help="markdown file to write (default benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     work = args.work.resolve()
     shutil.rmtree(work / "logs", ignore_errors=True)
-    monai = not args.no_monai and _has_monai()
+    monai = not args.no_monai and _importable("monai", "torch")
     if not monai:
-        print("MONAI/torch not importable (pip install torch==2.13.0, then pip install monai): MONAI skipped",
-              file=sys.stderr)
-    bench = Bench(work, runs, monai)
+        print("MONAI/torch not importable (pip install torch==2.13.0, then pip install monai) or --no-monai: "
+              "MONAI skipped", file=sys.stderr)
+    torchio = _importable("torchio", "torch") and TORCHIO_SCRIPT.is_file()
+    if not torchio:
+        why = "no benchmarks/torchio_seed.py" if _importable("torchio") else "torchio not importable"
+        print(f"TorchIO skipped ({why})", file=sys.stderr)
+    bench = Bench(work, runs, monai, torchio, _child_env(work, args.keep_env))
     bench.results["machine"] = report.machine(PY, REPO)  # date and commit of the start
     started = time.perf_counter()
 
@@ -331,23 +429,30 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([PY, BENCH / "generate.py", folder, "--series", str(series), "--slices",
                         str(slices)], check=True, cwd=REPO)
         data[name] = folder
-    real = SHARED_CT if SHARED_CT.is_dir() and not args.quick else None
-    if real is None and not args.quick:
+    real = SHARED_CT if SHARED_CT.is_dir() else None  # 134 slices: cheap enough for --quick too
+    if real is None:
         print(f"real CT not found at {SHARED_CT}: skipped (set MEDFLOW_SHARED_DATA)", file=sys.stderr)
 
-    for name, folder in ([("ct_pancreas_tcia", real)] if real else []) + [("gen200", data["gen200"])]:
+    bench.warm_up(data["tiny2"])
+    for name, folder in ([("ct_pancreas_tcia", real)] if real else []) + [("gen200", data["gen200"]),
+                                                                          ("gen20x60", data["gen20x60"])]:
         _warm(folder)
         n, size = _dataset_bytes(folder)
-        bench.contenders(name, folder, n, size, with_cache=name == "gen200")
-    for name, section in (("gen20x60", bench.workers), ("gen10x", bench.memory)):
-        _warm(data[name])
-        section(data[name], _dataset_bytes(data[name])[0])
+        bench.contenders(name, folder, n, size, single_series=len(_series_dirs(folder)) == 1)
+    _warm(data["gen10x"])
+    bench.memory(data["gen10x"], _dataset_bytes(data["gen10x"])[0])
     bench.startup(data["tiny2"])
+    # radiomics: the real CT in the full run (its figure of the issue); --quick: the small series only
+    radiomics_sets = [("ct_pancreas_tcia", real)] if real and not args.quick else []
+    radiomics_sets.append(("gen200", _series_dirs(data["gen200"])[0]))
+    bench.radiomics(radiomics_sets)
     bench.profile(data["gen200"])
     bench.limits(data["gen200"])
     bench.results["total_s"] = time.perf_counter() - started
     bench.results["quick"] = args.quick
     bench.results["monai"] = monai
+    bench.results["torchio"] = torchio
+    bench.results["bytecode_cached"] = not args.keep_env
 
     (work / "results.json").write_text(json.dumps(bench.results, indent=1, default=str))
     text = report.markdown(bench.results, bench.results["machine"])
