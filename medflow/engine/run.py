@@ -19,6 +19,7 @@ from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectat
 from medflow.errors import CacheError, FilteredItem, InputError, MedflowError, QuarantineItem
 from medflow.geometry import output_record
 from medflow.sample import Sample
+from medflow.threads import threads_for_item
 from medflow.writers.registry import get_writer
 
 
@@ -27,7 +28,8 @@ def run_item(task: ItemTask) -> ItemResult:
     started = time.perf_counter()
     item_id = task.item.item_id
     try:
-        result = _run(task)
+        with threads_for_item(task.threads):  # SimpleITK filters and compressors of this item
+            result = _run(task)
     except QuarantineItem as exc:
         result = ItemResult(item_id, "quarantined", error=exc.reason)
     except FilteredItem as exc:

@@ -1,9 +1,9 @@
 """Intensity corrections that need neighbours: N4 bias-field correction and denoising.
 
 Plain numpy in and out (SimpleITK and OpenCV do the work); no ``Sample``, no I/O.
-Volumes have axes ``zyx`` and spacing ``(sz, sy, sx)`` in mm. The SimpleITK filters
-run single-threaded so that the same input gives the same bytes (the engine
-parallelises over items instead).
+Volumes have axes ``zyx`` and spacing ``(sz, sy, sx)`` in mm. N4 runs on the threads it
+is given (its output does not depend on their number: ``tests/test_n4_effort.py``);
+curvature flow runs single-threaded.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def n4_bias_correction(
     control_points: int = 4,
     mask: str = "otsu",
     intensity_offset: float = 0.0,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """N4 bias-field correction (Tustison et al. 2010, SimpleITK ``N4BiasFieldCorrectionImageFilter``).
 
@@ -66,6 +67,12 @@ def n4_bias_correction(
             are always left out (N4 works on ``log``).
         intensity_offset: added before and subtracted after (N4 needs positive
             intensities: e.g. 1024 for CT in HU).
+        threads: threads of the N4 fit and of the full-resolution field (``None``:
+            SimpleITK's default, every core). The output does not depend on it.
+
+    Cost (``benchmarks/bench_n4.py``): the fit dominates and grows with the shrunken
+    volume's voxel count times the iterations actually run (``convergence_threshold``
+    usually stops a level early) times the control-point grid (which doubles per level).
 
     Returns:
         ``(corrected, bias)``: float32 arrays of the volume's shape.
@@ -89,7 +96,8 @@ def n4_bias_correction(
     n4.SetMaximumNumberOfIterations([int(i) for i in iterations])
     n4.SetConvergenceThreshold(float(convergence_threshold))
     n4.SetNumberOfControlPoints([int(control_points)] * image.GetDimension())
-    n4.SetNumberOfThreads(1)
+    if threads is not None:
+        n4.SetNumberOfThreads(max(1, int(threads)))
     n4.Execute(small, fit_mask)
     log_bias = _array(n4.GetLogBiasFieldAsImage(image), shape).astype(np.float64)
     bias = np.exp(log_bias)

@@ -11,6 +11,7 @@ from medflow.errors import StepError
 from medflow.ops import correction as ops
 from medflow.sample import Sample
 from medflow.steps.registry import StepParams, register
+from medflow.threads import item_threads
 
 
 def _volume(sample: Sample, step: str) -> tuple[float, float, float]:
@@ -29,26 +30,38 @@ def _volume(sample: Sample, step: str) -> tuple[float, float, float]:
 
 
 class N4Params(StepParams):
-    """N4 bias-field correction of smooth multiplicative intensity inhomogeneity (MR)."""
+    """N4 bias-field correction of smooth multiplicative intensity inhomogeneity (MR).
+
+    Effort against accuracy, measured by ``benchmarks/bench_n4.py`` (full table in
+    ``benchmarks/RESULTS-n4.md``): on a real 384 x 384 x 40 T2 MR, the defaults take ~4 s and
+    land 5.6% (mean) from a high-effort fit; the field's shape is what the fields below trade.
+    """
 
     step: Literal["n4_bias_correction"]
     shrink_factor: int = Field(
-        4, ge=1, le=16, description="Shrink each axis by this factor to estimate the field (faster); "
-        "the field is applied at full resolution.", json_schema_extra={"unit": "voxel"}
+        4, ge=1, le=16, description="Shrink each axis by this factor (never below 4 voxels) to fit the field, "
+        "which is then evaluated at full resolution. The main cost knob, ~1/shrink^3: on a 384 x 384 x 40 "
+        "MR, 2 took ~5x the time of 4 for half the field error (2.7% vs 5.6% mean), 8 took 0.3x for 8.8% "
+        "(benchmarks/bench_n4.py).", json_schema_extra={"unit": "voxel"}
     )
     iterations: tuple[int, ...] = Field(
         (50, 50, 50, 50),
         min_length=1,
         description="Maximum iterations per fitting level; one entry per level (each doubles the "
-        "control-point resolution).",
+        "control-point resolution). Fewer levels or iterations are cheaper and coarser: 3 x 50 took "
+        "0.6x the time of 4 x 50 for 8.5% field error, 4 x 20 0.4x for 8% (benchmarks/bench_n4.py).",
         json_schema_extra={"unit": "iteration"},
     )
     convergence_threshold: float = Field(
-        0.001, gt=0, description="Stop a level when the change in coefficient of variation is below this.",
+        0.001, gt=0, description="Stop a level when the change in coefficient of variation is below this. "
+        "Lower costs time only where levels converged early (1e-4: 1.1x the time, same error on a real MR, 23x "
+        "the time on a 256 x 256 x 4 noise series; benchmarks/bench_n4.py).",
         json_schema_extra={"unit": "ratio"},
     )
     control_points: int = Field(
-        4, ge=4, description="B-spline control points per axis at the first level (>= 4).",
+        4, ge=4, description="B-spline control points per axis at the first level (>= 4). More is not more "
+        "accurate: 8 took 1.8x the time of 4 for a rougher field (10% from the reference; "
+        "benchmarks/bench_n4.py).",
         json_schema_extra={"unit": "point"},
     )
     mask: Literal["otsu", "positive"] = Field(
@@ -75,6 +88,7 @@ def n4_bias_correction(sample: Sample, params: N4Params) -> Sample:
             control_points=params.control_points,
             mask=params.mask,
             intensity_offset=params.intensity_offset,
+            threads=item_threads(),
         )
     except (ValueError, RuntimeError) as exc:
         raise StepError("n4_bias_correction", sample.item_id, f"{exc} ({sample.describe()})") from exc

@@ -22,6 +22,7 @@ from medflow.errors import StepError
 from medflow.ops import spatial as ops
 from medflow.sample import Geometry, Sample
 from medflow.steps.registry import StepParams, register
+from medflow.threads import item_threads
 
 _MM = {"unit": "mm"}
 
@@ -152,6 +153,7 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
     except ValueError as exc:
         raise StepError("resample", sample.item_id, str(exc)) from exc
     results = []
+    threads = item_threads()
 
     def run(volume: np.ndarray) -> np.ndarray:
         result = ops.resample_stack(
@@ -165,6 +167,7 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
             anisotropic=params.anisotropic,
             z_interpolator=params.z_interpolator,
             fill_value=fill,
+            threads=threads,
         )
         results.append(result)
         return result.pixels
@@ -191,6 +194,7 @@ def resample(sample: Sample, params: ResampleParams) -> Sample:
     label = _label_moved(sample, lambda lab: ops.resample_stack(
         lab, geometry.row_direction, geometry.column_direction, geometry.pixel_spacing, geometry.slice_positions,
         params.spacing_zyx(), "nearest", anisotropic=params.anisotropic, z_interpolator="nearest", fill_value=0,
+        threads=threads,
     ).pixels)
     return sample.replace(
         pixels=pixels, geometry=new_geometry, headers=_follow_headers(sample, result.source_slice), meta=meta,
