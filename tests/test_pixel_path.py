@@ -14,7 +14,7 @@ from medflow.engine.build import build
 from medflow.engine.writebehind import BufferPool, WriteBehind
 from medflow.recipe.loader import load_recipe
 from medflow.sources.discovery import read_image_header
-from medflow.sources.pixels import LazyHeaders, _header_json, read_native
+from medflow.sources.pixels import LazyHeaders, header_json, read_native
 from tests.dicom_factory import write_ct_series
 
 SEED = ("steps:\n  - step: window\n    level: -600\n    width: 1500\n  - step: colormap\n    map: blue_red\n"
@@ -39,7 +39,7 @@ def test_lazy_headers_equal_the_eager_ones_from_a_dataset_and_from_raw_bytes(tmp
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         ds.save_as(path, implicit_vr=True, little_endian=True)
     ds = read_image_header(path)
-    eager = _header_json(read_image_header(path))
+    eager = header_json(read_image_header(path))
     assert LazyHeaders([ds])[0] == eager
     out = np.empty((16, 16), dtype=np.int16)
     raw = read_native(path, ds, out)
@@ -56,8 +56,8 @@ def test_a_pixel_chain_builds_no_header_and_a_rebuild_from_the_cached_values_rea
 
     write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
     built = []
-    original = pixels._header_json
-    monkeypatch.setattr(pixels, "_header_json", lambda ds: built.append(1) or original(ds))
+    original = pixels.header_json
+    monkeypatch.setattr(pixels, "header_json", lambda ds: built.append(1) or original(ds))
     first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
     assert first.exit_code == 0 and built == []
     from_header = ("steps:\n  - step: modality_lut\n  - step: window\n    level: 40\n    width: 400\n"
@@ -84,15 +84,15 @@ def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatc
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
     write_ct_series(tmp_path / "data", 1, n_slices=9, size=16)
     calls = []
-    original = NpyStream.write
+    original = NpyStream.write_parts  # what the write thread calls for each slab
 
-    def failing(self, slab):
+    def failing(self, parts):
         calls.append(1)
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        return original(self, slab)
+        return original(self, parts)
 
-    monkeypatch.setattr(NpyStream, "write", failing)
+    monkeypatch.setattr(NpyStream, "write_parts", failing)
     report = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
     assert report.exit_code == 1 and "No space left" in report.failed[0][1]
     assert not list((tmp_path / "out-r").rglob("*.npy"))

@@ -7,12 +7,12 @@ the same as the whole-volume path's (a test compares them).
 The path, as measured fastest (issue 10): the reader places the slices from discovery's facts
 and reads each file's stored values straight into a pooled slab buffer (one open, no second
 header parse, headers built only when a step reads one: :class:`~medflow.sources.pixels.LazyHeaders`);
-the folded tables gather into a pooled output buffer; a write thread
-(:mod:`medflow.engine.writebehind`) hashes and writes the slab (output and stored-values entry)
-while the next one is gathered. Slabs are small (about ``SLAB_BYTES`` of stored values, one
-512 x 512 slice) so a slab stays in the CPU cache from gather to write, and memory is a few
-slabs, whatever the item. With ``task.threads`` > 1 (items fewer than workers) the gathers run
-on that many threads and the outputs are hashed on a thread of their own beside the writes.
+the folded tables gather into a pooled output buffer; a write thread and a hash thread
+(:mod:`medflow.engine.writebehind`) write and hash the slab (output and stored-values entry)
+side by side while the next one is gathered. Slabs are small (about ``SLAB_BYTES`` of stored
+values, one 512 x 512 slice) so a slab stays in the CPU cache from gather to write, and memory is
+a few slabs, whatever the item. With ``task.threads`` > 1 (items fewer than workers) the gathers
+run on that many threads.
 A rebuild after a pointwise parameter change streams from the stored-values entry without
 opening the DICOM files.
 """
@@ -97,9 +97,11 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     private: dict[str, set[tuple[str, ...]]] = {}
     headers: dict[str, list[str]] = {}
     progress = _Progress()
+    # The writes and the hashes of a slab run on two threads of their own, beside each other and
+    # behind the gather of the next slab (file writes and hashlib release the GIL): a single
+    # thread for both was the critical path of a cold build (in-build -30% when split, gen200).
     writer = WriteBehind(WRITE_DEPTH)
-    # threads inside the item: the outputs are hashed on a thread of their own, beside the writes
-    hasher = WriteBehind(WRITE_DEPTH) if threads > 1 else None
+    hasher = WriteBehind(WRITE_DEPTH)
     try:
         for out, stored, release in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
             if task.expect:
@@ -110,16 +112,12 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
                 if rows:
                     headers.setdefault(path, list(rows[0]))
                     private.setdefault(path, set()).update(tuple(r) for r in rows[1:])
-            if hasher is None:
-                writer.submit(_write_job(streams, out, stored_writer, stored), release)
-            else:
-                write, digest = _split_jobs(streams, out, stored_writer, stored)
-                release = _after_both(release)
-                writer.submit(write, release)
-                hasher.submit(digest, release)
+            write, digest = _split_jobs(streams, out, stored_writer, stored)
+            release = _after_both(release)
+            writer.submit(write, release)
+            hasher.submit(digest, release)
         writer.finish()
-        if hasher is not None:
-            hasher.finish()
+        hasher.finish()
         outputs = []
         for stream in streams:
             outputs.extend({"path": f.path, "sha256": f.sha256, "size": f.size} for f in stream.close())
@@ -144,16 +142,6 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     meta = {**(meta or {}), **slab_geometry.record()}  # geometry with every output
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=meta, computed=computed,
                       private_tables=tables)
-
-
-def _write_job(streams, out: Sample, stored_writer, stored: np.ndarray):
-    def work() -> None:
-        if stored_writer is not None:
-            stored_writer.write(stored)
-        for stream in streams:
-            stream.write(out)
-
-    return work
 
 
 def _split_jobs(streams, out: Sample, stored_writer, stored: np.ndarray):

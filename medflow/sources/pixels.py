@@ -5,8 +5,8 @@ The reader's low level, used by :mod:`medflow.sources.series`:
 * :func:`read_native` reads the stored values of a native (uncompressed, little-endian)
   single-frame grayscale file straight from its bytes into a caller's buffer, with the
   file's header bytes in the same open; anything else is decoded by pydicom
-  (:func:`_decode_file`, :func:`_iter_frames`).
-* :func:`_header_json` is a header as a DICOM JSON model dict (PS3.18 F.2), bulk binary values
+  (:func:`decode_file`, :func:`iter_frames`).
+* :func:`header_json` is a header as a DICOM JSON model dict (PS3.18 F.2), bulk binary values
   left out; :class:`LazyHeaders` builds these only when a step or a writer reads one.
 """
 
@@ -41,7 +41,7 @@ _KEEP_BINARY_TAGS = frozenset({"00283006", "00281201", "00281202", "00281203", "
 _INLINE_LIMIT = 4 * ((BULK_DATA_THRESHOLD + 2) // 3)
 
 
-def _header_json(ds: Dataset) -> dict[str, Any]:
+def header_json(ds: Dataset) -> dict[str, Any]:
     """DICOM JSON model dict (PS3.18 F.2) without pixel data and without bulk binary values.
 
     Binary values over ``BULK_DATA_THRESHOLD`` bytes are left out, except the LUT and
@@ -87,7 +87,7 @@ _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 
-def _native_frame(path: Path, ds: Dataset, out: np.ndarray | None = None) -> np.ndarray | None:
+def native_frame(path: Path, ds: Dataset, out: np.ndarray | None = None) -> np.ndarray | None:
     """The one frame of a native little-endian 8/16-bit grayscale file, read straight from its bytes.
 
     Only when Pixel Data is the file's last element with exactly Rows x Columns values
@@ -124,7 +124,7 @@ def _native_spec(ds: Dataset) -> tuple[int, int, np.dtype, int] | None:
 
 
 def read_native(path: Path, ds: Dataset | dict[str, Any], out: np.ndarray) -> bytes | None:
-    """Read a native file's one frame into ``out`` (see :func:`_native_frame`); returns its header bytes.
+    """Read a native file's one frame into ``out`` (see :func:`native_frame`); returns its header bytes.
 
     The header bytes are the file up to the Pixel Data element (what
     :func:`raw_header_dataset` parses back into ``ds``'s elements), read in the same open:
@@ -183,9 +183,9 @@ def raw_header_dataset(raw: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True)
 
 
-def _decode_file(path: Path, ds: Dataset) -> np.ndarray:
-    """All frames of one file as pydicom decodes them (see :func:`_iter_frames` for the route)."""
-    native = _native_frame(path, ds)
+def decode_file(path: Path, ds: Dataset) -> np.ndarray:
+    """All frames of one file as pydicom decodes them (see :func:`iter_frames` for the route)."""
+    native = native_frame(path, ds)
     if native is not None:
         return native
     if _is_deflated(ds):
@@ -199,7 +199,7 @@ def _decode_file(path: Path, ds: Dataset) -> np.ndarray:
     return pixel_array(_whole_dataset(path))
 
 
-def _iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     """Decoded frames of one file, in file order, one at a time where pydicom can stream them.
 
     pydicom's file-level reader (``iter_pixels(path)``) streams frame by frame, but it does
@@ -227,7 +227,7 @@ def _iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     yield from frames
 
 
-def _decode_error(path: Path, exc: Exception) -> InputError:
+def decode_error(path: Path, exc: Exception) -> InputError:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return InputError(os.fspath(path), f"cannot decode pixel data: {text[:300]}")
 
@@ -249,7 +249,7 @@ class LazyHeaders(Sequence):
     (:func:`read_native`), the file's path (parsed when read) or an already built dict;
     ``keys`` are known :meth:`pixel_description` keys (discovery's). A chain whose steps never read a header
     (most pixel chains) never pays for the conversion; the values are the same as
-    :func:`_header_json` of the file's header. Slicing gives a LazyHeaders sharing the built
+    :func:`header_json` of the file's header. Slicing gives a LazyHeaders sharing the built
     dicts. Equal to a list with the same dicts.
     """
 
@@ -278,7 +278,7 @@ class LazyHeaders(Sequence):
             else:
                 if isinstance(source, bytes | bytearray):
                     source = raw_header_dataset(bytes(source))
-                built = _header_json(source)
+                built = header_json(source)
             self._built[index] = built
         return built
 

@@ -50,10 +50,10 @@ from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part o
     BULK_DATA_THRESHOLD,
     BufferPool,
     LazyHeaders,
-    _decode_error,
-    _decode_file,
-    _header_json,
-    _iter_frames,
+    decode_error,
+    decode_file,
+    header_json,
+    iter_frames,
     read_native,
 )
 from medflow.sources.stack_geometry import slice_normal, spacing_findings, tilt_degrees, tilt_findings
@@ -500,7 +500,7 @@ class _Opened:
                 keys=[facts[s.rel]["pixel_key"] if facts else None for s in kept],
             )
         else:
-            headers_json = [_header_json(self.headers_by_slice[s.rel]) for s in kept]
+            headers_json = [header_json(self.headers_by_slice[s.rel]) for s in kept]
         photometric = str(first.get("PhotometricInterpretation", "")).strip()
         modality = item.modality or str(first.get("Modality") or "")
         meta: dict[str, Any] = {
@@ -571,9 +571,9 @@ def _decode_series(item: ItemRef, opened: _Opened):
     for s in opened.kept:
         slice_path = Path(item.root) / s.rel
         try:
-            arr = _decode_file(slice_path, opened.headers_by_slice[s.rel])
+            arr = decode_file(slice_path, opened.headers_by_slice[s.rel])
         except Exception as exc:  # decoders raise many types
-            raise _decode_error(slice_path, exc) from exc
+            raise decode_error(slice_path, exc) from exc
         if arr.shape[:2] != (rows, cols):
             raise InputError(
                 os.fspath(slice_path), f"decoded pixels have shape {arr.shape}, expected {rows}x{cols}"
@@ -625,7 +625,7 @@ def open_stored_slabs(
                     if ds is not None:
                         raw = read_native(slice_path, ds, buffer[row])
                     if raw is None:
-                        buffer[row] = _stored(_checked(_decode_file(slice_path, ds), slice_path, rows, cols),
+                        buffer[row] = _stored(_checked(decode_file(slice_path, ds), slice_path, rows, cols),
                                               slice_path, dtype)
                     headers.set_raw(first + row, raw)
                 except (InputError, NotStoredValues):
@@ -633,7 +633,7 @@ def open_stored_slabs(
                     raise
                 except Exception as exc:  # decoders raise many types
                     pool.put(buffer)
-                    raise _decode_error(slice_path, exc) from exc
+                    raise decode_error(slice_path, exc) from exc
             yield buffer[: len(part)], (lambda buffer=buffer: pool.put(buffer))
 
     return skeleton, slabs()
@@ -672,7 +672,7 @@ def _fill_frames(
     by_frame = {s.frame: s for s in kept}
     seen = 0
     try:
-        for index, frame in enumerate(_iter_frames(path, ds)):
+        for index, frame in enumerate(iter_frames(path, ds)):
             seen += 1
             if index in rank_of:
                 pixels[rank_of[index]] = (
@@ -681,7 +681,7 @@ def _fill_frames(
     except (InputError, NotStoredValues):
         raise
     except Exception as exc:
-        raise _decode_error(path, exc) from exc
+        raise decode_error(path, exc) from exc
     expected = int(ds.get("NumberOfFrames") or 1)
     if seen != expected:
         raise InputError(os.fspath(path), f"decoded {seen} frames, NumberOfFrames says {expected}")
@@ -697,11 +697,11 @@ def _frame_headers(ds: Dataset, kept: list[_Slice]) -> list[dict[str, Any]]:
     for element in ds:
         if element.tag != 0x52009230:
             base_ds.add(element)
-    base = _header_json(base_ds)
+    base = header_json(base_ds)
     out = []
     for s in kept:
         header = dict(base)
         if per_frame:
-            header[_PER_FRAME_TAG] = {"vr": "SQ", "Value": [_header_json(per_frame[s.frame])]}
+            header[_PER_FRAME_TAG] = {"vr": "SQ", "Value": [header_json(per_frame[s.frame])]}
         out.append(header)
     return out
