@@ -244,7 +244,11 @@ def _summary_lines(report) -> list[str]:
     accounting = report.accounting
     if accounting:
         withheld = len(accounting["withheld"])
-        lines.append(f"inputs: {accounting['inputs']} DICOM file(s) = {accounting['written']} written + {withheld} withheld"
+        # a chain that writes DICOM writes each input file back; any other builds them into its outputs
+        kinds = {w.get("kind") for w in ((report.manifest or {}).get("recipe", {}).get("resolved", {})
+                                         .get("outputs", {}).get("writers") or []) if isinstance(w, dict)}
+        used = "written" if "dicom" in kinds else "built into the outputs"
+        lines.append(f"inputs: {accounting['inputs']} DICOM file(s) = {accounting['written']} {used} + {withheld} withheld"
                      + (" (each with its reason in the manifest's accounting)" if withheld else ""))
     filtered, skipped = split_skipped(report.skipped)
     n_filtered = len(filtered) + len(report.filtered)

@@ -30,6 +30,8 @@ def test_run_exits_0_and_prints_a_summary(project, capsys):
     assert main(["run", str(project / "recipe.yaml"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "2/2 items ok, 0 failed, 2 computed, 0 from cache" in out
+    # a pixel recipe builds its input files into outputs (only DICOM-writing chains "write" them)
+    assert "inputs: 4 DICOM file(s) = 4 built into the outputs + 0 withheld" in out
 
 
 def test_second_run_is_all_from_cache(project, capsys):
