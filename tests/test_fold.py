@@ -302,3 +302,46 @@ def test_fold_falls_back_to_the_held_values_when_the_full_range_overflows(monkey
     sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, 0.0], [1.0, 0.0]]})
     out = fold_module.fold(sample, [object()], apply_step)
     assert np.array_equal(out.pixels, (stored * 2).astype(np.float32))
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_channels_last_gather_equals_the_planar_one_and_needs_no_copy(colour):
+    """The interleaved gather (an NHWC tensor's order) holds the planar gather's values, C-contiguous."""
+    from medflow.engine.task import apply_step
+    from medflow.recipe.model import recipe_model
+    from medflow.sample import Sample
+
+    steps = [{"step": "window", "level": 40, "width": 400}]
+    if colour:
+        steps += [{"step": "colormap", "map": "turbo"}]
+    steps += [{"step": "layout", "layout": "NHWC", "dtype": "uint8", "scale": 255}]
+    recipe = recipe_model().model_validate({"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"},
+                                            "outputs": {"dir": "o"}, "steps": steps})
+    rng = np.random.default_rng(1)
+    stored = rng.integers(-2048, 3072, size=(3, 9, 7)).astype(np.int16)
+    sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, -1024.0]] * 3})
+    planar = fold_module.Folder(list(recipe.steps), apply_step, planar=True).apply(sample)
+    interleaved_folder = fold_module.Folder(list(recipe.steps), apply_step, planar=False)
+    shape, dtype = interleaved_folder.output_spec(sample)
+    buffer = np.empty(shape, dtype)
+    interleaved = interleaved_folder.apply(sample, buffer)
+    plain = sample.replace(pixels=(stored * 1.0 - 1024.0).astype(np.float32), meta={})
+    for params in recipe.steps:
+        plain = apply_step(params, plain)
+    assert shape == ((3, 9, 7, 3) if colour else (3, 9, 7, 1))
+    assert np.array_equal(interleaved.pixels, plain.pixels) and np.array_equal(planar.pixels, plain.pixels)
+    assert interleaved.pixels.flags.c_contiguous and np.shares_memory(interleaved.pixels, buffer)
+
+
+def test_only_a_channels_first_layout_after_the_fold_gets_a_planar_gather():
+    from medflow.recipe.model import recipe_model
+
+    def rest(*steps):
+        recipe = recipe_model().model_validate({"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"},
+                                                "outputs": {"dir": "o"}, "steps": list(steps)})
+        return list(recipe.steps)
+
+    assert fold_module.channels_first_next(rest({"step": "layout", "layout": "NCHW"}))
+    assert fold_module.channels_first_next(rest({"step": "layout", "layout": "CHW"}))
+    assert not fold_module.channels_first_next(rest({"step": "layout", "layout": "NHWC"}))
+    assert not fold_module.channels_first_next([])

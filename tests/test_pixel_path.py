@@ -197,3 +197,31 @@ def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):
     _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
     with pytest.raises(InputError, match="slice002.dcm"):
         list(slabs)
+
+
+def test_a_first_step_change_rebuilds_from_the_cached_values_without_parsing_a_header(tmp_path, monkeypatch):
+    """The stored-values entry keeps each slice's pixel-description key: a window change re-streams
+    from it without opening a DICOM file or parsing a header, with the bytes of a cold build."""
+    import medflow.sources.pixels as pixels
+
+    write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
+    first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    assert first.exit_code == 0
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a header was parsed")
+
+    monkeypatch.setattr(pixels, "raw_header_dataset", forbidden)
+    monkeypatch.setattr(pixels, "_read_header", forbidden)
+    changed = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].level=-550", "outputs.dir=out-changed"]),
+                    show_progress=False)
+    assert changed.exit_code == 0
+    (computed,) = changed.manifest["run"]["computed"].values()
+    assert computed[0] == "window"  # no read step: the stored values came from the cache
+    monkeypatch.undo()
+    cold = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].level=-550", "outputs.dir=out-cold",
+                                                                 f"engine.cache_dir={tmp_path / 'cold-cache'}"]),
+                 show_progress=False)
+    changed_bytes = {p.name: p.read_bytes() for p in (tmp_path / "out-changed").rglob("*.npy")}
+    assert changed_bytes and changed_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-cold").rglob("*.npy")}
+    assert cold.exit_code == 0

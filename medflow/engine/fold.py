@@ -65,9 +65,10 @@ def pointwise_prefix(steps: list[Any]) -> int:
     return count
 
 
-# Version of the stored-values entry's layout (2: headers as raw bytes when known, see
-# medflow.sources.pixels.LazyHeaders.to_json); joins its key, so older entries are not read.
-STORED_FORMAT = 2
+# Version of the stored-values entry's layout (2: headers as raw bytes when known, 3: with
+# their pixel-description keys, see medflow.sources.pixels.LazyHeaders.to_json); joins its
+# key, so older entries are not read.
+STORED_FORMAT = 3
 
 
 def stored_key(read_key: str) -> str:
@@ -137,26 +138,61 @@ def fold(stored: Sample, steps: list[Any], apply_step, out: np.ndarray | None = 
     return Folder(steps, apply_step).apply(stored, out)
 
 
+def channels_first_next(rest: list[Any]) -> bool:
+    """Whether the step after the folded chain puts channels before y, x (e.g. an NCHW layout).
+
+    The gather then fills a planar buffer, which that step only views; otherwise it fills
+    the channels interleaved (z, y, x, c), medflow's own order: an NHWC tensor, or any step
+    that reads pixels as y, x, c, gets a C-contiguous array with no transposing copy.
+    """
+    return bool(rest) and rest[0].channels_first()
+
+
+class _Table:
+    """One folded full-range table: per channel (planar gathers) and interleaved (one gather)."""
+
+    __slots__ = ("channels", "interleaved")
+
+    def __init__(self, lut: np.ndarray):
+        # lut: (values,) or (values, channels); row i is the chain's output for stored value i
+        lut = np.ascontiguousarray(lut.reshape(lut.shape[0], -1))
+        self.channels = tuple(np.ascontiguousarray(lut[:, c]) for c in range(lut.shape[1]))
+        # one element of this void dtype is a whole output pixel: np.take copies all its channels at once
+        self.interleaved = lut.view(np.dtype((np.void, lut.shape[1] * lut.dtype.itemsize))).reshape(-1)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.channels[0].dtype
+
+
 class Folder:
     """The folded tables of one item's pointwise chain, built on first need and kept across slabs.
 
-    Thread-safe for :meth:`apply` on different slabs (a table built twice by two threads
-    is the same table).
+    ``planar``: the gather's buffer holds channels before y, x (see :func:`channels_first_next`);
+    else channels last. The pixels are the same values either way. Thread-safe for :meth:`apply`
+    on different slabs (a table built twice by two threads is the same table).
     """
 
-    def __init__(self, steps: list[Any], apply_step):
+    def __init__(self, steps: list[Any], apply_step, planar: bool = True):
         self.steps = list(steps)
         self.apply_step = apply_step
-        self._tables: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.planar = planar
+        self._tables: dict[tuple, _Table] = {}
         self._full_range = True
 
     def output_spec(self, slab: Sample) -> tuple[tuple[int, ...], np.dtype] | None:
-        """Shape and dtype of ``apply(slab)``'s pixels as a planar buffer (channels before y, x)."""
+        """Shape and dtype of the buffer ``apply(slab)`` gathers into: (z, c, y, x) when
+        :attr:`planar`, else (z, y, x, c); ``None`` without full-range tables."""
         tables = self._slab_tables(slab)
         if tables is None:
             return None
         first = tables[0]
-        return (slab.pixels.shape[0], len(first)) + slab.pixels.shape[1:], first[0].dtype
+        return self._buffer_shape(slab.pixels.shape, len(first.channels)), first.dtype
+
+    def _buffer_shape(self, stored_shape: tuple[int, ...], n_channels: int) -> tuple[int, ...]:
+        if self.planar:
+            return (stored_shape[0], n_channels) + stored_shape[1:]
+        return stored_shape + (n_channels,)
 
     def apply(self, slab: Sample, out: np.ndarray | None = None) -> Sample | None:
         """The chain's output on ``slab`` (stored values, ``meta["stored_rescale"]`` per slice).
@@ -172,21 +208,26 @@ class Folder:
         tables = self._slab_tables(slab) if self._full_range and values.dtype in _INDEX_VIEW else None
         if tables is None:
             return self._apply_ranged(slab, meta, pairs, described)
-        n_channels = len(tables[0])
-        planar_shape = (values.shape[0], n_channels) + values.shape[1:]
+        n_channels = len(tables[0].channels)
+        shape, dtype = self._buffer_shape(values.shape, n_channels), tables[0].dtype
         if out is None:
-            out = np.empty(planar_shape, dtype=tables[0][0].dtype)
-        elif out.shape != planar_shape or out.dtype != tables[0][0].dtype:
-            raise ValueError(f"output buffer {out.shape} {out.dtype} for {planar_shape} {tables[0][0].dtype}")
+            out = np.empty(shape, dtype=dtype)
+        elif out.shape != shape or out.dtype != dtype:
+            raise ValueError(f"output buffer {out.shape} {out.dtype} for {shape} {dtype}")
         index = values.view(_INDEX_VIEW[values.dtype])
-        for z, row in enumerate(tables):
-            for c in range(n_channels):
-                np.take(row[c], index[z], out=out[z, c])
-        return self._finish(described, out)
+        if self.planar:
+            for z, table in enumerate(tables):
+                for c in range(n_channels):
+                    np.take(table.channels[c], index[z], out=out[z, c])
+            return self._finish(described, out)
+        pixels = out.view(tables[0].interleaved.dtype)[..., 0]  # (z, y, x): one whole pixel per element
+        for z, table in enumerate(tables):
+            np.take(table.interleaved, index[z], out=pixels[z])
+        return described.replace(pixels=out[..., 0] if described.pixels.ndim == 3 else out)
 
     # --- tables ---------------------------------------------------------------------------
-    def _slab_tables(self, slab: Sample) -> list[tuple[np.ndarray, ...]] | None:
-        """Per slice, the per-channel 1-D full-range tables (shared between equal slices)."""
+    def _slab_tables(self, slab: Sample) -> list[_Table] | None:
+        """Per slice, its full-range table (shared between equal slices)."""
         if not self._full_range or slab.pixels.dtype not in _INDEX_VIEW:
             return None
         pairs = slab.meta["stored_rescale"]
@@ -210,7 +251,7 @@ class Folder:
             rows.append(table)
         return rows
 
-    def _build(self, slab: Sample, z: int, slope: float, intercept: float) -> tuple[np.ndarray, ...] | None:
+    def _build(self, slab: Sample, z: int, slope: float, intercept: float) -> _Table | None:
         """The chain on every stored value of the dtype, with slice ``z``'s rescale and header."""
         dtype = slab.pixels.dtype
         domain = np.arange(1 << (8 * dtype.itemsize), dtype=_INDEX_VIEW[dtype]).view(dtype)
@@ -224,10 +265,7 @@ class Folder:
             # e.g. an overflow on a value this item never holds: tables over the values it holds
             self._full_range = False
             return None
-        lut = table.pixels
-        if lut.ndim == 3:
-            return (np.ascontiguousarray(lut[0, 0]),)
-        return tuple(np.ascontiguousarray(lut[0, 0, :, c]) for c in range(lut.shape[3]))
+        return _Table(table.pixels[0, 0])  # (values,) or (values, channels)
 
     # --- everything but the pixels --------------------------------------------------------
     def _describe(self, slab: Sample, meta: dict[str, Any], pairs) -> Sample:

@@ -202,8 +202,8 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
     GIL, run ahead on a pool, at most ``threads`` slabs in flight. Each slab's output goes
     into a pooled buffer; ``release`` hands it (and the stored slab's) back once written.
     """
-    folder = folding.Folder(task.steps[:n_fold], apply_step)
     rest = task.steps[n_fold:]
+    folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest))
     pools: dict[tuple, BufferPool] = {}
     pools_lock = threading.Lock()
 

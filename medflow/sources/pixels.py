@@ -317,10 +317,15 @@ class LazyHeaders(Sequence):
     def to_json(self) -> dict[str, Any]:
         """``{"raw_headers": [base64...]}`` when every slice's header bytes are known, else ``{"headers": [...]}``.
 
-        The raw form costs no conversion; :meth:`from_json` reads either.
+        The raw form costs no conversion; :meth:`from_json` reads either. Known
+        :meth:`pixel_description` keys ride along (``"pixel_keys"``), so a rebuild from the
+        entry groups the slices by table without parsing a header.
         """
         if self._raw and all(r is not None for r in self._raw):
-            return {"raw_headers": [base64.b64encode(r).decode("ascii") for r in self._raw]}
+            entry: dict[str, Any] = {"raw_headers": [base64.b64encode(r).decode("ascii") for r in self._raw]}
+            if all(k is not None for k in self._keys):
+                entry["pixel_keys"] = list(self._keys)
+            return entry
         return {"headers": list(self)}
 
     @classmethod
@@ -329,7 +334,8 @@ class LazyHeaders(Sequence):
         if raw is None:
             return entry.get("headers") or []
         blobs = [base64.b64decode(r) for r in raw]
-        return cls(blobs, blobs)
+        keys = entry.get("pixel_keys")
+        return cls(blobs, blobs, keys=keys if keys is not None and len(keys) == len(blobs) else None)
 
 
 def _read_header(path: Path) -> Dataset:

@@ -31,6 +31,9 @@ class LayoutParams(StepParams):
         # value, so the step can join a folded lookup table (e.g. windows -> uint8).
         return self.layout == "NHWC"
 
+    def channels_first(self) -> bool:
+        return self.layout.index("C") < self.layout.index("W")
+
     def slicewise(self) -> bool:
         # N is the slice axis for these layouts: slab k of the output is layout(slab k).
         return self.layout in ("NCHW", "NHWC")

@@ -48,6 +48,14 @@ class StepParams(BaseModel):
         """
         return self.pointwise()
 
+    def channels_first(self) -> bool:
+        """Does this step put the channel axis before y, x (e.g. an NCHW layout)?
+
+        A pointwise chain before such a step is gathered channel by channel (planes the step
+        only views); otherwise whole pixels, channels last. Either way the values are equal.
+        """
+        return False
+
     def deidentifies(self) -> bool:
         """Does this step de-identify the item? The engine then keeps identity out of what it writes."""
         return False
