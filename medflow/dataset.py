@@ -9,7 +9,8 @@ The manifest (``manifest.json``) lists the items; only items built successfully
 (status ``ok``) are in the dataset, in manifest order (sorted by id); the others are
 in :attr:`BuiltDataset.not_ok`. Each item's array is its ``.npy`` output (an ``npy``
 writer in the recipe), opened memory-mapped and read-only. ``verify=True`` checks
-every output file's sha256 against the manifest. torch is imported only by
+every output file's digest against the manifest (BLAKE3; sha256 in a manifest of an older
+medflow). torch is imported only by
 :meth:`BuiltDataset.to_torch` (see :mod:`medflow.torch_dataset`).
 """
 
@@ -25,8 +26,8 @@ import numpy as np
 
 from medflow.errors import InputError
 from medflow.geometry import from_record
+from medflow.hashing import file_digest, recorded_digest
 from medflow.sample import Geometry, Sample
-from medflow.writers.atomic import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -42,8 +43,8 @@ class BuiltItem:
     Attributes:
         id: the item id (never derived from patient tags).
         meta: the item's metadata from the manifest (modality, units, applied window...).
-        outputs: the item's output files: dicts ``{"path", "sha256", "size"}``, ``path``
-            relative to the dataset folder.
+        outputs: the item's output files: dicts ``{"path", "blake3", "size"}`` (``"sha256"``
+            instead of ``"blake3"`` from an older medflow), ``path`` relative to the dataset folder.
         root: the dataset folder.
         modality: the item's Modality, from the manifest.
     """
@@ -118,20 +119,24 @@ class BuiltItem:
         return self._cache["array"]
 
     def verify(self) -> None:
-        """Check that every output file exists and has the manifest's sha256.
+        """Check that every output file exists and has the manifest's digest (with the algorithm it names).
 
         Raises:
-            DatasetError: naming the first missing or changed file.
+            DatasetError: naming the first missing or changed file (or an entry with no digest).
         """
         for out in self.outputs:
             path = self.root / out["path"]
             if not path.is_file():
                 raise DatasetError(str(path), f"output file of item {self.id} is missing")
-            actual = sha256_file(path)
-            if actual != out["sha256"]:
+            recorded = recorded_digest(out)
+            if recorded is None:
+                raise DatasetError(str(path), f"the manifest records no digest of this output of item {self.id}")
+            algorithm, expected = recorded
+            actual = file_digest(path, algorithm)
+            if actual != expected:
                 raise DatasetError(
                     str(path),
-                    f"sha256 {actual} differs from the manifest's {out['sha256']} (file changed or corrupt)",
+                    f"{algorithm} {actual} differs from the manifest's {expected} (file changed or corrupt)",
                 )
 
 
@@ -225,7 +230,7 @@ class BuiltDataset:
         raise TypeError(f"index a BuiltDataset with an int or an item id, not {type(key).__name__}")
 
     def verify(self) -> None:
-        """Check every item's output files against the manifest's sha256 (see :meth:`BuiltItem.verify`)."""
+        """Check every item's output files against the manifest's digests (see :meth:`BuiltItem.verify`)."""
         for item in self.items:
             item.verify()
 
@@ -256,7 +261,7 @@ def open(build_dir: str | Path, *, verify: bool = False) -> BuiltDataset:  # noq
 
     Args:
         build_dir: the output folder holding ``manifest.json``.
-        verify: also check every output file's sha256 against the manifest.
+        verify: also check every output file's digest against the manifest.
 
     Raises:
         DatasetError: no manifest, an unreadable manifest, or (with ``verify``) a

@@ -6,6 +6,10 @@ and the git state of the recipe's repository, which the manifest keeps under ``r
 outputs, and per item: added, removed, or changed with which input files, which steps (name,
 version, each parameter) and which outputs differ.
 
+Digests are compared as recorded. A build of an older medflow records sha256 where a newer one
+records BLAKE3 (:mod:`medflow.hashing`): an output is then compared by hashing build B's file with
+A's algorithm, and input files by name only (the report says so under ``digests``).
+
 >>> report = diff_builds("build/a", "build/b")     # doctest: +SKIP
 >>> print(format_report(report))                   # doctest: +SKIP
 """
@@ -13,10 +17,12 @@ version, each parameter) and which outputs differ.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from medflow.errors import InputError
+from medflow.hashing import file_digest, manifest_input_algorithm, recorded_digest
 
 MANIFEST_NAME = "manifest.json"
 
@@ -93,39 +99,70 @@ def _step_changes(steps_a: list[dict[str, Any]], steps_b: list[dict[str, Any]]) 
     return changes
 
 
-def _file_changes(files_a: list[list[str]], files_b: list[list[str]]) -> dict[str, list[str]]:
+#: ``rehash(path, algorithm)``: the digest of build B's output ``path`` with ``algorithm`` (None: no such file).
+Rehash = Callable[[str, str], str | None]
+
+
+def _file_changes(files_a: list[list[str]], files_b: list[list[str]], comparable: bool = True) -> dict[str, list[str]]:
+    """Input files added, removed and changed (``comparable=False``: digests of two algorithms, names only)."""
     a, b = dict(map(tuple, files_a)), dict(map(tuple, files_b))
     return {
         "added": sorted(set(b) - set(a)),
         "removed": sorted(set(a) - set(b)),
-        "changed": sorted(p for p in set(a) & set(b) if a[p] != b[p]),
+        "changed": sorted(p for p in set(a) & set(b) if a[p] != b[p]) if comparable else [],
     }
 
 
-def _output_changes(outs_a: list[dict[str, Any]], outs_b: list[dict[str, Any]]) -> dict[str, list[str]]:
-    a = {o["path"]: o.get("sha256") for o in outs_a}
-    b = {o["path"]: o.get("sha256") for o in outs_b}
+def _output_changes(outs_a: list[dict[str, Any]], outs_b: list[dict[str, Any]],
+                    rehash: Rehash | None = None) -> dict[str, list[str]]:
+    a = {o["path"]: recorded_digest(o) for o in outs_a}
+    b = {o["path"]: recorded_digest(o) for o in outs_b}
     return {
         "added": sorted(set(b) - set(a)),
         "removed": sorted(set(a) - set(b)),
-        "changed": sorted(p for p in set(a) & set(b) if a[p] != b[p]),
+        "changed": sorted(p for p in set(a) & set(b) if not _same_bytes(p, a[p], b[p], rehash)),
     }
+
+
+def _same_bytes(path: str, a: tuple[str, str] | None, b: tuple[str, str] | None, rehash: Rehash | None) -> bool:
+    """Do two recorded digests of ``path`` name the same bytes? Across algorithms, B's file decides."""
+    if a is None or b is None or a[0] == b[0]:
+        return a == b
+    return rehash is not None and rehash(path, a[0]) == a[1]
+
+
+def _rehash_in(build_dir: str | Path) -> Rehash:
+    folder = Path(build_dir)
+    folder = folder if folder.is_dir() else folder.parent
+
+    def rehash(path: str, algorithm: str) -> str | None:
+        try:
+            return file_digest(folder / path, algorithm)
+        except OSError:
+            return None
+
+    return rehash
 
 
 def _nonempty(changes: dict[str, list[str]]) -> bool:
     return any(changes.values())
 
 
-def item_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
-    """How one item differs between two manifests (``None``: identical inputs, steps, outputs and status)."""
+def item_changes(a: dict[str, Any], b: dict[str, Any], *, inputs_comparable: bool = True,
+                 rehash: Rehash | None = None) -> dict[str, Any] | None:
+    """How one item differs between two manifests (``None``: identical inputs, steps, outputs and status).
+
+    ``inputs_comparable=False``: the input digests are of two algorithms (compared by name only);
+    ``rehash`` hashes build B's outputs for outputs recorded with two algorithms (see :func:`diff_manifests`).
+    """
     change: dict[str, Any] = {"id": b["id"]}
-    files = _file_changes(a.get("files", []), b.get("files", []))
+    files = _file_changes(a.get("files", []), b.get("files", []), inputs_comparable)
     if _nonempty(files):
         change["inputs"] = files
     steps = _step_changes(a.get("steps", []), b.get("steps", []))
     if steps:
         change["steps"] = steps
-    outputs = _output_changes(a.get("outputs", []), b.get("outputs", []))
+    outputs = _output_changes(a.get("outputs", []), b.get("outputs", []), rehash)
     if _nonempty(outputs):
         change["outputs"] = outputs
     if a.get("status") != b.get("status"):
@@ -142,12 +179,20 @@ def _git(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return run["git"] if "git" in run else (manifest.get("recipe") or {}).get("git")
 
 
-def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """The differences between two manifests (JSON-able; see the module docstring)."""
+def diff_manifests(a: dict[str, Any], b: dict[str, Any], rehash: Rehash | None = None) -> dict[str, Any]:
+    """The differences between two manifests (JSON-able; see the module docstring).
+
+    ``rehash(path, algorithm)`` gives the digest of build B's file ``path`` with ``algorithm``: an
+    output recorded with two algorithms is the same when B's file hashes to A's digest. Without it,
+    such an output counts as changed.
+    """
     items_a = {item["id"]: item for item in a.get("items", [])}
     items_b = {item["id"]: item for item in b.get("items", [])}
     common = sorted(set(items_a) & set(items_b))
-    changed = [c for c in (item_changes(items_a[i], items_b[i]) for i in common) if c is not None]
+    digests = [manifest_input_algorithm(a), manifest_input_algorithm(b)]
+    comparable = digests[0] == digests[1]
+    changed = [c for c in (item_changes(items_a[i], items_b[i], inputs_comparable=comparable, rehash=rehash)
+                           for i in common) if c is not None]
     recipe_a, recipe_b = a.get("recipe", {}), b.get("recipe", {})
     files_a = {f["path"]: f["sha256"] for f in recipe_a.get("files", [])}
     files_b = {f["path"]: f["sha256"] for f in recipe_b.get("files", [])}
@@ -170,6 +215,7 @@ def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "environment": value_changes(a.get("environment", {}), b.get("environment", {})),
         "cache_format": [a.get("cache_format"), b.get("cache_format")]
         if a.get("cache_format") != b.get("cache_format") else None,
+        "digests": None if comparable else digests,
         "items": {
             "added": sorted(set(items_b) - set(items_a)),
             "removed": sorted(set(items_a) - set(items_b)),
@@ -178,13 +224,13 @@ def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         },
         "splits": {"moved": moved, "spec": value_changes((a.get("splits") or {}).get("spec", {}),
                                                          (b.get("splits") or {}).get("spec", {}))},
-        "dataset_outputs": _output_changes(a.get("dataset_outputs", []), b.get("dataset_outputs", [])),
+        "dataset_outputs": _output_changes(a.get("dataset_outputs", []), b.get("dataset_outputs", []), rehash),
     }
 
 
 def diff_builds(build_a: str | Path, build_b: str | Path) -> dict[str, Any]:
-    """:func:`diff_manifests` of two build folders (or manifest files)."""
-    return diff_manifests(read_build(build_a), read_build(build_b))
+    """:func:`diff_manifests` of two build folders (or manifest files); B's files settle digests of two algorithms."""
+    return diff_manifests(read_build(build_a), read_build(build_b), _rehash_in(build_b))
 
 
 def is_identical(report: dict[str, Any]) -> bool:
@@ -217,6 +263,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"environment: {change['path']}: {_value(change['a'])} -> {_value(change['b'])}")
     if report["cache_format"]:
         lines.append(f"cache format: {report['cache_format'][0]} -> {report['cache_format'][1]}")
+    if report.get("digests"):
+        lines.append(f"digests: {report['digests'][0]} -> {report['digests'][1]} (input files compared by name "
+                     "only; outputs by B's files)")
     items = report["items"]
     lines.append(f"items: {len(items['added'])} added, {len(items['removed'])} removed, "
                  f"{len(items['changed'])} changed, {items['unchanged']} unchanged")

@@ -1,7 +1,11 @@
 """The content-addressed cache: round trip, atomicity, corruption detection."""
 
+import hashlib
+import json
 import os
+import struct
 
+import blake3
 import numpy as np
 import pytest
 
@@ -74,7 +78,7 @@ def test_flipped_array_byte_is_detected(tmp_path):
     data = bytearray(path.read_bytes())
     data[20] ^= 0x01  # inside the array bytes
     path.write_bytes(bytes(data))
-    with pytest.raises(CacheError, match="sha256"):
+    with pytest.raises(CacheError, match="blake3"):
         cache.get(key)
 
 
@@ -96,7 +100,7 @@ def test_slabs_round_trip_and_detect_corruption_at_the_end(tmp_path):
     data[9] ^= 0x01
     path.write_bytes(bytes(data))
     _, slabs = cache.get_slabs(key, 3)
-    with pytest.raises(CacheError, match="sha256"):
+    with pytest.raises(CacheError, match="blake3"):
         list(slabs)
     assert not path.exists()
 
@@ -108,3 +112,61 @@ def test_aborted_writer_leaves_nothing(tmp_path):
     writer.abort()
     assert not cache.has("cd" * 32)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def _entry_parts(path):
+    """(array bytes, header) of an entry, read with the layout alone: magic, array, JSON, trailer."""
+    data = path.read_bytes()
+    meta_len, magic = struct.unpack("<Q8s", data[-16:])
+    stop = len(data) - 16 - meta_len
+    return data[len(magic):stop], json.loads(data[stop:-16]), magic
+
+
+def test_an_entry_records_the_blake3_of_its_array_bytes(tmp_path):
+    cache = Cache(tmp_path)
+    key = "cd" * 32
+    array = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    writer = cache.open_writer(key)
+    for start in range(0, 10, 3):
+        writer.write(array[start : start + 3])
+    writer.commit({}, array.shape)
+    body, header, magic = _entry_parts(tmp_path / "objects" / key[:2] / f"{key}.mfc")
+    assert magic == b"MFCACHE3"
+    assert body == array.tobytes()
+    assert header["_array"]["blake3"] == blake3.blake3(array.tobytes()).hexdigest()  # the reference library
+    assert "sha256" not in header["_array"]
+
+
+def test_an_entry_of_the_sha256_format_is_never_misread(tmp_path):
+    """An older medflow's entry (magic MFCACHE2, a sha256 checksum) is corrupt to this one: deleted, recomputed."""
+    cache = Cache(tmp_path)
+    key = "ef" * 32
+    array = np.arange(16, dtype=np.int16)
+    meta = json.dumps({"axes": "z", "_array": {"dtype": array.dtype.str, "shape": [16],
+                                               "sha256": hashlib.sha256(array.tobytes()).hexdigest()}}).encode()
+    path = tmp_path / "objects" / key[:2] / f"{key}.mfc"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"MFCACHE2" + array.tobytes() + meta + struct.pack("<Q8s", len(meta), b"MFCACHE2"))
+    with pytest.raises(CacheError, match="corrupt cache entry"):
+        cache.get(key)
+    assert not path.exists()
+    # the same with the new magic but the old checksum field: still refused, never trusted
+    path.write_bytes(b"MFCACHE3" + array.tobytes() + meta + struct.pack("<Q8s", len(meta), b"MFCACHE3"))
+    with pytest.raises(CacheError, match="no blake3 checksum"):
+        cache.get_slabs(key, 4)
+    assert not path.exists()
+
+
+def test_a_record_with_a_sha256_checksum_reads_as_absent(tmp_path):
+    cache = Cache(tmp_path)
+    key = "12" * 32
+    record = {"outputs": []}
+    body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    path = tmp_path / "records" / key[:2] / f"{key}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"record": record, "sha256": hashlib.sha256(body).hexdigest()}))
+    assert cache.get_record(key) is None
+    assert not path.exists()
+    cache.put_record(key, record)
+    assert json.loads(path.read_text())["blake3"] == blake3.blake3(body).hexdigest()
+    assert cache.get_record(key) == record

@@ -83,7 +83,7 @@ def test_verify_names_a_changed_file(copy):
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
     mds.open(copy)  # without verify the damage is not looked for
-    with pytest.raises(mds.DatasetError, match="sha256") as info:
+    with pytest.raises(mds.DatasetError, match="blake3") as info:
         mds.open(copy, verify=True)
     assert str(target) in str(info.value)
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import blake3
 import pydicom
 import pytest
 
@@ -64,6 +65,10 @@ def test_pacs_deid_pipeline_pushes_only_deidentified_instances(two_servers, tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     receipts = [o["path"] for item in manifest["items"] for o in item["outputs"] if o["path"].startswith("dicomweb/")]
     assert len(receipts) == len(files)
+    for rel in receipts:  # each names the pushed bytes by their BLAKE3 (the reference library on the local file)
+        receipt = json.loads((out / rel).read_text())
+        local_file = out / "dicom" / receipt["study"] / receipt["series"] / f"{receipt['sop']}.dcm"
+        assert receipt["blake3"] == blake3.blake3(local_file.read_bytes()).hexdigest()
     # query the research server: no identifying value in what it answers
     answer = research.get("/dicom-web/studies?includefield=all").text + research.get("/dicom-web/series").text
     assert not [v for v in identifying if v in answer]

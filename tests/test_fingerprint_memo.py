@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
+import blake3
 import pytest
 
 import medflow.sources.discovery as discovery
 from medflow.recipe.model import SeriesFilter
 from medflow.sources.fingerprint import FingerprintMemo
-from medflow.writers.atomic import sha256_file
 from tests.dicom_factory import write_ct_series
+
+
+def _blake3(path) -> str:
+    """The reference: the blake3 library on the file's bytes (not medflow.hashing)."""
+    return blake3.blake3(path.read_bytes()).hexdigest()
 
 
 def test_unchanged_files_are_neither_hashed_nor_parsed_again(tmp_path, monkeypatch):
@@ -25,7 +32,7 @@ def test_unchanged_files_are_neither_hashed_nor_parsed_again(tmp_path, monkeypat
         raise AssertionError("header parsed again")
 
     monkeypatch.setattr(discovery, "read_image_header", no_parse)
-    monkeypatch.setattr("medflow.sources.fingerprint.sha256_file", no_parse)
+    monkeypatch.setattr("medflow.sources.fingerprint.file_digest", no_parse)
     again = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     assert again.items == first.items
 
@@ -41,13 +48,13 @@ def test_a_changed_file_is_hashed_and_parsed_again(tmp_path):
     memo = FingerprintMemo(memo_path)
     after = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     assert after.items[0].fingerprint != before.items[0].fingerprint
-    assert memo.sha256(files[0]) == sha256_file(files[0])
+    assert memo.digest(files[0]) == _blake3(files[0])
 
 
 def test_verify_ignores_the_memo(tmp_path):
     (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
     memo = FingerprintMemo(tmp_path / "memo.json")
-    memo.sha256(path)
+    memo.digest(path)
     memo.save()
     # same size and mtime, different bytes: only --verify can see it
     stat = path.stat()
@@ -55,12 +62,27 @@ def test_verify_ignores_the_memo(tmp_path):
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert FingerprintMemo(tmp_path / "memo.json").sha256(path) != sha256_file(path)
-    assert FingerprintMemo(tmp_path / "memo.json", verify=True).sha256(path) == sha256_file(path)
+    assert FingerprintMemo(tmp_path / "memo.json").digest(path) != _blake3(path)
+    assert FingerprintMemo(tmp_path / "memo.json", verify=True).digest(path) == _blake3(path)
 
 
 @pytest.mark.parametrize("damage", ["{not json", '{"format": 1, "entries": {"x": [1, 2, "y"]}}'])
 def test_a_damaged_or_old_memo_only_costs_a_rehash(tmp_path, damage):
     (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
     (tmp_path / "memo.json").write_text(damage)
-    assert FingerprintMemo(tmp_path / "memo.json").sha256(path) == sha256_file(path)
+    assert FingerprintMemo(tmp_path / "memo.json").digest(path) == _blake3(path)
+
+
+def test_a_memo_of_sha256_digests_is_never_read_as_blake3(tmp_path):
+    """An older medflow's memo (format 2: sha256 per file, size and mtime still matching) is not reused."""
+    (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
+    stat = path.stat()
+    old = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (tmp_path / "memo.json").write_text(json.dumps({"format": 2, "entries": {os.path.realpath(path): old}}))
+    memo = FingerprintMemo(tmp_path / "memo.json")
+    assert memo.digest(path) == _blake3(path)
+    memo.save()
+    saved = json.loads((tmp_path / "memo.json").read_text())
+    assert saved["format"] == 3
+    assert saved["entries"][os.path.realpath(path)]["blake3"] == _blake3(path)
+    assert "sha256" not in saved["entries"][os.path.realpath(path)]

@@ -49,4 +49,5 @@ def test_pinned_key_scheme():
                     "reader": "dicom_read", "version": 1}, separators=(",", ":"), sort_keys=True).encode()
     ).hexdigest()
     assert read == expected_read
-    assert keys.CACHE_FORMAT_VERSION == 3  # 3: cached Samples name their source files by index, not path
+    # 3: cached Samples name their source files by index, not path; 4: entries checked with BLAKE3
+    assert keys.CACHE_FORMAT_VERSION == 4

@@ -12,7 +12,7 @@ Two detectors from :mod:`medflow.deid.phi`:
 What medflow itself generates is not a finding, for either detector: patient pseudonyms (``MF-``
 + 16 base32 characters) and keyed UIDs (``2.25.`` + 39 decimal digits), both keyed HMAC output in
 which a digit run of an ID can occur by chance; the edition of Table E.1-1 in
-DeidentificationMethod; hex digests (sha256, cache keys, audit hashes), hashed input paths and
+DeidentificationMethod; hex digests (content digests, cache keys, audit hashes), hashed input paths and
 item ids in the manifest; UIDs used as file names. Shifted dates sit in DA/DT/TM elements, which are not pattern-scanned.
 """
 
@@ -30,7 +30,7 @@ _GENERATED = re.compile(
     r"MF-[A-Z2-7]{16}|2\.25\.[0-9]{1,39}|PS3\.15 E\.1-1 \S{1,16} \(current on \d{4}-\d{2}-\d{2}\)"
     # a de-identifying build's manifest: input paths as <file:sha256[:16]>, item ids as <kind>-<16 hex>
     r"|<file:[0-9a-f]{16}>|(?<![\w-])[a-z][a-z0-9]{0,15}-[0-9a-f]{16}(?![\w-])"
-    # hex digests (sha256 of outputs, cache keys, keyed audit hashes): at least one letter a-f
+    # hex digests (content digests of files, cache keys, keyed audit hashes): at least one letter a-f
     r"|(?<![0-9a-z])(?=[0-9]*[a-f])[0-9a-f]{16,64}(?![0-9a-z])"
 )
 #: A DICOM UID (PS3.5 9.1), as used for file and folder names of a build.

@@ -4,16 +4,20 @@ Two kinds of entries, both written atomically (temp file + ``os.replace``) so tw
 builds may share a cache folder:
 
 * arrays with a JSON header (checkpoints): ``objects/<k[:2]>/<k>.mfc``. The header
-  records the array's sha256; a mismatch on read is a corrupt entry:
-  :class:`CacheError` is raised and the entry is deleted so it is recomputed.
-* small JSON records (e.g. an item's output record): ``records/<k[:2]>/<k>.json``.
+  records the array's content digest (:mod:`medflow.hashing`, BLAKE3); a mismatch on read is
+  a corrupt entry: :class:`CacheError` is raised and the entry is deleted so it is recomputed.
+* small JSON records (e.g. an item's output record): ``records/<k[:2]>/<k>.json``, with the
+  digest of their canonical JSON.
+
+An entry of an older format (``MFCACHE2``, whose checksums were sha256) is never misread: its
+keys are not asked for (the cache format version joins every key) and, if it were, its magic
+or its missing ``blake3`` field makes it a corrupt entry, deleted and recomputed.
 
 The cache never decides what is stale: the plan does, by choosing keys.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -24,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from medflow.errors import CacheError
+from medflow.hashing import ALGORITHM, digest_bytes, new_hasher
 from medflow.writers.atomic import TempFile, atomic_write_bytes
 
-_MAGIC = b"MFCACHE2"
+_MAGIC = b"MFCACHE3"  # 3: BLAKE3 checksums
 # An entry is: magic, the array's raw bytes, the JSON header, then a trailer (header
 # length, magic). The header comes last so an array can be written slab by slab.
 _TRAILER = struct.Struct("<Q8s")
@@ -74,8 +79,8 @@ class Cache:
         try:
             meta, info, start, stop = _parse(path, len(data), data[-_TRAILER.size :], lambda a, b: data[a:b])
             body = memoryview(data)[start:stop]
-            if hashlib.sha256(body).hexdigest() != info["sha256"]:
-                raise ValueError("array bytes do not match their sha256")
+            if digest_bytes(body) != info[ALGORITHM]:
+                raise ValueError(f"array bytes do not match their {ALGORITHM} digest")
             array = np.frombuffer(body, dtype=np.dtype(info["dtype"])).reshape(info["shape"]).copy()
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             self._discard(path)
@@ -87,7 +92,7 @@ class Cache:
 
         ``slab``: rows per slab, or a function of the array's (shape, dtype) giving it.
 
-        The array's sha256 is checked as the slabs go by; a mismatch raises CacheError
+        The array's digest is checked as the slabs go by; a mismatch raises CacheError
         after the last slab (the entry is deleted), so a caller must not commit what it
         built from the slabs before the iterator is exhausted.
         """
@@ -113,7 +118,7 @@ class Cache:
             slab = slab(shape, dtype)
 
         def slabs() -> Iterator[np.ndarray]:
-            digest = hashlib.sha256()
+            digest = new_hasher()
             row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
             with open(path, "rb") as f:
                 f.seek(start)
@@ -122,9 +127,9 @@ class Cache:
                     data = f.read(rows * row_bytes)
                     digest.update(data)
                     yield np.frombuffer(data, dtype=dtype).reshape((rows,) + shape[1:])
-            if digest.hexdigest() != info["sha256"]:
+            if digest.hexdigest() != info[ALGORITHM]:
                 self._discard(path)
-                raise CacheError(f"corrupt cache entry {path}: array bytes do not match their sha256")
+                raise CacheError(f"corrupt cache entry {path}: array bytes do not match their {ALGORITHM} digest")
 
         return meta, slabs()
 
@@ -133,9 +138,9 @@ class Cache:
         return self.root / "records" / key[:2] / f"{key}.json"
 
     def put_record(self, key: str, record: dict[str, Any]) -> None:
-        """Store a JSON-able ``record`` under ``key`` with the sha256 of its canonical JSON."""
+        """Store a JSON-able ``record`` under ``key`` with the digest of its canonical JSON."""
         body = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        wrapped = {"record": record, "sha256": hashlib.sha256(body.encode()).hexdigest()}
+        wrapped = {"record": record, ALGORITHM: digest_bytes(body.encode())}
         # owner-only, like the array entries: records can hold private tables (a crosswalk)
         atomic_write_bytes(self._record_path(key), json.dumps(wrapped, sort_keys=True, indent=1).encode(), mode=0o600)
 
@@ -150,7 +155,7 @@ class Cache:
             wrapped = json.loads(path.read_bytes())
             record = wrapped["record"]
             body = json.dumps(record, sort_keys=True, separators=(",", ":"))
-            if hashlib.sha256(body.encode()).hexdigest() != wrapped["sha256"]:
+            if digest_bytes(body.encode()) != wrapped[ALGORITHM]:
                 raise ValueError("checksum mismatch")
             return record
         except FileNotFoundError:
@@ -177,6 +182,8 @@ def _parse(path: Path, size: int, trailer: bytes, read) -> tuple[dict[str, Any],
         raise ValueError("truncated")
     meta = json.loads(read(stop, stop + meta_len))
     info = meta.pop("_array")
+    if not isinstance(info.get(ALGORITHM), str):
+        raise ValueError(f"no {ALGORITHM} checksum (an entry of another cache format)")
     expected = int(np.prod(info["shape"], dtype=np.int64)) * np.dtype(info["dtype"]).itemsize
     if stop - len(_MAGIC) != expected:
         raise ValueError(f"array is {stop - len(_MAGIC)} bytes, its header says {expected}")
@@ -189,7 +196,7 @@ class ArrayWriter:
     def __init__(self, path: Path):
         self._file = TempFile(path)  # a medflow temp name: a killed run's is removed by the next run
         self._file.write(_MAGIC)
-        self._digest = hashlib.sha256()
+        self._digest = new_hasher()
         self._dtype: np.dtype | None = None
 
     def parts(self, array: np.ndarray) -> list:
@@ -222,7 +229,7 @@ class ArrayWriter:
         meta["_array"] = {
             "dtype": (self._dtype or np.dtype(np.float32)).str,
             "shape": list(shape),
-            "sha256": self._digest.hexdigest(),
+            ALGORITHM: self._digest.hexdigest(),
         }
         meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
         self._file.write(meta_bytes)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-CACHE_FORMAT_VERSION = 3
+CACHE_FORMAT_VERSION = 4  # 4: entries checked with BLAKE3 (medflow.hashing), not sha256
 
 
 def canonical_json(value: Any) -> bytes:

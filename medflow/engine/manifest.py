@@ -1,8 +1,11 @@
 """The build manifest (``manifest.json`` in the output folder): the lock of a build.
 
 Everything that defines the dataset is in it: medflow, Python and library versions,
-the recipe hash and resolved recipe, per item its input files and their sha256, the
-applied steps with versions and params, the outputs with sha256, status and error.
+the recipe hash and resolved recipe, per item its input files and their content digests, the
+applied steps with versions and params, the outputs with their digests, status and error.
+Content digests are BLAKE3 (:mod:`medflow.hashing`): an output is ``{"path", "blake3", "size"}``.
+Version 1 manifests (an older medflow) hold sha256 digests (outputs ``{"path", "sha256", "size"}``);
+they are still read, and checked with sha256.
 Same recipe + same inputs -> identical manifest, except the ``run`` field, which
 holds everything about this particular run (timestamps, workers, what came from the cache).
 """
@@ -20,7 +23,8 @@ import medflow
 from medflow.writers.atomic import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: content digests are BLAKE3 (1: sha256)
+READABLE_VERSIONS = (1, 2)  # a previous build of any of these still tells what it wrote
 _LIBRARIES = ("numpy", "pydicom", "SimpleITK", "opencv-python-headless", "pydantic", "PyYAML", "joblib")
 
 
@@ -60,7 +64,7 @@ def environment() -> dict[str, Any]:
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> str:
-    """Write ``manifest.json`` atomically (sorted keys, stable bytes); returns its sha256."""
+    """Write ``manifest.json`` atomically (sorted keys, stable bytes); returns its content digest."""
     data = manifest_text(manifest).encode("utf-8")
     return atomic_write_bytes(Path(out_dir) / MANIFEST_NAME, data, durable=True)
 
@@ -90,12 +94,12 @@ def _layout(value: Any, depth: int) -> str:
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """The previous build's manifest, or ``None`` if absent or unreadable."""
+    """The previous build's manifest (any of :data:`READABLE_VERSIONS`), or ``None`` if absent or unreadable."""
     try:
         data = json.loads((Path(out_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
-    return data if data.get("manifest_version") == MANIFEST_VERSION else None
+    return data if isinstance(data, dict) and data.get("manifest_version") in READABLE_VERSIONS else None
 
 
 def previous_items(manifest: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from medflow.engine.plan import _missing_outputs
 from medflow.engine.prepare import Prepared, make_task
 from medflow.engine.run import run_item
 from medflow.engine.task import ItemResult
+from medflow.hashing import ALGORITHM
 
 
 def remember_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None:
-    """Memoize each new output's sha256 (hashed from the bytes as they were written) with its size and mtime.
+    """Memoize each new output's digest (hashed from the bytes as they were written) with its size and mtime.
 
     A later plan then trusts an output only while it is unchanged on disk and its bytes hash to
     what the item's record says (see :func:`medflow.engine.plan._missing_outputs`).
@@ -21,7 +23,7 @@ def remember_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None
     for result in results.values():
         for output in result.outputs if result.status == "ok" else ():
             try:
-                prepared.memo.remember(prepared.out_dir / output["path"], output["sha256"])
+                prepared.memo.remember(prepared.out_dir / output["path"], output[ALGORITHM])
             except OSError:
                 pass  # gone already: the next plan rebuilds it
 
@@ -59,11 +61,8 @@ def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -
         plan = plans[loser]
         results[loser] = ItemResult(loser, "duplicate", error=f"same SOPInstanceUID as item {keep}: not written twice")
         plan.write_outputs, plan.start = True, 0  # its record is not reused as "ok"
-    from medflow.writers.atomic import sha256_file
-
     for keep in sorted(set(losers.values())):
-        stale = [o for o in outputs_of[keep] if not (prepared.out_dir / o["path"]).is_file()
-                 or sha256_file(prepared.out_dir / o["path"]) != o["sha256"]]
+        stale = _missing_outputs({"outputs": outputs_of[keep]}, prepared.out_dir, None)
         if stale:
             results[keep] = run_item(make_task(prepared, plans[keep]))
             plans[keep].write_outputs, plans[keep].start = True, 0

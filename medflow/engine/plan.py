@@ -15,10 +15,10 @@ from typing import Any
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.fold import stored_key
+from medflow.hashing import ALGORITHM, file_digest, recorded_digest
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.steps.registry import get_step
-from medflow.writers.atomic import sha256_file
 from medflow.writers.registry import get_writer
 
 READER_NAME = "dicom_read"
@@ -120,12 +120,15 @@ def plan_item(
     dataset_stats: dict[int, Any] | None = None,
     file_hashes: dict[str, str] | None = None,
     outputs_memo: FingerprintMemo | None = None,
+    previous_algorithm: str = ALGORITHM,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, the previous manifest entry.
 
-    ``file_hashes`` (relative path -> sha256 of the item's files) lets the reasons name exactly
-    which input files changed, appeared or disappeared. ``outputs_memo`` knows the sha256 of
-    the outputs as they were written (see :func:`_missing_outputs`); ``verify`` is the memo's.
+    ``file_hashes`` (relative path -> content digest of the item's files) lets the reasons name
+    exactly which input files changed, appeared or disappeared; ``previous_algorithm`` is the
+    algorithm of the previous manifest's input digests (sha256 in a build of an older medflow:
+    not comparable). ``outputs_memo`` knows the digests of the outputs as they were written (see
+    :func:`_missing_outputs`); ``verify`` is the memo's.
     """
     links = item_links(item, reader_params, steps, dataset_stats)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
@@ -135,7 +138,7 @@ def plan_item(
         return ItemPlan(item, links, out_key, len(links), False, [], record)
 
     start = resume_index(cache, links)
-    reasons = _reasons(item, links, previous, missing, file_hashes or {})
+    reasons = _reasons(item, links, previous, missing, file_hashes or {}, previous_algorithm)
     return ItemPlan(item, links, out_key, start, True, reasons, None)
 
 
@@ -167,12 +170,13 @@ def resume_index(cache: Cache, links: list[Link]) -> int:
 
 
 def _missing_outputs(record: dict[str, Any], out_dir: Path, memo: FingerprintMemo | None) -> list[str]:
-    """Outputs of ``record`` that are gone or whose bytes are not the recorded sha256.
+    """Outputs of ``record`` that are gone or whose bytes do not hash to the recorded digest.
 
-    The sha256 of an output comes from ``memo``: the hash of the bytes as they were written
+    The digest of an output comes from ``memo``: the hash of the bytes as they were written
     while the file keeps its size and mtime, a fresh hash of the file otherwise (and always
-    with ``--verify``). A record is never believed on its own word: a damaged record, or an
-    output changed in place, makes the item be built again.
+    with ``--verify``). An entry of an older medflow (``"sha256"``) is checked with sha256, one
+    with no digest is missing. A record is never believed on its own word: a damaged record,
+    or an output changed in place, makes the item be built again.
     """
     missing = []
     for written in record.get("outputs", []):
@@ -185,23 +189,28 @@ def _missing_outputs(record: dict[str, Any], out_dir: Path, memo: FingerprintMem
         if stat.st_size != written.get("size"):
             missing.append(written["path"])
             continue
+        recorded = recorded_digest(written)
+        algorithm = recorded[0] if recorded else ALGORITHM
         try:
-            digest = memo.sha256(path) if memo is not None else sha256_file(path)
+            digest = memo.digest(path) if memo is not None and algorithm == ALGORITHM else file_digest(path, algorithm)
         except OSError:
             digest = None
-        if digest != written.get("sha256"):
+        if recorded is None or digest != recorded[1]:
             missing.append(written["path"])
     return missing
 
 
 def _reasons(
     item: ItemRef, links: list[Link], previous: dict[str, Any] | None, missing: list[str] | None,
-    file_hashes: dict[str, str],
+    file_hashes: dict[str, str], previous_algorithm: str = ALGORITHM,
 ) -> list[str]:
     if missing:
         return [f"missing or changed output: {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")]
     if previous is None:
         return ["new input (not in the previous build)"]
+    if previous_algorithm != ALGORITHM:  # its fingerprints and cache keys were made of other digests
+        return [f"the previous build recorded {previous_algorithm} digests (an older medflow); "
+                f"this one records {ALGORITHM}"]
     if previous.get("fingerprint") != item.fingerprint:
         return [changed_inputs(item, dict(previous.get("files", [])), file_hashes)]
     old_steps = previous.get("steps", [])
@@ -224,7 +233,7 @@ def _reasons(
 def changed_inputs(item: ItemRef, old: dict[str, str], new: dict[str, str]) -> str:
     """``changed input: 1 changed, 1 added, 0 removed (B/B_003.dcm, B/B_009.dcm)``: exact counts, first names.
 
-    ``old`` is the previous manifest's ``{path: sha256}`` (paths as ``<file:...>`` tokens when
+    ``old`` is the previous manifest's ``{path: digest}`` (paths as ``<file:...>`` tokens when
     that build de-identified: compared by token then, and named by token).
     """
     from medflow.engine.privacy import path_token

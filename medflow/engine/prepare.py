@@ -20,6 +20,7 @@ from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_
 from medflow.engine.privacy import keyed_item_id, recipe_secret
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
+from medflow.hashing import ALGORITHM, manifest_input_algorithm
 from medflow.recipe.loader import LoadedRecipe, resolve_path
 from medflow.recipe.model import SampleSource
 from medflow.sources.base import ItemRef
@@ -38,14 +39,14 @@ class Prepared:
     cache: Cache
     source_root: Path
     items: list[ItemRef]
-    file_hashes: dict[str, dict[str, str]]  # item id -> {relative path: sha256}
+    file_hashes: dict[str, dict[str, str]]  # item id -> {relative path: content digest}
     skipped: list[tuple[str, str]]
     unreadable: list[tuple[str, str]]
     plans: list[ItemPlan]
     reader_params: dict[str, Any]
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> statistics
     deidentifies: bool = False  # the recipe de-identifies: ids keyed, paths redacted, nothing identifying cached
-    memo: FingerprintMemo | None = None  # sha256 of inputs, and of outputs as they were written
+    memo: FingerprintMemo | None = None  # digests of inputs, and of outputs as they were written
     facts: DatasetFacts | None = None  # patients, joined tables, splits (medflow.splits); None if unused
 
 
@@ -142,7 +143,7 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
             key=lambda item: item.item_id,
         )
     file_hashes = {
-        item.item_id: {rel: memo.sha256(root / rel) for rel in item.files} for item in discovery.items
+        item.item_id: {rel: memo.digest(root / rel) for rel in item.files} for item in discovery.items
     }
     if record:
         memo.save()
@@ -170,12 +171,14 @@ def _instance_filter(flt: Any) -> dict[str, Any]:
 
 def plan_all(prepared: Prepared, verify: bool) -> None:
     recipe = prepared.loaded.recipe
-    previous = previous_items(read_manifest(prepared.out_dir))
+    manifest = read_manifest(prepared.out_dir)
+    previous = previous_items(manifest)
+    algorithm = manifest_input_algorithm(manifest) if manifest else ALGORITHM
     prepared.plans = [
         plan_item(item, prepared.reader_params, list(recipe.steps), item_writers(prepared, item.item_id),
                   prepared.cache,
                   prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
-                  prepared.file_hashes[item.item_id], prepared.memo)
+                  prepared.file_hashes[item.item_id], prepared.memo, algorithm)
         for item in prepared.items
     ]
 

@@ -15,6 +15,7 @@ from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
 from medflow.engine.provenance import recipe_provenance, run_provenance
 from medflow.engine.task import ItemResult
+from medflow.hashing import ALGORITHM
 from medflow.sources.skips import skip_kind
 from medflow.writers.records import DatasetRecords
 from medflow.writers.registry import get_writer
@@ -85,7 +86,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
     """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
     written = []
     npy_files = [
-        (entry["id"], prepared.out_dir / out["path"], out["sha256"])
+        (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))  # None (older medflow): rewritten
         for entry in manifest_items
         if entry["status"] == "ok"
         for out in entry["outputs"]
@@ -108,7 +109,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
             continue
         inputs = records if records else [(item_id, path) for item_id, path, _ in npy_files]
         files = (spec.finalize if spec.per_item else spec.function)(inputs, params, prepared.out_dir)
-        outputs = [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files]
+        outputs = [f.record() for f in files]
         prepared.cache.put_record(key, {"outputs": outputs})
         written.extend(outputs)
     return written

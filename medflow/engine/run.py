@@ -86,7 +86,7 @@ def _run(task: ItemTask) -> ItemResult:
     for params in task.writers:
         spec = get_writer(params.kind)
         for written in spec.function(sample, params, out_dir):
-            outputs.append({"path": written.path, "sha256": written.sha256, "size": written.size})
+            outputs.append(written.record())
     record = {
         "item_id": task.item.item_id,
         "outputs": outputs,
@@ -112,7 +112,7 @@ def _run_instance(task: ItemTask) -> ItemResult:
     outputs = []
     for params in task.writers:
         for written in get_writer(params.kind).function(sample, params, out_dir):
-            outputs.append({"path": written.path, "sha256": written.sha256, "size": written.size})
+            outputs.append(written.record())
     return ItemResult(item.item_id, "ok", outputs=outputs, meta=sample.meta, computed=computed,
                       private_tables=sample.private_tables)
 

@@ -98,7 +98,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     headers: dict[str, list[str]] = {}
     progress = _Progress()
     # The writes and the hashes of a slab run on two threads of their own, beside each other and
-    # behind the gather of the next slab (file writes and hashlib release the GIL): a single
+    # behind the gather of the next slab (file writes and BLAKE3 release the GIL): a single
     # thread for both was the critical path of a cold build (in-build -30% when split, gen200).
     writer = WriteBehind(WRITE_DEPTH)
     hasher = WriteBehind(WRITE_DEPTH)
@@ -120,7 +120,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
         hasher.finish()
         outputs = []
         for stream in streams:
-            outputs.extend({"path": f.path, "sha256": f.sha256, "size": f.size} for f in stream.close())
+            outputs.extend(f.record() for f in stream.close())
     except _Fallback:
         _stop(writer, hasher)
         _abort(streams, stored_writer)

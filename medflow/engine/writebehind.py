@@ -1,6 +1,6 @@
 """Slab buffers reused from a pool, and writes done behind the computation on their own thread.
 
-A streamed item computes slab k + 1 while slab k is hashed and written: ``hashlib`` and
+A streamed item computes slab k + 1 while slab k is hashed and written: BLAKE3 (``blake3``) and
 file writes release the GIL for large buffers, so on two cores the write of a slab
 overlaps the gather of the next one instead of following it. The buffers a slab lives in
 go back to their :class:`~medflow.sources.pixels.BufferPool` once written, so a build touches the same few

@@ -21,7 +21,7 @@ class ItemRef:
             file, for chains that never read pixels: see :mod:`medflow.sources.instances`).
         modality: Modality (0008,0060).
         series_description: SeriesDescription (0008,103E), may be empty.
-        fingerprint: sha256 over the (relative path, file sha256) pairs: changes
+        fingerprint: sha256 over the (relative path, file content digest) pairs: changes
             when any of the item's files changes, appears or disappears.
         notes: findings of discovery for this item (e.g. files skipped).
         broken_files: ``(relative path, reason)`` of files of this series whose header
@@ -60,7 +60,10 @@ def make_item_id(modality: str, *uids: str) -> str:
 
 
 def item_fingerprint(file_hashes: list[tuple[str, str]]) -> str:
-    """sha256 over sorted ``(relative path, sha256)`` pairs."""
+    """sha256 over sorted ``(relative path, content digest)`` pairs (a key over small strings).
+
+    The digests are :func:`medflow.hashing.file_digest`'s (BLAKE3) of the files' bytes.
+    """
     digest = hashlib.sha256()
     for rel_path, sha in sorted(file_hashes):
         digest.update(rel_path.encode("utf-8", "surrogateescape"))

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medflow.errors import UsageError
+from medflow.hashing import file_digest
 from medflow.sources.base import item_fingerprint
 from medflow.sources.dicomweb_http import DicomwebConnection, DicomwebEndpoint, DicomwebError, value
 from medflow.writers.atomic import atomic_write_bytes, make_folder
@@ -114,7 +115,7 @@ class Fetched:
             folders = {rel.rsplit("/", 1)[0] for rel in item.files}
             missing = [entry for folder in sorted(folders) for entry in by_series.pop(folder, [])]
             if missing and item.kind != "instance":
-                hashes = [(rel, _sha_of_link(Path(item.root) / rel)) for rel in item.files]
+                hashes = [(rel, file_digest(Path(item.root) / rel)) for rel in item.files]
                 item = dataclasses.replace(
                     item, broken_files=item.broken_files + tuple(missing),
                     fingerprint=item_fingerprint(hashes + [(rel, "not-fetched") for rel, _ in missing]),
@@ -127,13 +128,6 @@ class Fetched:
             (rel, f"cannot read: {reason}") for entries in by_series.values() for rel, reason in entries
         ]
         return discovery
-
-
-def _sha_of_link(path: Path) -> str:
-    """sha256 of a view file: its object's name (the view links content-addressed objects)."""
-    from medflow.writers.atomic import sha256_file
-
-    return sha256_file(path)
 
 
 def _digest(record: dict[str, Any]) -> str:

@@ -566,7 +566,7 @@ def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], no
         kind=kind,
         modality=first.modality,
         series_description=first.description,
-        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in files]),
+        fingerprint=item_fingerprint([(rel, memo.digest(root / rel)) for rel in files]),
         notes=tuple(notes),
     )
 
@@ -579,7 +579,7 @@ def discover_dicom(
     Args:
         root: the source folder.
         filter: which files and series enter the dataset.
-        memo: file sha256 memo used for the items' fingerprints.
+        memo: the files' content digests (memoized) the items' fingerprints are made of.
         mismatched_size: files of one series (and orientation, echo) with other Rows/Columns than
             most: ``"fail"`` the item naming them, or ``"split"`` into one item per size.
 
@@ -696,7 +696,7 @@ def _with_odd(root: Path, item: ItemRef, odd: list[tuple[str, str]], memo) -> It
     return dataclasses.replace(
         item,
         broken_files=tuple(sorted((*item.broken_files, *odd))),
-        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in all_files]),
+        fingerprint=item_fingerprint([(rel, memo.digest(root / rel)) for rel in all_files]),
     )
 
 
@@ -712,7 +712,7 @@ def _attach_broken(root: Path, item: ItemRef, broken: dict[str, list[tuple[str, 
     return dataclasses.replace(
         item,
         broken_files=tuple(sorted((*item.broken_files, *files))),
-        fingerprint=item_fingerprint([(rel, memo.sha256(root / rel)) for rel in all_files]),
+        fingerprint=item_fingerprint([(rel, memo.digest(root / rel)) for rel in all_files]),
     )
 
 

@@ -1,8 +1,9 @@
 """Content fingerprints of input files, memoized by (path, size, mtime).
 
 Hashing every input file on every build would read the whole dataset; the memo
-keeps each file's sha256 next to its size and modification time and reuses it
-while both are unchanged. ``verify=True`` ignores the memo and rehashes.
+keeps each file's content digest (:mod:`medflow.hashing`, BLAKE3) next to its size and
+modification time and reuses it while both are unchanged. ``verify=True`` ignores the memo
+and rehashes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import os
 import threading
 from pathlib import Path
 
-from medflow.writers.atomic import atomic_write_bytes, sha256_file
+from medflow.hashing import ALGORITHM, file_digest
+from medflow.writers.atomic import atomic_write_bytes
 
-MEMO_FORMAT = 2
+MEMO_FORMAT = 3  # 3: BLAKE3 digests (2 held sha256: never read as BLAKE3, the memo starts afresh)
 
 
 class FingerprintMemo:
-    """sha256 of files, memoized in a JSON file (``None`` path: in memory only).
+    """Content digests of files, memoized in a JSON file (``None`` path: in memory only).
 
     With a ``secret`` (a de-identifying build), entries are keyed by HMAC(secret, path) and no
     header facts are kept: the cache then holds neither the export's folder names (often the
@@ -65,28 +67,28 @@ class FingerprintMemo:
         mac = hmac.new(self._secret, b"memo-path\x00" + resolved.encode("utf-8", "surrogateescape"), hashlib.sha256)
         return "hmac:" + mac.hexdigest(), resolved
 
-    def sha256(self, path: Path) -> str:
-        """sha256 hex digest of ``path``'s bytes."""
+    def digest(self, path: Path) -> str:
+        """Hex digest (:func:`medflow.hashing.file_digest`) of ``path``'s bytes."""
         key, resolved = self._key(path)
         entry = self._entry(key, os.stat(resolved))
-        digest = entry.get("sha256")
+        digest = entry.get(ALGORITHM)
         if digest is None:
-            digest = sha256_file(Path(resolved))
+            digest = file_digest(resolved)
             with self._lock:
-                entry["sha256"] = digest
+                entry[ALGORITHM] = digest
                 self._dirty = True
         return digest
 
     def remember(self, path: Path, digest: str) -> None:
-        """Record ``digest`` as the sha256 of ``path`` as it is now (its size and mtime).
+        """Record ``digest`` as the content digest of ``path`` as it is now (its size and mtime).
 
-        For files medflow just wrote and hashed while writing: a later :meth:`sha256` returns
+        For files medflow just wrote and hashed while writing: a later :meth:`digest` returns
         ``digest`` while the file is unchanged, and rehashes the file once it changed.
         """
         key, resolved = self._key(path)
         stat = os.stat(resolved)
         with self._lock:
-            self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest}
             self._dirty = True
 
     def get_extra(self, path: Path, name: str):

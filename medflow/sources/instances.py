@@ -62,7 +62,7 @@ def discover_instances(root: Path, filter: SeriesFilter, memo: FingerprintMemo) 
             discovery.skipped.append((rel, problem))
             continue
         try:
-            sha = memo.sha256(path)
+            digest = memo.digest(path)
         except OSError as exc:
             discovery.skipped.append((rel, f"cannot read: {exc.strerror or exc}"))
             continue
@@ -71,7 +71,7 @@ def discover_instances(root: Path, filter: SeriesFilter, memo: FingerprintMemo) 
             root=str(root),
             files=(rel,),
             kind="instance",
-            fingerprint=item_fingerprint([(rel, sha)]),
+            fingerprint=item_fingerprint([(rel, digest)]),
         ))
     discovery.items.sort(key=lambda item: item.item_id)
     return discovery

@@ -92,8 +92,8 @@ def pair_labels(discovery, root: Path, source: Any, memo: FingerprintMemo, resol
             where = files[0] if files else (item.files[0] if item.files else ".")
             item = dataclasses.replace(item, broken_files=item.broken_files + ((where, f"labels: {problem}"),))
         if files and not problem:
-            hashes = [(rel, memo.sha256(root / rel)) for rel in item.files]
-            hashes += [(f"label:{rel}", memo.sha256(root / rel)) for rel in files]
+            hashes = [(rel, memo.digest(root / rel)) for rel in item.files]
+            hashes += [(f"label:{rel}", memo.digest(root / rel)) for rel in files]
             item = dataclasses.replace(item, labels=tuple(files), fingerprint=item_fingerprint(hashes))
         items.append(item)
     discovery.items = items

@@ -6,13 +6,13 @@ no file, or the complete new one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from medflow.errors import FileSystemError
+from medflow.hashing import new_hasher
 from medflow.workspace import create_temp_file, release_temp
 
 
@@ -122,14 +122,15 @@ class TempFile:
 def atomic_write(
     path: Path, write: Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = False
 ) -> str:
-    """Write ``path`` atomically through ``write(fileobj)`` and return the sha256 of its bytes.
+    """Write ``path`` atomically through ``write(fileobj)`` and return the digest of its bytes.
 
     The temp file (a medflow temp name, see :mod:`medflow.workspace`) lives in the
     destination folder (same filesystem, so ``os.replace`` is atomic) and is removed if
     ``write`` raises. ``mode`` sets permissions (e.g. 0o600). A killed process never leaves
     a partial file under ``path``. ``durable=True`` also fsyncs before the rename, so the
     bytes survive a power cut (slow: used for the manifest; cache entries carry their own
-    hash and outputs their manifest sha256).
+    hash and outputs their manifest digest). The digest is :mod:`medflow.hashing`'s (BLAKE3),
+    computed from the bytes as they are written (the file is never read back).
 
     Raises:
         FileSystemError: an OS error, naming ``path`` and the cause (nothing is left behind).
@@ -146,17 +147,8 @@ def atomic_write(
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None, durable: bool = False) -> str:
-    """Write ``data`` to ``path`` atomically; returns its sha256."""
+    """Write ``data`` to ``path`` atomically; returns its digest (:func:`atomic_write`)."""
     return atomic_write(path, lambda f: f.write(data), mode=mode, durable=durable)
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _HashingWriter:
@@ -164,7 +156,7 @@ class _HashingWriter:
 
     def __init__(self, raw):
         self._raw = raw
-        self._digest = hashlib.sha256()
+        self._digest = new_hasher()
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")

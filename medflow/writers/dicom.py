@@ -114,8 +114,8 @@ def _write_instance(
         # separator) and os.replace never follows a link at the name, so the folder decides.
         if not _inside(str(out_dir), str(target.parent)):
             raise InputError(source, f"output path {rel} would leave the output folder")
-        sha = atomic_write_bytes(target, data)
-        written.append(WrittenFile(rel.as_posix(), sha, len(data)))
+        digest = atomic_write_bytes(target, data)
+        written.append(WrittenFile(rel.as_posix(), digest, len(data)))
 
 
 def _encoded(ds: pydicom.Dataset) -> bytes:

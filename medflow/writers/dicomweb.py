@@ -3,18 +3,18 @@
 The writer writes exactly what the ``dicom`` writer writes (same de-identification, same files
 ``<folder>/<Study>/<Series>/<SOP>.dcm`` and audits; list ``dicomweb`` *instead of* ``dicom``),
 then stores those files on the server in batches and proves every push by content: the
-instance is retrieved as stored (``transfer-syntax=*``) and its sha256 must be the local file's.
+instance is retrieved as stored (``transfer-syntax=*``) and its digest (:mod:`medflow.hashing`)
+must be the local file's.
 A status is not proof: Orthanc answers 200 to a STOW of a SOPInstanceUID it already holds and
 keeps its old file unless ``OverwriteInstances`` is on. Instances already on the server with the
 same bytes are not sent again (a rerun is idempotent); one held with other bytes fails the item.
 
 Each instance's result is a receipt ``<receipt_folder>/<Study>/<Series>/<SOP>.json`` (server,
-new UIDs, sha256, result), listed with its sha256 among the item's outputs in the manifest.
+new UIDs, blake3 digest, result), listed with its digest among the item's outputs in the manifest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path, PurePosixPath
@@ -24,6 +24,7 @@ import pydicom
 from pydantic import Field
 
 from medflow.errors import StepError
+from medflow.hashing import ALGORITHM, digest_bytes
 from medflow.sample import Sample
 from medflow.sources.dicomweb_http import DicomwebAuth, DicomwebConnection, DicomwebEndpoint, DicomwebError
 from medflow.writers.atomic import atomic_write_bytes
@@ -81,7 +82,7 @@ def _push(item_id: str, params: DicomwebWriterParams, out_dir: Path, instances: 
         held = _held(connection, item_id, study, series, sop.removesuffix(".dcm"))
         if held is None:
             todo.append(written)
-        elif held != written.sha256:
+        elif held != written.digest:
             raise StepError(WRITER, item_id, _conflict(connection.url))
     for start in range(0, len(todo), params.batch_size):
         batch = todo[start:start + params.batch_size]
@@ -96,13 +97,13 @@ def _push(item_id: str, params: DicomwebWriterParams, out_dir: Path, instances: 
             if held is None:
                 raise StepError(WRITER, item_id, f"DICOMweb server {connection.url} answered the STOW-RS but does "
                                                  "not hold the instance afterwards")
-            if held != written.sha256:
+            if held != written.digest:
                 raise StepError(WRITER, item_id, _conflict(connection.url))
     receipts = []
     for written in instances:
         study, series, sop = uids[written.path]
         receipt = {"server": connection.url, "study": study, "series": series, "sop": sop.removesuffix(".dcm"),
-                   "sha256": written.sha256, "result": "stored: the server holds these bytes (retrieved and compared)"}
+                   ALGORITHM: written.digest, "result": "stored: the server holds these bytes (retrieved and compared)"}
         data = json.dumps(receipt, sort_keys=True, indent=1).encode() + b"\n"
         rel = PurePosixPath(params.receipt_folder, study, series, sop.removesuffix(".dcm") + ".json")
         receipts.append(WrittenFile(rel.as_posix(), atomic_write_bytes(out_dir / rel, data), len(data)))
@@ -110,9 +111,9 @@ def _push(item_id: str, params: DicomwebWriterParams, out_dir: Path, instances: 
 
 
 def _held(connection: DicomwebConnection, item_id: str, study: str, series: str, sop: str) -> str | None:
-    """sha256 of the instance as the server stores it, or None when it holds no such instance."""
+    """Digest of the instance as the server stores it (the local files' algorithm), or None when it holds none."""
     try:
-        return hashlib.sha256(connection.retrieve(study, series, sop)).hexdigest()
+        return digest_bytes(connection.retrieve(study, series, sop))
     except DicomwebError as exc:
         if exc.kind == "object" and "HTTP 404" in str(exc):
             return None

@@ -186,6 +186,6 @@ def write_index(records: DatasetRecords, params: IndexParams, out_dir: Path) -> 
     for fmt in params.formats:
         relative = Path(params.folder) / f"{params.name}.{fmt}"
         data = _parquet_bytes(columns, rows) if fmt == "parquet" else _csv_bytes(columns, rows)
-        sha = atomic_write_bytes(out_dir / relative, data)
-        written.append(WrittenFile(relative.as_posix(), sha, len(data)))
+        digest = atomic_write_bytes(out_dir / relative, data)
+        written.append(WrittenFile(relative.as_posix(), digest, len(data)))
     return written

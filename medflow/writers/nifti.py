@@ -301,11 +301,11 @@ def write_nifti(sample: Sample, params: NiftiParams, out_dir: Path) -> list[Writ
     except OSError as exc:
         raise FileSystemError(str(target), exc) from None
     try:
-        sha = _write(layout, sample.axes == "zyxc", params, target, tmp)
+        digest = _write(layout, sample.axes == "zyxc", params, target, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         release_temp(tmp)
-    return [WrittenFile(relative.as_posix(), sha, target.stat().st_size)]
+    return [WrittenFile(relative.as_posix(), digest, target.stat().st_size)]
 
 
 def _write(layout: _Layout, vector: bool, params: NiftiParams, target: Path, tmp: Path) -> str:

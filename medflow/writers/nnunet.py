@@ -113,11 +113,11 @@ def _write(image, target: Path, level: int) -> WrittenFile:
         except RuntimeError as exc:
             raise FileSystemError(str(target), str(exc).strip().splitlines()[-1][:200]) from None
         with open(tmp_file, "rb") as source:
-            sha = atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+            digest = atomic_write(target, lambda f: shutil.copyfileobj(source, f))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         release_temp(tmp)
-    return WrittenFile("", sha, target.stat().st_size)
+    return WrittenFile("", digest, target.stat().st_size)
 
 
 def _finalize(records, params: NnunetParams, out_dir: Path) -> list[WrittenFile]:
@@ -151,8 +151,8 @@ def _finalize(records, params: NnunetParams, out_dir: Path) -> list[WrittenFile]
     }
     relative = Path(params.folder) / "dataset.json"
     data = (json.dumps(dataset, indent=2) + "\n").encode()
-    sha = atomic_write_bytes(out_dir / relative, data)
-    return [WrittenFile(relative.as_posix(), sha, len(data))]
+    digest = atomic_write_bytes(out_dir / relative, data)
+    return [WrittenFile(relative.as_posix(), digest, len(data))]
 
 
 def _remove_moved(dataset: Path, case: str, other: str, labels: bool) -> None:
@@ -194,12 +194,12 @@ def write_nnunet(sample: Sample, params: NnunetParams, out_dir: Path) -> list[Wr
         image, _ = nifti_image(channel_sample)
         relative = root / images / f"{case}_{channel:04d}.nii.gz"
         done = _write(image, out_dir / relative, params.compression)
-        written.append(WrittenFile(relative.as_posix(), done.sha256, done.size))
+        written.append(WrittenFile(relative.as_posix(), done.digest, done.size))
     if sample.label is not None and not test:
         label_sample = sample.replace(pixels=sample.label.astype(np.uint8 if sample.label.max(initial=0) < 256
                                                                  else np.uint16), axes="zyx", channels=(), label=None)
         image, _ = nifti_image(label_sample)
         relative = root / "labelsTr" / f"{case}.nii.gz"
         done = _write(image, out_dir / relative, params.compression)
-        written.append(WrittenFile(relative.as_posix(), done.sha256, done.size))
+        written.append(WrittenFile(relative.as_posix(), done.digest, done.size))
     return written

@@ -168,6 +168,6 @@ def write_png(sample: Sample, params: PngParams, out_dir: Path) -> list[WrittenF
         image = to_png_values(slices[index], params)
         relative = Path(params.folder) / sample.item_id / f"{index:04d}.png"
         data = encode_png(image, params.compression)
-        sha = atomic_write_bytes(out_dir / relative, data)
-        written.append(WrittenFile(relative.as_posix(), sha, len(data)))
+        digest = atomic_write_bytes(out_dir / relative, data)
+        written.append(WrittenFile(relative.as_posix(), digest, len(data)))
     return written

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from medflow.hashing import ALGORITHM
 from medflow.sample import Sample
 from medflow.writers import BUILTIN, HELPERS
 
@@ -50,11 +51,18 @@ def check_subfolder(value: str) -> str:
 
 @dataclass(frozen=True)
 class WrittenFile:
-    """One file a writer produced: path relative to the output folder, sha256, size in bytes."""
+    """One file a writer produced: path relative to the output folder, content digest, size in bytes.
+
+    ``digest`` is :mod:`medflow.hashing`'s (what :func:`~medflow.writers.atomic.atomic_write` returns).
+    """
 
     path: str
-    sha256: str
+    digest: str
     size: int
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's entry: ``{"path", "blake3", "size"}`` (the digest named after its algorithm)."""
+        return {"path": self.path, ALGORITHM: self.digest, "size": self.size}
 
 
 WriterFunction = Callable[[Sample, typing.Any, Path], list[WrittenFile]]

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from medflow.hashing import new_hasher
 from medflow.sample import Sample
 from medflow.writers.atomic import TempFile, atomic_write
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
@@ -28,13 +29,11 @@ class NpyStream:
     """
 
     def __init__(self, skeleton: Sample, params: NpyParams, out_dir: Path):
-        import hashlib
-
         self.relative = Path(params.folder) / f"{skeleton.item_id}.npy"
         self.path = out_dir / self.relative
         self.n_first = skeleton.pixels.shape[0]
         self.file = TempFile(self.path)
-        self.digest = hashlib.sha256()
+        self.digest = new_hasher()
         self.written = 0
         self.slab_shape: tuple[int, ...] | None = None
 
@@ -90,8 +89,8 @@ def write_npy(sample: Sample, params: NpyParams, out_dir: Path) -> list[WrittenF
     """Write the item's final array as one .npy file (memory-mappable)."""
     relative = Path(params.folder) / f"{sample.item_id}.npy"
     array = np.ascontiguousarray(sample.pixels)
-    sha = atomic_write(out_dir / relative, lambda f: np.lib.format.write_array(f, array, allow_pickle=False))
-    return [WrittenFile(relative.as_posix(), sha, (out_dir / relative).stat().st_size)]
+    digest = atomic_write(out_dir / relative, lambda f: np.lib.format.write_array(f, array, allow_pickle=False))
+    return [WrittenFile(relative.as_posix(), digest, (out_dir / relative).stat().st_size)]
 
 
 class NpzShardsParams(WriterParams):
@@ -112,8 +111,8 @@ def write_npz_shards(item_files: list[tuple[str, Path]], params: NpzShardsParams
         chunk = ordered[shard_index : shard_index + params.items_per_shard]
         relative = Path(params.folder) / f"shard-{shard_index // params.items_per_shard:05d}.npz"
         arrays = {item_id: np.load(path, mmap_mode="r") for item_id, path in chunk}
-        sha = atomic_write(out_dir / relative, lambda f, arrays=arrays: _save_npz(f, params.compressed, arrays))
-        written.append(WrittenFile(relative.as_posix(), sha, (out_dir / relative).stat().st_size))
+        digest = atomic_write(out_dir / relative, lambda f, arrays=arrays: _save_npz(f, params.compressed, arrays))
+        written.append(WrittenFile(relative.as_posix(), digest, (out_dir / relative).stat().st_size))
     return written
 
 

@@ -26,7 +26,7 @@ def project(tmp_path, phantom_samples) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, phantom_samples):
-    """``reference(recipe_text)`` -> (manifest items, output sha256s) of an undisturbed build, made once."""
+    """``reference(recipe_text)`` -> (manifest items, output digests) of an undisturbed build, made once."""
     built = {}
 
     def get(recipe: str):

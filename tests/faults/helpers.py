@@ -7,13 +7,14 @@ into each test's cache. Reference builds (undisturbed) are made once per session
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import blake3
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,10 +62,10 @@ def temp_files(*roots: Path) -> list[Path]:
 
 
 def outputs_of(out: Path) -> tuple[list, dict[str, str]]:
-    """The manifest's items (id, status, outputs) and the sha256 of every output file on disk."""
+    """The manifest's items (id, status, outputs) and the BLAKE3 of every output file on disk (blake3 library)."""
     manifest = json.loads((out / "manifest.json").read_text())
     items = [(item["id"], item["status"], item["outputs"]) for item in manifest["items"]]
-    files = {o["path"]: hashlib.sha256((out / o["path"]).read_bytes()).hexdigest()
+    files = {o["path"]: blake3.blake3((out / o["path"]).read_bytes()).hexdigest()
              for item in manifest["items"] for o in item["outputs"]}
     return items, files
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -57,6 +59,57 @@ def test_force_adopts_a_folder_and_deletes_nothing_it_did_not_create(project, re
     again = medflow(project, "run", "recipe.yaml", "-q", "--set", "outputs.dir=mine")  # now marked: no --force
     assert again.returncode == 0, again.stdout + again.stderr
     assert (user / ".keep.tmp").read_text() == "mine"
+
+
+def _as_older_medflow(project: Path) -> None:
+    """Make ``out`` and the cache what medflow before BLAKE3 left: a version 1 manifest whose digests are
+    sha256 (computed here with hashlib), no ownership marker, cache records checked with sha256."""
+    out, samples = project / "out", project / "cache" / "samples" / "ct-phantom"
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["manifest_version"] = 1
+    for item in manifest["items"]:
+        item["files"] = [[rel, hashlib.sha256((samples / rel).read_bytes()).hexdigest()] for rel, _ in item["files"]]
+        item["outputs"] = [{"path": o["path"], "sha256": hashlib.sha256((out / o["path"]).read_bytes()).hexdigest(),
+                            "size": o["size"]} for o in item["outputs"]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / OUTPUT_MARKER).unlink()
+    for path in (project / "cache" / "records").rglob("*.json"):
+        wrapped = json.loads(path.read_text())
+        body = json.dumps(wrapped["record"], sort_keys=True, separators=(",", ":")).encode()
+        path.write_text(json.dumps({"record": wrapped["record"], "sha256": hashlib.sha256(body).hexdigest()}))
+
+
+def test_a_build_of_an_older_medflow_is_recognised_and_a_foreign_folder_still_refused(project, reference):
+    assert medflow(project, "run", "recipe.yaml", "-q").returncode == 0
+    _as_older_medflow(project)
+    out = project / "out"
+    (out / "notes.txt").write_text("mine")
+    before = _listing(out)
+
+    plan = medflow(project, "plan", "recipe.yaml")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert plan.stdout.count("the previous build recorded sha256 digests (an older medflow)") == 4, plan.stdout
+    assert _listing(out) == before  # plan writes nothing
+
+    done = medflow(project, "run", "recipe.yaml", "-q")  # no --force: its manifest says the folder is medflow's
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert outputs_of(out) == reference(QUICK)  # the same outputs, recorded with blake3 again
+    after = _listing(out)
+    rewritten = {"manifest.json", "build.log"}  # the build's own record of this run
+    assert {p: d for p, d in after.items() if p not in rewritten | {OUTPUT_MARKER}} == {
+        p: d for p, d in before.items() if p not in rewritten}  # every output the same bytes, the user's file kept
+    assert after["notes.txt"] == b"mine" and (out / OUTPUT_MARKER).is_file()
+    assert json.loads(after["manifest.json"])["manifest_version"] == 2
+
+    user = project / "mine"  # a manifest.json that is not medflow's does not make a folder medflow's
+    user.mkdir()
+    (user / "manifest.json").write_text('{"name": "my own", "sha256": "' + "0" * 64 + '"}')
+    (user / "scan.npy").write_bytes(b"my own array")
+    mine = _listing(user)
+    refused = medflow(project, "run", "recipe.yaml", "-q", "--set", "outputs.dir=mine")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert str(user) in one_line(refused.stderr) and "--force" in refused.stderr
+    assert _listing(user) == mine and sorted(os.listdir(user)) == ["manifest.json", "scan.npy"]
 
 
 def test_writer_folder_leaving_the_output_folder_is_refused_naming_the_line(project):

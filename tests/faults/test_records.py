@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+
+import blake3
 
 from tests.faults.helpers import QUICK, medflow, outputs_of
 
@@ -13,7 +14,7 @@ def _manifest_matches_disk(out) -> None:
     for _, status, outputs in items:
         assert status == "ok"
         for output in outputs:
-            assert files[output["path"]] == output["sha256"], output["path"]
+            assert files[output["path"]] == output["blake3"], output["path"]
 
 
 def test_a_damaged_record_is_rederived_not_believed(project, reference):
@@ -22,10 +23,10 @@ def test_a_damaged_record_is_rederived_not_believed(project, reference):
     damaged = 0
     for path in records:  # valid JSON, wrong content: the checksum catches it
         text = path.read_text()
-        if '"sha256": "' in text and '"outputs"' in text:
+        if '"blake3": "' in text and '"outputs"' in text:
             data = json.loads(text)
             for output in data["record"]["outputs"]:
-                output["sha256"] = "0" * 64
+                output["blake3"] = "0" * 64
             path.write_text(json.dumps(data))
             damaged += 1
     assert damaged
@@ -45,5 +46,5 @@ def test_an_output_changed_in_place_is_rebuilt(project, reference):
     done = medflow(project, "run", "recipe.yaml", "-q")
     assert done.returncode == 0, done.stderr
     assert "1 computed" in done.stdout
-    assert hashlib.sha256(victim.read_bytes()).hexdigest() == manifest["items"][0]["outputs"][0]["sha256"]
+    assert blake3.blake3(victim.read_bytes()).hexdigest() == manifest["items"][0]["outputs"][0]["blake3"]
     assert outputs_of(project / "out") == reference(QUICK)
