@@ -79,6 +79,20 @@ def fast_path_allowed() -> bool:
     )
 
 
+def conversion_state() -> tuple[object, ...]:
+    """The pydicom settings (beyond :func:`fast_path_allowed`'s) that change what raw bytes convert to.
+
+    A memo of results computed from raw bytes is valid for one state (see :mod:`medflow.deid.phi`
+    and :mod:`medflow.deid.walkmemo`).
+    """
+    settings = pydicom_config.settings
+    return (
+        settings.reading_validation_mode, settings.writing_validation_mode, settings.infer_sq_for_un_vr,
+        pydicom_config.convert_wrong_length_to_UN, pydicom_config.replace_un_with_known_vr,
+        pydicom_config.assume_implicit_vr_switch, pydicom_config.allow_DS_float, pydicom_config._use_future,
+    )
+
+
 _DATASET_STATE: dict[bool, tuple[dict[str, object], tuple[str, ...]] | None] = {}
 _PLAIN_TYPES = (type(None), bool, int, str, tuple)
 
@@ -327,4 +341,4 @@ class RawView:
         return copy.copy(self.converted())
 
 
-__all__ = ["RawView", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "view_vr"]
+__all__ = ["RawView", "conversion_state", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "view_vr"]

@@ -3,6 +3,8 @@
 Decides and applies the action of each element (recipe rules, private attributes, overlay and
 curve groups, pseudonyms, Table E.1-1, then medflow's rules for unlisted attributes; see
 :mod:`medflow.deid.profile`) and records an :class:`AuditRecord` for each attribute it acts on.
+A raw element seen before in the same context gets the outcome computed then
+(:mod:`medflow.deid.walkmemo`): the same output element and audit records, without the work.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from medflow.deid.actions import (
 from medflow.deid.config import DeidConfig
 from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
-from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, keyword_of, new_dataset, view_vr
+from medflow.deid.rawelem import (
+    RawView,
+    conversion_state,
+    encodings_of,
+    fast_path_allowed,
+    keyword_of,
+    new_dataset,
+    view_vr,
+)
 from medflow.deid.table import compile_actions, load_safe_private
 from medflow.deid.temporal import (
     date_time_pairs,
@@ -38,6 +48,7 @@ from medflow.deid.temporal import (
     shift_datetime_whole,
     shift_time,
 )
+from medflow.deid.walkmemo import KEEP_RAW, MAX_VALUE_BYTES, REMOVED, VALUE, walk_memo
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -140,6 +151,13 @@ class Walker:
         self._item = ds  # the input item being walked: a DA finds its TM there
         self._required: int | None = None  # tag of the Type 1 value of the SR content item being walked
         self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
+        self._made: tuple | None = None  # (element, with_value's arguments) of the last with_value
+        # Outcomes of raw elements seen before in the same context (medflow.deid.walkmemo).
+        self.memo = None
+        if self.fast:
+            rules = (frozenset(self.keep), tuple(sorted(self.replace.items())))
+            self.memo = walk_memo(pseudo.key, (self.options, rules, conversion_state()))
+            self.file_token = self.memo.token(("file", self.identity.key, self.patient_id))
 
     # -- helpers ---------------------------------------------------------------------------
     def record(self, elem: DataElement | RawView, path: str, action: str, applied: str) -> None:
@@ -204,12 +222,12 @@ class Walker:
     def map_uid(self, value: str) -> str:
         return value if _is_well_known_uid(value) else self.pseudo.uid(value)
 
-    @staticmethod
-    def with_value(elem: DataElement, value: object) -> DataElement:
+    def with_value(self, elem: DataElement, value: object) -> DataElement:
         # Values written here are ours (dummies, pseudonyms, shifted dates) or the input's own
         # (scrubbed text), so pydicom's per-value validation is skipped on this hot path.
         new = DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
         new.private_creator = elem.private_creator
+        self._made = (new, elem.tag, elem.VR, value, elem.private_creator)
         return new
 
     # -- traversal -------------------------------------------------------------------------
@@ -222,9 +240,38 @@ class Walker:
             self._required = CONTENT_ITEM_VALUE.get(str(ds[VALUE_TYPE].value).strip())
         private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
         as_read = True  # every element added is raw or has a definite VR: the item can keep its encoding
-        for tag, elem in self.elements(ds):
-            keyword = keyword_of(tag)
-            new = self.element(elem, tag, prefix + (keyword or tag_text(tag)), top, private_keep)
+        memo = self.memo
+        if memo is not None:
+            encodings = encodings_of(ds)
+            scope = memo.token(("scope", self.file_token, prefix, tuple(encodings), top, self._required, private_keep))
+            # a DA moved with the TM of its item (modified dates) depends on that TM: never memoized
+            dates_paired = self.offset is not None
+        for tag, item in sorted([(int(tag), item) for tag, item in ds._dict.items()]):
+            if memo is None:
+                elem = ds[tag] if not self.fast else self._view(ds, tag, item)
+                new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+            else:
+                vr = view_vr(item) if type(item) is RawDataElement else None
+                value = item.value if vr is not None else None
+                if vr is None or vr == "SQ" or (value is not None and len(value) > MAX_VALUE_BYTES) \
+                        or (vr == "DA" and dates_paired):
+                    elem = RawView(item, vr, ds, encodings) if vr is not None else ds[tag]
+                    new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+                else:
+                    key = (scope, tag, vr, item.length, value, item.is_implicit_VR, item.is_little_endian)
+                    outcome = memo.outcomes.get(key)
+                    if outcome is None:
+                        new = self._memoized(key, RawView(item, vr, ds, encodings), item, tag, prefix, top, private_keep)
+                    else:
+                        kind, made, records = outcome
+                        self.audit.extend(records)
+                        if kind == KEEP_RAW:
+                            new = item
+                        elif kind == VALUE:
+                            new = DataElement(made[0], made[1], made[2], validation_mode=pydicom_config.IGNORE)
+                            new.private_creator = made[3]
+                        else:
+                            new = None
             if new is None:
                 continue
             if type(new) is RawDataElement:
@@ -242,6 +289,34 @@ class Walker:
             out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
         self._item, self._required = saved
         return out
+
+    def _memoized(
+        self, key: tuple, elem: RawView, item: RawDataElement, tag: int, prefix: str, top: bool,
+        private_keep: frozenset[int],
+    ) -> DataElement | RawDataElement | None:
+        """:meth:`element` of a raw element, its outcome stored in the memo when it is one of its kinds."""
+        audit = self.audit
+        before = len(audit)
+        last = audit[-1] if before else None
+        self._made = None
+        new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+        if before and audit[before - 1] is not last:
+            return new  # an earlier record was rewritten: not this element's outcome alone
+        if new is None:
+            outcome: tuple = (REMOVED, None, tuple(audit[before:]))
+        elif new is item:
+            outcome = (KEEP_RAW, None, tuple(audit[before:]))
+        elif self._made is not None and self._made[0] is new:
+            outcome = (VALUE, self._made[1:], tuple(audit[before:]))
+        else:
+            return new  # a converted copy (not canonical, private kept...): made again next time
+        self.memo.store(key, outcome)  # type: ignore[union-attr]
+        return new
+
+    def _view(self, ds: Dataset, tag: int, item: object) -> DataElement | RawView:
+        """The walker's element for ``item``: a :class:`RawView` of a raw element pydicom converts the default way."""
+        vr = view_vr(item) if type(item) is RawDataElement else None  # type: ignore[arg-type]
+        return RawView(item, vr, ds, encodings_of(ds)) if vr is not None else ds[tag]  # type: ignore[arg-type]
 
     def elements(self, ds: Dataset) -> list[tuple[int, DataElement | RawView]]:
         """``(tag, element)`` in tag order, as ``for elem in ds`` visits them; raw ones as views."""
