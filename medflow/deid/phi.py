@@ -125,11 +125,26 @@ class IdentityValues:
         elements directly (the reference the tests compare the direct decoding with).
         """
         found: dict[str, set[str]] = {}
-        fast = not convert_all and fast_path_allowed()
-        if fast:
-            _check_memo_state()
-        _collect(ds, found, fast)
-        return cls({k: frozenset(v) for k, v in found.items() if v})
+        if convert_all or not fast_path_allowed():
+            _collect(ds, found, False)
+            return cls({k: frozenset(v) for k, v in found.items() if v})
+        _check_memo_state()
+        parts: list[tuple[tuple[str, tuple[str, ...]], ...]] = []
+        _collect(ds, found, True, parts)
+        # the identity is the union of the parts when nothing else was found: files of a series
+        # have the same parts, so they share one IdentityValues (immutable)
+        key = tuple(parts) if not found else None
+        if key is not None and (known := _IDENTITIES.get(key)) is not None:
+            return known
+        for contribution in parts:
+            for category, texts in contribution:
+                found.setdefault(category, set()).update(texts)
+        identity = cls({k: frozenset(v) for k, v in found.items() if v})
+        if key is not None:
+            if len(_IDENTITIES) >= _MAX_IDENTITIES:
+                _IDENTITIES.clear()
+            _IDENTITIES[key] = identity
+        return identity
 
     def merge(self, other: IdentityValues) -> IdentityValues:
         """The union of both identities, category by category."""
@@ -182,7 +197,13 @@ _TAG_VR = {
 }
 
 
-def _collect(ds: Dataset, found: dict[str, set[str]], fast: bool) -> None:
+def _collect(
+    ds: Dataset, found: dict[str, set[str]], fast: bool, parts: list[tuple[tuple[str, tuple[str, ...]], ...]] | None = None,
+) -> None:
+    """Add the identifying values of ``ds`` at every depth to ``found``.
+
+    With ``parts``, what each memoized element of ``ds`` holds is appended to it instead.
+    """
     encodings: list[str] | None = None
     for key, item in list(ds._dict.items()):
         tag = int(key)
@@ -206,6 +227,9 @@ def _collect(ds: Dataset, found: dict[str, set[str]], fast: bool) -> None:
             if len(_CONTRIBUTIONS) >= _MAX_CONTRIBUTIONS:
                 _CONTRIBUTIONS.clear()
             _CONTRIBUTIONS[memo_key] = contribution
+        if parts is not None:
+            parts.append(contribution)
+            continue
         for category, texts in contribution:
             found.setdefault(category, set()).update(texts)
 
@@ -240,6 +264,9 @@ def _collect_element(
 _CONTRIBUTIONS: dict[tuple, tuple[tuple[str, tuple[str, ...]], ...]] = {}
 _MAX_CONTRIBUTIONS = 8192
 _MEMO_BYTES = 16384
+#: The identity made from a file's parts (see :meth:`IdentityValues.from_dataset`), same rules.
+_IDENTITIES: dict[tuple, IdentityValues] = {}
+_MAX_IDENTITIES = 1024
 _memo_state: list[tuple[object, ...]] = []
 
 
@@ -248,6 +275,7 @@ def _check_memo_state() -> None:
     state = conversion_state()
     if _memo_state != [state]:
         _CONTRIBUTIONS.clear()
+        _IDENTITIES.clear()
         _memo_state[:] = [state]
 
 

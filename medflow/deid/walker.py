@@ -10,7 +10,11 @@ A raw element seen before in the same context gets the outcome computed then
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
@@ -89,6 +93,23 @@ class AuditRecord:
         return {"tag": self.tag, "keyword": self.keyword, "path": self.path, "action": self.action,
                 "applied": self.applied, "old_hash": self.old_hash}
 
+    @cached_property
+    def json_line(self) -> str:
+        """``json.dumps(self.as_dict(), sort_keys=True)`` and a newline (made once per record).
+
+        Formatted with json's own string encoder, one call per field; records of memoized
+        outcomes (:mod:`medflow.deid.walkmemo`) are shared by the files of a series.
+        """
+        fields = (self.action, self.applied, self.keyword, self.path, self.tag)
+        if type(self.old_hash) not in (str, type(None)) or any(type(f) is not str for f in fields):
+            return json.dumps(self.as_dict(), sort_keys=True) + "\n"
+        old = "null" if self.old_hash is None else _json_str(self.old_hash)
+        return (
+            f'{{"action": {_json_str(self.action)}, "applied": {_json_str(self.applied)}, '
+            f'"keyword": {_json_str(self.keyword)}, "old_hash": {old}, "path": {_json_str(self.path)}, '
+            f'"tag": {_json_str(self.tag)}}}\n'
+        )
+
 
 _new_object = object.__new__
 _TAG_TEXT: dict[int, str] = {}
@@ -109,6 +130,17 @@ def _value_bytes(value: object) -> bytes:
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(str(v) for v in value).encode("utf-8", "surrogateescape")
     return str(value if value is not None else "").encode("utf-8", "surrogateescape")
+
+
+def clone_element(elem: DataElement) -> DataElement:
+    """A new DataElement with the same attributes as ``elem`` (its value shared: str, bytes, numbers, UID, PN).
+
+    What ``DataElement(tag, VR, value)`` makes again from the same arguments, without converting
+    and validating the value again; multi-values (mutable) are never cloned this way.
+    """
+    new = _new_object(DataElement)
+    new.__dict__.update(elem.__dict__)
+    return new
 
 
 def _is_well_known_uid(uid: str) -> bool:
@@ -151,7 +183,10 @@ class Walker:
         self._item = ds  # the input item being walked: a DA finds its TM there
         self._required: int | None = None  # tag of the Type 1 value of the SR content item being walked
         self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
-        self._made: tuple | None = None  # (element, with_value's arguments) of the last with_value
+        self._made: DataElement | None = None  # the element the last with_value made
+        #: Top-level tag -> encoded-bytes slot of its memoized outcome (see visit); the caller
+        #: drops the tags it changes after the walk.
+        self.element_bytes: dict[int, dict] = {}
         # Outcomes of raw elements seen before in the same context (medflow.deid.walkmemo).
         self.memo = None
         if self.fast:
@@ -227,7 +262,7 @@ class Walker:
         # (scrubbed text), so pydicom's per-value validation is skipped on this hot path.
         new = DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
         new.private_creator = elem.private_creator
-        self._made = (new, elem.tag, elem.VR, value, elem.private_creator)
+        self._made = new
         return new
 
     # -- traversal -------------------------------------------------------------------------
@@ -240,40 +275,12 @@ class Walker:
             self._required = CONTENT_ITEM_VALUE.get(str(ds[VALUE_TYPE].value).strip())
         private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
         as_read = True  # every element added is raw or has a definite VR: the item can keep its encoding
-        memo = self.memo
-        if memo is not None:
-            encodings = encodings_of(ds)
-            scope = memo.token(("scope", self.file_token, prefix, tuple(encodings), top, self._required, private_keep))
-            # a DA moved with the TM of its item (modified dates) depends on that TM: never memoized
-            dates_paired = self.offset is not None
-        for tag, item in sorted([(int(tag), item) for tag, item in ds._dict.items()]):
-            if memo is None:
-                elem = ds[tag] if not self.fast else self._view(ds, tag, item)
-                new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
-            else:
-                vr = view_vr(item) if type(item) is RawDataElement else None
-                value = item.value if vr is not None else None
-                if vr is None or vr == "SQ" or (value is not None and len(value) > MAX_VALUE_BYTES) \
-                        or (vr == "DA" and dates_paired):
-                    elem = RawView(item, vr, ds, encodings) if vr is not None else ds[tag]
-                    new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
-                else:
-                    key = (scope, tag, vr, item.length, value, item.is_implicit_VR, item.is_little_endian)
-                    outcome = memo.outcomes.get(key)
-                    if outcome is None:
-                        new = self._memoized(key, RawView(item, vr, ds, encodings), item, tag, prefix, top, private_keep)
-                    else:
-                        kind, made, records = outcome
-                        self.audit.extend(records)
-                        if kind == KEEP_RAW:
-                            new = item
-                        elif kind == VALUE:
-                            new = DataElement(made[0], made[1], made[2], validation_mode=pydicom_config.IGNORE)
-                            new.private_creator = made[3]
-                        else:
-                            new = None
-            if new is None:
-                continue
+
+        def decide(elem: DataElement | RawView, tag: int) -> DataElement | RawDataElement | None:
+            return self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+
+        slots = self.element_bytes if top else None
+        for tag, new in self.visit(ds, ("scope", prefix, top, self._required, private_keep), decide, slots):
             if type(new) is RawDataElement:
                 out._dict[new.tag] = new  # what Dataset.__setitem__ does for a public raw element
             elif tag >> 16 & 1 or new.VR == "SQ":
@@ -290,24 +297,73 @@ class Walker:
         self._item, self._required = saved
         return out
 
+    def visit(
+        self, ds: Dataset, scope: tuple, decide: Callable[[DataElement | RawView, int], DataElement | RawDataElement | None],
+        slots: dict[int, dict] | None = None,
+    ) -> list[tuple[int, DataElement | RawDataElement]]:
+        """``(tag, output element)`` of the elements of ``ds`` in tag order, removed ones left out.
+
+        ``decide(element, tag)`` gives an element's output and appends its audit records; raw
+        elements are seen as :class:`RawView` s. A raw element whose outcome is in the memo for
+        this file and ``scope`` (what else ``decide`` depends on) is not decided again. ``slots``
+        receives, per tag of an output element from the memo, its outcome's encoded-bytes slot
+        (:func:`medflow.deid.encode.encode_file` keeps the element's bytes there).
+        """
+        out: list[tuple[int, DataElement | RawDataElement]] = []
+        pairs = sorted([(int(tag), item) for tag, item in ds._dict.items()])  # int tags: BaseTag compares slowly
+        memo = self.memo
+        if memo is None:
+            for tag, item in pairs:
+                new = decide(ds[tag] if not self.fast else self._view(ds, tag, item), tag)
+                if new is not None:
+                    out.append((tag, new))
+            return out
+        encodings = encodings_of(ds)
+        token = memo.token((self.file_token, tuple(encodings), *scope))
+        dates_paired = self.offset is not None  # a DA then moves with the TM of its item: never memoized
+        outcomes, audit = memo.outcomes, self.audit
+        for tag, item in pairs:
+            vr = view_vr(item) if type(item) is RawDataElement else None
+            value = item.value if vr is not None else None
+            if vr is None or vr == "SQ" or (value is not None and len(value) > MAX_VALUE_BYTES) \
+                    or (vr == "DA" and dates_paired):
+                new = decide(RawView(item, vr, ds, encodings) if vr is not None else ds[tag], tag)
+            else:
+                key = (token, tag, vr, item.length, value, item.is_implicit_VR, item.is_little_endian)
+                outcome = outcomes.get(key)
+                if outcome is None:
+                    new = self._memoized(key, RawView(item, vr, ds, encodings), item, tag, decide)
+                    outcome = outcomes.get(key)
+                else:
+                    kind, made, records, _ = outcome
+                    audit.extend(records)
+                    new = item if kind == KEEP_RAW else clone_element(made) if kind == VALUE else None
+                if slots is not None and new is not None and outcome is not None:
+                    slots[tag] = outcome[3]
+            if new is not None:
+                out.append((tag, new))
+        return out
+
     def _memoized(
-        self, key: tuple, elem: RawView, item: RawDataElement, tag: int, prefix: str, top: bool,
-        private_keep: frozenset[int],
+        self, key: tuple, elem: RawView, item: RawDataElement, tag: int,
+        decide: Callable[[DataElement | RawView, int], DataElement | RawDataElement | None],
     ) -> DataElement | RawDataElement | None:
-        """:meth:`element` of a raw element, its outcome stored in the memo when it is one of its kinds."""
+        """``decide`` of a raw element, its outcome stored in the memo when it is one of its kinds."""
         audit = self.audit
         before = len(audit)
         last = audit[-1] if before else None
         self._made = None
-        new = self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+        new = decide(elem, tag)
         if before and audit[before - 1] is not last:
             return new  # an earlier record was rewritten: not this element's outcome alone
+        # (kind, what to make the output from, audit records, encoded bytes of the output by writer state)
         if new is None:
-            outcome: tuple = (REMOVED, None, tuple(audit[before:]))
+            outcome: tuple = (REMOVED, None, tuple(audit[before:]), {})
         elif new is item:
-            outcome = (KEEP_RAW, None, tuple(audit[before:]))
-        elif self._made is not None and self._made[0] is new:
-            outcome = (VALUE, self._made[1:], tuple(audit[before:]))
+            outcome = (KEEP_RAW, None, tuple(audit[before:]), {})
+        elif self._made is new and type(new._value) is not MultiValue:
+            # a copy: ``new`` may change with its dataset
+            outcome = (VALUE, clone_element(new), tuple(audit[before:]), {})
         else:
             return new  # a converted copy (not canonical, private kept...): made again next time
         self.memo.store(key, outcome)  # type: ignore[union-attr]
@@ -317,6 +373,18 @@ class Walker:
         """The walker's element for ``item``: a :class:`RawView` of a raw element pydicom converts the default way."""
         vr = view_vr(item) if type(item) is RawDataElement else None  # type: ignore[arg-type]
         return RawView(item, vr, ds, encodings_of(ds)) if vr is not None else ds[tag]  # type: ignore[arg-type]
+
+    def meta_element(self, elem: DataElement | RawView, tag: int) -> DataElement | RawDataElement | None:
+        """The output of a File Meta Information element: sending systems removed, the SOP instance keyed."""
+        path = "file_meta." + (elem.keyword or tag_text(tag))
+        if tag in META_REMOVE:
+            self.record(elem, path, "medflow:file-meta", "remove")
+            return None
+        if tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
+            return self.uid(elem, path, self.table.by_tag.get(tag, "U"))
+        if tag & 0xFFFF != 0:
+            return self.keep_elem(elem)
+        return None  # the group length: recomputed by the writer
 
     def elements(self, ds: Dataset) -> list[tuple[int, DataElement | RawView]]:
         """``(tag, element)`` in tag order, as ``for elem in ds`` visits them; raw ones as views."""

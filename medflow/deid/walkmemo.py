@@ -7,6 +7,10 @@ element (removed, the raw element kept as read, or a new value) and the audit re
 rules, paths and keyed hashes, never values), without decoding, scrubbing, hashing or looking up
 the table again.
 
+An outcome also keeps the encoded bytes of its output element per writer state (transfer
+syntax, character sets...), filled by :func:`medflow.deid.encode.encode_file`, so the element is
+encoded once per series too.
+
 An outcome is a function of everything below, so each is part of the key:
 
 * the key and configuration: one :class:`WalkMemo` per (key, options, keep and replace rules,
