@@ -12,6 +12,7 @@ from typing import Literal
 from pydicom import Dataset
 
 from medflow.deid.errors import BurnedInTextError
+from medflow.deid.rawelem import value_of
 
 RISKY_MODALITIES = frozenset({"US", "SC", "OT"})
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -26,25 +27,20 @@ def burned_in_risk(ds: Dataset, trust_flag: bool = True) -> tuple[bool, str]:
     ``trust_flag`` (the sender states there is no burned-in text); absent, or distrusted,
     the modality and SOP class decide.
     """
-    flag = str(_value(ds, BURNED_IN_ANNOTATION) or "").strip().upper()
+    flag = str(value_of(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper()
     if flag == "YES":
         return True, "BurnedInAnnotation is YES"
     if flag == "NO" and trust_flag:
         return False, ""
-    modality = str(_value(ds, MODALITY) or "").strip().upper()
+    modality = str(value_of(ds, MODALITY, "") or "").strip().upper()
     if modality in RISKY_MODALITIES:
         return True, f"modality {modality} often carries burned-in text"
-    sop_class = str(_value(ds, SOP_CLASS_UID) or "")
+    sop_class = str(value_of(ds, SOP_CLASS_UID, "") or "")
     if sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
         return True, f"secondary capture SOP class {sop_class}"
     if sop_class.startswith(ENCAPSULATED_DOCUMENT_PREFIX):
         return True, f"encapsulated document SOP class {sop_class}"
     return False, ""
-
-
-def _value(ds: Dataset, tag: int) -> object:
-    """``ds.get(keyword, "")`` by tag (no keyword lookup): the element's value, ``""`` when absent."""
-    return ds[tag].value if tag in ds._dict else ""
 
 
 def apply_burned_in_policy(

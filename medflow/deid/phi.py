@@ -205,7 +205,10 @@ def _collect(
     With ``parts``, what each memoized element of ``ds`` holds is appended to it instead.
     """
     encodings: list[str] | None = None
-    for key, item in list(ds._dict.items()):
+    elements = ds._dict
+    # only the elements worth reading (a set intersection: no Python loop over the others)
+    relevant = [(key, elements[key]) for key in elements.keys() & _TAG_VR.keys()] if fast else list(elements.items())
+    for key, item in relevant:
         tag = int(key)
         vr = _TAG_VR.get(tag)
         if vr is None:

@@ -86,15 +86,15 @@ class DeidResult:
         """The audit records as JSON Lines (one object per line, keys sorted).
 
         The same text as ``json.dumps(record.as_dict(), sort_keys=True)`` per line
-        (:attr:`AuditRecord.json_line`).
+        (:meth:`AuditRecord.json_line`).
         """
-        return "".join([r.json_line for r in self.audit])
+        return "".join([r.__dict__.get("_json_line") or r.json_line() for r in self.audit])
 
 
 def _file_meta(meta: FileMetaDataset, run: Walker) -> FileMetaDataset:
-    out = FileMetaDataset()
+    out = new_dataset(FileMetaDataset)
     for _, elem in run.visit(meta, ("file-meta",), run.meta_element):
-        out.add(elem)
+        out._dict[elem.tag] = elem  # FileMetaDataset.add of a group 2 element (no sequence, not private)
     if None not in meta.original_encoding:  # raw elements are written as read (see Walker.dataset)
         out.set_original_encoding(*meta.original_encoding, meta.original_character_set)
     return out

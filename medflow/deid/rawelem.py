@@ -93,29 +93,29 @@ def conversion_state() -> tuple[object, ...]:
     )
 
 
-_DATASET_STATE: dict[bool, tuple[dict[str, object], tuple[str, ...]] | None] = {}
+_DATASET_STATE: dict[tuple[type, bool], tuple[dict[str, object], tuple[str, ...]] | None] = {}
 _PLAIN_TYPES = (type(None), bool, int, str, tuple)
 
 
-def new_dataset() -> Dataset:
-    """A new empty ``Dataset()``, made by copying the attributes a fresh one has.
+def new_dataset(cls: type[Dataset] = Dataset) -> Dataset:
+    """A new empty ``cls()`` (``Dataset`` or ``FileMetaDataset``), made by copying the attributes a fresh one has.
 
     pydicom's ``Dataset.__init__`` sets about fourteen attributes through
     ``Dataset.__setattr__`` (a Python method): some 15 microseconds per dataset, several per
-    file. The state of a fresh Dataset is copied instead (its dicts and lists copied too); if a
-    pydicom version gives it an attribute of another type, ``Dataset()`` is called as before.
+    file. The state of a fresh instance is copied instead (its dicts and lists copied too); if a
+    pydicom version gives it an attribute of another type, ``cls()`` is called as before.
     """
     future = bool(pydicom_config._use_future)
-    template = _DATASET_STATE.get(future, _MISSING)
+    template = _DATASET_STATE.get((cls, future), _MISSING)
     if template is _MISSING:
-        state = dict(Dataset().__dict__)
+        state = dict(cls().__dict__)
         mutable = tuple(k for k, v in state.items() if type(v) in (dict, list))
         plain = all(type(v) in _PLAIN_TYPES or k in mutable for k, v in state.items())
-        template = _DATASET_STATE[future] = (state, mutable) if plain else None
+        template = _DATASET_STATE[(cls, future)] = (state, mutable) if plain else None
     if template is None:
-        return Dataset()
+        return cls()
     state, mutable = template  # type: ignore[misc]
-    ds = object.__new__(Dataset)
+    ds = object.__new__(cls)
     attributes = ds.__dict__
     attributes.update(state)
     for name in mutable:
@@ -171,6 +171,23 @@ def encodings_of(ds: Dataset) -> list[str]:
     """The character sets pydicom decodes ``ds``'s text with (as in ``Dataset.__getitem__``)."""
     encodings = ds.original_character_set or ds._character_set
     return [encodings] if isinstance(encodings, str) else list(encodings)
+
+
+def value_of(ds: Dataset, tag: int, default: object = None) -> object:
+    """``ds[tag].value`` (``default`` when absent), a raw element decoded without converting it in ``ds``.
+
+    What ``ds.get(keyword, default)`` returns, as far as str() and iteration tell (a UID as str,
+    several values as a list): reading a few attributes before de-identification (filters,
+    burned-in policy) leaves the elements raw, so the walker's memo still applies to them.
+    """
+    item = ds._dict.get(tag)
+    if item is None:
+        return default
+    if type(item) is RawDataElement and fast_path_allowed():
+        vr = view_vr(item)
+        if vr is not None and vr != "SQ":
+            return RawView(item, vr, ds, encodings_of(ds)).value
+    return ds[tag].value
 
 
 class RawView:
@@ -341,4 +358,4 @@ class RawView:
         return copy.copy(self.converted())
 
 
-__all__ = ["RawView", "conversion_state", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "view_vr"]
+__all__ = ["RawView", "conversion_state", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]

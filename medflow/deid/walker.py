@@ -13,7 +13,6 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cached_property
 from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 
 from pydicom import Dataset, Sequence
@@ -22,6 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
+from pydicom.valuerep import PersonName
 
 from medflow.deid.actions import (
     BINARY_VRS,
@@ -43,6 +43,7 @@ from medflow.deid.rawelem import (
     fast_path_allowed,
     keyword_of,
     new_dataset,
+    value_of,
     view_vr,
 )
 from medflow.deid.table import compile_actions, load_safe_private
@@ -52,7 +53,15 @@ from medflow.deid.temporal import (
     shift_datetime_whole,
     shift_time,
 )
-from medflow.deid.walkmemo import KEEP_RAW, MAX_VALUE_BYTES, REMOVED, VALUE, walk_memo
+from medflow.deid.walkmemo import (
+    KEEP_RAW,
+    MAX_SEQUENCE_BYTES,
+    MAX_VALUE_BYTES,
+    REMOVED,
+    SEQUENCE,
+    VALUE,
+    walk_memo,
+)
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -93,13 +102,19 @@ class AuditRecord:
         return {"tag": self.tag, "keyword": self.keyword, "path": self.path, "action": self.action,
                 "applied": self.applied, "old_hash": self.old_hash}
 
-    @cached_property
     def json_line(self) -> str:
         """``json.dumps(self.as_dict(), sort_keys=True)`` and a newline (made once per record).
 
         Formatted with json's own string encoder, one call per field; records of memoized
-        outcomes (:mod:`medflow.deid.walkmemo`) are shared by the files of a series.
+        outcomes (:mod:`medflow.deid.walkmemo`) are shared by the files of a series, so the
+        line is kept in the record (outside its fields: equality and ``replace`` ignore it).
         """
+        line = self.__dict__.get("_json_line")
+        if line is None:
+            line = self.__dict__["_json_line"] = self._format_line()
+        return line
+
+    def _format_line(self) -> str:
         fields = (self.action, self.applied, self.keyword, self.path, self.tag)
         if type(self.old_hash) not in (str, type(None)) or any(type(f) is not str for f in fields):
             return json.dumps(self.as_dict(), sort_keys=True) + "\n"
@@ -143,6 +158,51 @@ def clone_element(elem: DataElement) -> DataElement:
     return new
 
 
+def _immutable(value: object) -> bool:
+    """Whether ``value`` (a DataElement's) can be shared by copies: None, str, bytes, a number or a name."""
+    return value is None or isinstance(value, str | bytes | int | float | PersonName)
+
+
+def _copyable(elem: DataElement) -> bool:
+    """Whether :func:`clone_sequence` copies the SQ element ``elem`` whole (every value immutable)."""
+    for item in elem._value:
+        for sub in item._dict.values():
+            if type(sub) is RawDataElement:
+                continue
+            if type(sub) is not DataElement:
+                return False
+            if sub.VR == "SQ":
+                if not _copyable(sub):
+                    return False
+            elif not _immutable(sub._value):
+                return False
+    return True
+
+
+def clone_sequence(elem: DataElement) -> DataElement:
+    """A copy of the SQ element ``elem`` (see :func:`_copyable`): new Sequence, new item datasets.
+
+    Each item gets the attributes of the original (its dicts and lists copied), raw elements are
+    shared (immutable tuples), other elements cloned with :func:`clone_element`, sequences copied
+    the same way: what the walker would build again from the same input, as pydicom objects.
+    """
+    new = clone_element(elem)
+    new._value = Sequence([_clone_item(item) for item in elem._value])
+    return new
+
+
+def _clone_item(ds: Dataset) -> Dataset:
+    new = _new_object(type(ds))
+    attributes = new.__dict__
+    for name, value in ds.__dict__.items():
+        attributes[name] = value.copy() if type(value) is dict or type(value) is list else value
+    elements = attributes["_dict"]
+    for tag, elem in elements.items():
+        if type(elem) is DataElement:
+            elements[tag] = clone_sequence(elem) if elem.VR == "SQ" else clone_element(elem)
+    return new
+
+
 def _is_well_known_uid(uid: str) -> bool:
     return uid in UID_dictionary or uid.startswith("1.2.840.10008.")
 
@@ -172,7 +232,7 @@ class Walker:
         self.replace = {tag_for_keyword(k): v for k, v in config.rules.replace.items()}
         self.retain_uids = "retain-uids" in self.options
         self.full_dates = "retain-longitudinal-full-dates" in self.options
-        self.patient_id = str(ds.get("PatientID", "") or "")
+        self.patient_id = str(value_of(ds, PATIENT_ID, "") or "")
         modified = "retain-longitudinal-modified-dates" in self.options
         self.offset = pseudo.date_offset(self.patient_id) if modified else None
         self.seconds = pseudo.time_of_day_offset(self.patient_id) if modified else 0
@@ -323,9 +383,12 @@ class Walker:
         dates_paired = self.offset is not None  # a DA then moves with the TM of its item: never memoized
         outcomes, audit = memo.outcomes, self.audit
         for tag, item in pairs:
-            vr = view_vr(item) if type(item) is RawDataElement else None
-            value = item.value if vr is not None else None
-            if vr is None or vr == "SQ" or (value is not None and len(value) > MAX_VALUE_BYTES) \
+            vr = value = None
+            if type(item) is RawDataElement:
+                vr, value = item.VR, item.value
+                if vr is None or value is None or vr == "UN" or len(vr) != 2:
+                    vr = view_vr(item)  # implicit VR, deferred or unknown: as a RawView sees it
+            if vr is None or (value is not None and len(value) > (MAX_SEQUENCE_BYTES if vr == "SQ" else MAX_VALUE_BYTES)) \
                     or (vr == "DA" and dates_paired):
                 new = decide(RawView(item, vr, ds, encodings) if vr is not None else ds[tag], tag)
             else:
@@ -337,7 +400,14 @@ class Walker:
                 else:
                     kind, made, records, _ = outcome
                     audit.extend(records)
-                    new = item if kind == KEEP_RAW else clone_element(made) if kind == VALUE else None
+                    if kind == KEEP_RAW:
+                        new = item
+                    elif kind == VALUE:
+                        new = clone_element(made)
+                    elif kind == SEQUENCE:
+                        new = clone_sequence(made)
+                    else:
+                        new = None
                 if slots is not None and new is not None and outcome is not None:
                     slots[tag] = outcome[3]
             if new is not None:
@@ -357,12 +427,16 @@ class Walker:
         if before and audit[before - 1] is not last:
             return new  # an earlier record was rewritten: not this element's outcome alone
         # (kind, what to make the output from, audit records, encoded bytes of the output by writer state)
+        # copies of ``new`` are kept: ``new`` may change with the dataset it goes into
         if new is None:
             outcome: tuple = (REMOVED, None, tuple(audit[before:]), {})
         elif new is item:
             outcome = (KEEP_RAW, None, tuple(audit[before:]), {})
-        elif self._made is new and type(new._value) is not MultiValue:
-            # a copy: ``new`` may change with its dataset
+        elif type(new) is DataElement and new.VR == "SQ":
+            if not _copyable(new):
+                return new
+            outcome = (SEQUENCE, clone_sequence(new), tuple(audit[before:]), {})
+        elif self._made is new and _immutable(new._value):
             outcome = (VALUE, clone_element(new), tuple(audit[before:]), {})
         else:
             return new  # a converted copy (not canonical, private kept...): made again next time

@@ -23,8 +23,9 @@ An outcome is a function of everything below, so each is part of the key:
 * the element: tag, VR as resolved, length, value bytes, VR encoding and endianness.
 
 Elements whose outcome reads another element are never memoized (a DA moved with the TM of its
-item under retain-longitudinal-modified-dates), nor sequences, values longer than
-:data:`MAX_VALUE_BYTES`, or outcomes other than the three kinds above. Tokens come from a counter
+item under retain-longitudinal-modified-dates; a sequence holds its items, so its outcome is a
+function of its bytes), nor values longer than :data:`MAX_VALUE_BYTES` (sequences:
+:data:`MAX_SEQUENCE_BYTES`), or outcomes other than the four kinds above. Tokens come from a counter
 that never repeats, and everything is forgotten at once when a table is full, so a token can never
 name another context. The memo lives in process memory only (never in the cache, never written).
 """
@@ -33,10 +34,12 @@ from __future__ import annotations
 
 from itertools import count
 
-#: Outcome kinds: the element is removed, kept as the raw element read, or given a new value.
-REMOVED, KEEP_RAW, VALUE = 0, 1, 2
+#: Outcome kinds: the element is removed, kept as the raw element read, given a new value, or a
+#: sequence whose items were walked (its output copied whole, see walker.clone_sequence).
+REMOVED, KEEP_RAW, VALUE, SEQUENCE = 0, 1, 2, 3
 #: Longer values are not memoized (pixel data, large private blobs: rarely repeated, costly to keep).
 MAX_VALUE_BYTES = 1024
+MAX_SEQUENCE_BYTES = 65536
 MAX_OUTCOMES = 65536
 MAX_TOKENS = 16384
 MAX_MEMOS = 4
@@ -91,4 +94,4 @@ def forget_all() -> None:
     _MEMOS.clear()
 
 
-__all__ = ["KEEP_RAW", "MAX_VALUE_BYTES", "REMOVED", "VALUE", "WalkMemo", "forget_all", "walk_memo"]
+__all__ = ["KEEP_RAW", "MAX_SEQUENCE_BYTES", "MAX_VALUE_BYTES", "REMOVED", "SEQUENCE", "VALUE", "WalkMemo", "forget_all", "walk_memo"]

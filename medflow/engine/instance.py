@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from medflow.deid.rawelem import value_of
 from medflow.errors import FilteredItem, InputError
 from medflow.sample import Sample
 from medflow.sources.filters import description_selected, modality_selected
 
+MODALITY, SERIES_DESCRIPTION, IMAGE_TYPE, SOP_CLASS_UID = 0x00080060, 0x0008103E, 0x00080008, 0x00080016
 #: The array of a Sample read without pixels: empty, so no step or writer can mistake it for an image.
 NO_PIXELS = np.zeros((0, 0), dtype=np.uint8)
 
@@ -49,10 +51,10 @@ def read_instance(path: Path, item_id: str, source_filter: dict[str, Any] | None
     reason = filtered_out(ds, source_filter or {})
     if reason is not None:
         raise FilteredItem(item_id, reason)
-    modality = str(ds.get("Modality", "") or "")
+    modality = str(value_of(ds, MODALITY, "") or "")
     meta = {
         "modality": modality,
-        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_class_uid": str(value_of(ds, SOP_CLASS_UID)),
         "pixels": "not read (the recipe's steps and writers do not use pixels)",
     }
     return Sample(item_id, NO_PIXELS, "yx", meta=meta, source_files=(str(path),), originals=(ds,))
@@ -64,14 +66,15 @@ def filtered_out(ds: Any, source_filter: dict[str, Any]) -> str | None:
     Localizers are left out only when the recipe says so explicitly (``exclude_localizers:
     true``): a chain that writes instances back accounts for every object it was given.
     """
-    modality = str(ds.get("Modality", "") or "")
+    # values read without converting the elements in ds (the de-identification memo reads them raw)
+    modality = str(value_of(ds, MODALITY, "") or "")
     if not modality_selected(modality, source_filter.get("modality")):
         return f"modality {modality or '(none)'} not selected by the filter"
-    description = str(ds.get("SeriesDescription", "") or "")
+    description = str(value_of(ds, SERIES_DESCRIPTION, "") or "")
     if not description_selected(description, source_filter.get("series_description")):
         return "series description not selected by the filter"
     if source_filter.get("exclude_localizers_explicit"):
-        image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+        image_type = [str(v).upper() for v in (value_of(ds, IMAGE_TYPE) or [])]
         if "LOCALIZER" in image_type:
             return "localizer (filter.exclude_localizers)"
     return None
