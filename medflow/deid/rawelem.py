@@ -190,6 +190,43 @@ def value_of(ds: Dataset, tag: int, default: object = None) -> object:
     return ds[tag].value
 
 
+PIXEL_REPRESENTATION = 0x00280103
+_CONVERTED: dict[tuple, DataElement] = {}
+
+
+def convert_in_place(ds: Dataset, tag: int) -> None:
+    """Do what ``ds[tag]`` does to a raw element: store pydicom's DataElement of it in ``ds``.
+
+    For a raw element of an explicit, public, unambiguous VR holding an immutable value, the
+    DataElement is a copy of the one pydicom made for the same bytes before (per process, with
+    pydicom's default conversion): ``Dataset.add`` of a sequence converts (0028,0103) Pixel
+    Representation this way in every de-identified file.
+    """
+    item = ds._dict.get(tag)
+    if type(item) is not RawDataElement:
+        return
+    vr = item.VR
+    if (vr is None or len(vr) != 2 or vr in ("UN", "SQ") or tag >> 16 & 1 or tag == 0x00080005
+            or (item.value is None and item.length) or not fast_path_allowed()):
+        ds[tag]  # noqa: B018 - pydicom converts it in place
+        return
+    encoding = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
+    key = (tag, vr, item.length, item.value, item.is_little_endian, item.is_implicit_VR,
+           encoding if isinstance(encoding, str) else tuple(encoding), conversion_state())
+    made = _CONVERTED.get(key)
+    if made is None:
+        elem = ds[tag]
+        value = elem.value
+        if type(elem) is DataElement and elem.VR == vr and (value is None or isinstance(value, str | bytes | int | float)):
+            if len(_CONVERTED) >= 1024:
+                _CONVERTED.clear()
+            made = _CONVERTED[key] = copy.copy(elem)
+        return
+    elem = copy.copy(made)
+    elem.file_tell = item.value_tell
+    ds._dict[item.tag] = elem  # Dataset.__setitem__ of a public element that is no sequence or pixel data
+
+
 class RawView:
     """One raw element seen by the walker: tag, VR, keyword, and its value decoded on demand.
 
@@ -358,4 +395,4 @@ class RawView:
         return copy.copy(self.converted())
 
 
-__all__ = ["RawView", "conversion_state", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]
+__all__ = ["PIXEL_REPRESENTATION", "RawView", "conversion_state", "convert_in_place", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]

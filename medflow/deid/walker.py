@@ -37,8 +37,10 @@ from medflow.deid.config import DeidConfig
 from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
 from medflow.deid.rawelem import (
+    PIXEL_REPRESENTATION,
     RawView,
     conversion_state,
+    convert_in_place,
     encodings_of,
     fast_path_allowed,
     keyword_of,
@@ -344,6 +346,8 @@ class Walker:
             if type(new) is RawDataElement:
                 out._dict[new.tag] = new  # what Dataset.__setitem__ does for a public raw element
             elif tag >> 16 & 1 or new.VR == "SQ":
+                if new.VR == "SQ":  # Dataset.__setitem__ reads (0028,0103) of ``out`` for its items
+                    convert_in_place(out, PIXEL_REPRESENTATION)
                 out.add(new)  # private creator and sequence bookkeeping
             else:
                 if " or " in new.VR:
