@@ -46,7 +46,7 @@ from medflow.deid.burned_in import burned_in_risk
 from medflow.deid.config import DeidConfig
 from medflow.deid.pixels import is_native, mask_native_pixels
 from medflow.deid.pseudonyms import pseudonymizer
-from medflow.deid.rawelem import PIXEL_REPRESENTATION, convert_in_place, new_dataset
+from medflow.deid.rawelem import add_sequence, new_dataset
 from medflow.deid.table import edition, load_cid7050
 from medflow.deid.walker import PIXEL_DATA, AuditRecord, Walker, clone_element
 
@@ -176,8 +176,12 @@ def _stamp(out: Dataset, run: Walker, masked: bool) -> None:
     _put(out, PATIENT_IDENTITY_REMOVED, "YES")
     _put(out, DEIDENTIFICATION_METHOD,
          [f"medflow {medflow.__version__}", f"PS3.15 E.1-1 {edition()} Basic Profile", *claimed])
-    convert_in_place(out, PIXEL_REPRESENTATION)  # as Dataset.__setitem__ of the sequence below would
-    _put(out, DEIDENTIFICATION_METHOD_CODE_SEQUENCE, Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]]))
+    codes_sequence = Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]])
+    if DEIDENTIFICATION_METHOD_CODE_SEQUENCE in out._dict:
+        _put(out, DEIDENTIFICATION_METHOD_CODE_SEQUENCE, codes_sequence)
+    else:  # _put of a new sequence element: Dataset.add's bookkeeping, without its slow attribute checks
+        add_sequence(out, DataElement(DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ", codes_sequence,
+                                      validation_mode=pydicom_config.IGNORE))
     if run.full_dates:
         temporal = "UNMODIFIED"
     elif run.offset is not None:

@@ -35,6 +35,7 @@ from pydicom import hooks as pydicom_hooks
 from pydicom.datadict import DicomDictionary, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: VRs whose value pydicom decodes with the default encoding (PS3.5 6.1.2.2: default repertoire).
@@ -227,6 +228,43 @@ def convert_in_place(ds: Dataset, tag: int) -> None:
     ds._dict[item.tag] = elem  # Dataset.__setitem__ of a public element that is no sequence or pixel data
 
 
+_PYDICOM_30 = __import__("pydicom").__version__.startswith("3.0.")
+
+
+def add_sequence(ds: Dataset, elem: DataElement) -> None:
+    """``ds.add(elem)`` for a public sequence element holding a Sequence (pydicom 3.0's ``__setitem__``).
+
+    The same dataset state: the element stored under its tag, then ``_set_pixel_representation``:
+    ``ds`` and each item get ``_pixel_rep`` from (0028,0103) or from ``ds``, as there, without
+    pydicom's ``hasattr`` on a Dataset (a keyword lookup and an AttributeError when absent).
+    Other pydicom versions, private tags and other values go through ``ds.add``.
+    """
+    value = elem.value
+    tag = elem.tag
+    if not _PYDICOM_30 or type(value) is not Sequence or tag >> 16 & 1 or elem.VR != "SQ":
+        ds.add(elem)
+        return
+    ds._dict[tag] = elem
+    convert_in_place(ds, PIXEL_REPRESENTATION)
+    own = ds.__dict__
+    pr = None
+    if PIXEL_REPRESENTATION in ds._dict:
+        pr = ds._dict[PIXEL_REPRESENTATION].value
+    elif "_pixel_rep" in own:
+        pr = own["_pixel_rep"]
+    if pr is not None:
+        ds._pixel_rep = int(b"\x01" in pr) if isinstance(pr, bytes) else pr
+    for item in value:
+        if PIXEL_REPRESENTATION in item._dict:
+            pr = item._dict[PIXEL_REPRESENTATION].value
+            if pr is not None:
+                item._pixel_rep = int(b"\x01" in pr) if isinstance(pr, bytes) else pr
+            elif "_pixel_rep" in own:
+                item._pixel_rep = own["_pixel_rep"]
+        elif "_pixel_rep" in own:
+            item._pixel_rep = own["_pixel_rep"]
+
+
 class RawView:
     """One raw element seen by the walker: tag, VR, keyword, and its value decoded on demand.
 
@@ -395,4 +433,4 @@ class RawView:
         return copy.copy(self.converted())
 
 
-__all__ = ["PIXEL_REPRESENTATION", "RawView", "conversion_state", "convert_in_place", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]
+__all__ = ["PIXEL_REPRESENTATION", "RawView", "add_sequence", "conversion_state", "convert_in_place", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]

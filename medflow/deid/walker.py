@@ -39,6 +39,7 @@ from medflow.deid.pseudonyms import Pseudonymizer
 from medflow.deid.rawelem import (
     PIXEL_REPRESENTATION,
     RawView,
+    add_sequence,
     conversion_state,
     convert_in_place,
     encodings_of,
@@ -345,10 +346,12 @@ class Walker:
         for tag, new in self.visit(ds, ("scope", prefix, top, self._required, private_keep), decide, slots):
             if type(new) is RawDataElement:
                 out._dict[new.tag] = new  # what Dataset.__setitem__ does for a public raw element
-            elif tag >> 16 & 1 or new.VR == "SQ":
+            elif tag >> 16 & 1:
                 if new.VR == "SQ":  # Dataset.__setitem__ reads (0028,0103) of ``out`` for its items
                     convert_in_place(out, PIXEL_REPRESENTATION)
                 out.add(new)  # private creator and sequence bookkeeping
+            elif new.VR == "SQ":
+                add_sequence(out, new)  # Dataset.add's bookkeeping: the items' pixel representation
             else:
                 if " or " in new.VR:
                     as_read = False
