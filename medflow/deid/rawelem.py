@@ -32,6 +32,7 @@ from struct import unpack
 
 from pydicom import config as pydicom_config
 from pydicom import hooks as pydicom_hooks
+from pydicom.charset import default_encoding
 from pydicom.datadict import DicomDictionary, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
@@ -201,17 +202,21 @@ def convert_in_place(ds: Dataset, tag: int) -> None:
     For a raw element of an explicit, public, unambiguous VR holding an immutable value, the
     DataElement is a copy of the one pydicom made for the same bytes before (per process, with
     pydicom's default conversion): ``Dataset.add`` of a sequence converts (0028,0103) Pixel
-    Representation this way in every de-identified file.
+    Representation this way in every de-identified file, reading a file converts its transfer
+    syntax and character set. Other elements (pixel data, values over 1 KiB...) are converted by
+    pydicom, as ``ds[tag]`` does.
     """
     item = ds._dict.get(tag)
     if type(item) is not RawDataElement:
         return
-    vr = item.VR
-    if (vr is None or len(vr) != 2 or vr in ("UN", "SQ") or tag >> 16 & 1 or tag == 0x00080005
-            or (item.value is None and item.length) or not fast_path_allowed()):
+    vr, value = item.VR, item.value
+    if (vr is None or len(vr) != 2 or vr in ("UN", "SQ") or tag >> 16 & 1 or tag >> 16 == 0x7FE0
+            or (value is None and item.length) or (value is not None and len(value) > 1024)
+            or not fast_path_allowed()):
         ds[tag]  # noqa: B018 - pydicom converts it in place
         return
-    encoding = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
+    # as Dataset.__getitem__: (0008,0005) itself is read in the default repertoire
+    encoding = default_encoding if tag == 0x00080005 else (ds.original_character_set or ds._character_set)
     key = (tag, vr, item.length, item.value, item.is_little_endian, item.is_implicit_VR,
            encoding if isinstance(encoding, str) else tuple(encoding), conversion_state())
     made = _CONVERTED.get(key)
@@ -224,7 +229,7 @@ def convert_in_place(ds: Dataset, tag: int) -> None:
             made = _CONVERTED[key] = copy.copy(elem)
         return
     elem = copy.copy(made)
-    elem.file_tell = item.value_tell
+    elem.tag, elem.file_tell = item.tag, item.value_tell  # what converting this raw element sets
     ds._dict[item.tag] = elem  # Dataset.__setitem__ of a public element that is no sequence or pixel data
 
 

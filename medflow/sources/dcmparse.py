@@ -30,15 +30,21 @@ from struct import Struct
 import pydicom
 from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.config import logger
 from pydicom.datadict import _dictionary_vr_fast
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.fileutil import read_undefined_length_value
 from pydicom.tag import BaseTag, SequenceDelimiterTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.valuerep import VR as VR_
 
-_SUPPORTED = pydicom.__version__.startswith("3.0.")
+from medflow.deid.rawelem import convert_in_place
+
+#: The pydicom this module mirrors (its RawDataElement made directly from its fields).
+_SUPPORTED = pydicom.__version__.startswith("3.0.") and RawDataElement._fields == (
+    "tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian", "is_raw", "is_buffered"
+) and RawDataElement._field_defaults == {"is_raw": True, "is_buffered": False}
 _EXPLICIT = Struct("<HH2sH").unpack_from
 _IMPLICIT = Struct("<HHL").unpack_from
 _LONG_LENGTH = Struct("<L").unpack_from
@@ -47,7 +53,10 @@ _VRS = {vr.encode(default_encoding): vr.encode(default_encoding).decode(default_
         for vr in pydicom.valuerep.VR}
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _UNDEFINED = 0xFFFFFFFF
+_TAGS: dict[int, BaseTag] = {}
+_new_tuple = tuple.__new__
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_TRANSFER_SYNTAX = 0x00020010
 
 
 class _Declined(Exception):
@@ -74,10 +83,13 @@ def _read(data: bytes) -> FileDataset:
     # read_partial(fileobj, stop_when=None, defer_size=None, force=False, specific_tags=None)
     fileobj = io.BytesIO(data)
     preamble = read_preamble(fileobj, False)
-    file_meta = _read_file_meta_info(fileobj)
-    start = fileobj.tell()
+    file_meta, start = _file_meta(data, fileobj)
+    if file_meta is None:
+        file_meta = _read_file_meta_info(fileobj)
+        start = fileobj.tell()
     if len(data) - start < 8 or data[start] == 0 and data[start + 1] == 0:
         raise _Declined  # no data set, or command set elements (group 0000) first
+    convert_in_place(file_meta, _TRANSFER_SYNTAX)  # what file_meta.get converts, from a memo
     transfer_syntax = file_meta.get("TransferSyntaxUID")
     uid = pydicom.uid
     if transfer_syntax is None:
@@ -95,22 +107,59 @@ def _read(data: bytes) -> FileDataset:
     vr_bytes = data[start + 4 : start + 6]
     if (not (0x40 < vr_bytes[0] < 0x5B and 0x40 < vr_bytes[1] < 0x5B)) != implicit:
         raise _Declined
-    elements = _elements(data, start, implicit, fileobj)
-    dataset = Dataset(elements, parent_encoding=default_encoding)
-    encoding: str | list[str]
-    if _SPECIFIC_CHARACTER_SET in elements:
-        char_set = convert_raw_data_element(elements[BaseTag(_SPECIFIC_CHARACTER_SET)]).value
-        encoding = convert_encodings(char_set)
-    else:
-        encoding = default_encoding
-    dataset.set_original_encoding(implicit, True, encoding)
-    ds = FileDataset(fileobj, dataset, preamble, file_meta, implicit, True)
-    ds.set_original_encoding(implicit, True, dataset._character_set)
+    elements, _ = _elements(data, start, implicit, fileobj)
+    if _SPECIFIC_CHARACTER_SET in elements:  # read_dataset's encoding (its warnings included)
+        convert_encodings(convert_raw_data_element(elements[BaseTag(_SPECIFIC_CHARACTER_SET)]).value)
+    # FileDataset(fileobj, read_dataset's Dataset, ...): the same elements dict, the same
+    # parent encoding, so that Dataset's character set is the FileDataset's (it is dropped)
+    ds = FileDataset(fileobj, elements, preamble, file_meta, implicit, True)
+    convert_in_place(ds, _SPECIFIC_CHARACTER_SET)  # what reading the character set converts, from a memo
+    ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
 
 
-def _elements(data: bytes, pos: int, implicit: bool, fileobj: io.BytesIO) -> dict[BaseTag, RawDataElement | DataElement]:
-    """``{e.tag: e for e in data_element_generator(...)}`` from ``pos`` to the end of ``data``."""
+def _file_meta(data: bytes, fileobj: io.BytesIO) -> tuple[FileMetaDataset | None, int]:
+    """``filereader._read_file_meta_info`` of the group 2 elements after the preamble, and where they end.
+
+    ``(None, 132)`` when they do not start with an explicit VR group 2 element (no or odd file
+    meta: pydicom's function reads them).
+    """
+    start = 132
+    if len(data) < start + 8 or data[start : start + 2] != b"\x02\x00" or data[start + 4 : start + 6] not in _VRS:
+        return None, start
+    # read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_not_group_0002)
+    elements, end = _elements(data, start, False, fileobj, stop_after_group=2)
+    fileobj.seek(end)
+    # FileMetaDataset(read_dataset's Dataset of these elements): the same elements dict (that
+    # Dataset, its encoding set, is dropped)
+    file_meta = FileMetaDataset(elements)
+    file_meta.set_original_encoding(is_implicit_vr=False, is_little_endian=True, character_encoding=default_encoding)
+    if not file_meta._dict:
+        return file_meta, end
+    first = min(file_meta._dict, key=int)  # list(file_meta.elements())[0].tag: the smallest tag
+    convert_in_place(file_meta, first)  # as pydicom tests the first element (converts it)
+    file_meta[first]  # noqa: B018
+    if "FileMetaInformationGroupLength" in file_meta:
+        convert_in_place(file_meta, 0x00020000)
+        actual_len = end - (start + 12)
+        elem_len = file_meta.FileMetaInformationGroupLength
+        if elem_len != actual_len:
+            logger.info(
+                "_read_file_meta_info: (0002,0000) 'File Meta Information "
+                "Group Length' value doesn't match the actual File Meta "
+                f"Information length ({elem_len} vs {actual_len} bytes)"
+            )
+    return file_meta, end
+
+
+def _elements(
+    data: bytes, pos: int, implicit: bool, fileobj: io.BytesIO, stop_after_group: int | None = None,
+) -> tuple[dict[BaseTag, RawDataElement | DataElement], int]:
+    """``{e.tag: e for e in data_element_generator(...)}`` from ``pos``, and where it stopped.
+
+    To the end of ``data``, or (``stop_after_group``) before the first element of another group,
+    as pydicom's ``stop_when`` rewinds to it.
+    """
     from pydicom.filereader import read_sequence
     from pydicom.values import convert_string
 
@@ -121,21 +170,26 @@ def _elements(data: bytes, pos: int, implicit: bool, fileobj: io.BytesIO) -> dic
     while pos < end:
         if end - pos < 8:
             raise _Declined  # pydicom stops silently on a truncated header: let it
+        if stop_after_group is not None and data[pos] | data[pos + 1] << 8 != stop_after_group:
+            if not implicit and vrs.get(data[pos + 4 : pos + 6]) in long_vrs and end - pos < 12:
+                raise _Declined  # pydicom fails reading the long length it would then rewind
+            break  # pydicom's stop_when: rewound to this element's start
         if implicit:
             group, elem, length = _IMPLICIT(data, pos)
             vr = None
-            pos += 8
+            header = 8
         else:
             group, elem, raw_vr, length = _EXPLICIT(data, pos)
             vr = vrs.get(raw_vr)
             if vr is None:
                 raise _Declined  # implicit VR switch or an unknown VR: pydicom guesses
-            pos += 8
+            header = 8
             if vr in long_vrs:
-                if end - pos < 4:
+                if end - pos < 12:
                     raise _Declined
-                length = _LONG_LENGTH(data, pos)[0]
-                pos += 4
+                length = _LONG_LENGTH(data, pos + 8)[0]
+                header = 12
+        pos += header
         tag = group << 16 | elem
         if tag == 0xFFFEE00D:
             raise _Declined  # an item delimitation tag ends pydicom's loop
@@ -164,10 +218,16 @@ def _elements(data: bytes, pos: int, implicit: bool, fileobj: io.BytesIO) -> dic
                 continue
             value = read_undefined_length_value(fileobj, True, SequenceDelimiterTag, None)
             pos = fileobj.tell()
-        key = BaseTag(tag)  # one object for the key and the element's tag, as {e.tag: e for e in ...}
-        elements[key] = RawDataElement(key, vr, length, value, value_tell, implicit, True)
-    fileobj.seek(end)
-    return elements
+        key = _TAGS.get(tag)  # one object for the key and the element's tag, as {e.tag: e for e in ...}
+        if key is None:
+            key = BaseTag(tag)
+            if len(_TAGS) < 65536:  # BaseTag is an int: the same immutable object serves every file
+                _TAGS[tag] = key
+        # RawDataElement(key, vr, length, value, value_tell, implicit, True): the namedtuple's fields
+        elements[key] = _new_tuple(RawDataElement, (key, vr, length, value, value_tell, implicit, True, True, False))
+    else:
+        fileobj.seek(end)
+    return elements, pos
 
 
 __all__ = ["read_file_bytes"]
