@@ -12,10 +12,12 @@ from typing import Literal
 from pydicom import Dataset
 
 from medflow.deid.errors import BurnedInTextError
+from medflow.deid.rawelem import value_of
 
 RISKY_MODALITIES = frozenset({"US", "SC", "OT"})
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 ENCAPSULATED_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104"
+BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID = 0x00280301, 0x00080060, 0x00080016
 
 
 def burned_in_risk(ds: Dataset, trust_flag: bool = True) -> tuple[bool, str]:
@@ -25,15 +27,15 @@ def burned_in_risk(ds: Dataset, trust_flag: bool = True) -> tuple[bool, str]:
     ``trust_flag`` (the sender states there is no burned-in text); absent, or distrusted,
     the modality and SOP class decide.
     """
-    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    flag = str(value_of(ds, BURNED_IN_ANNOTATION, "") or "").strip().upper()
     if flag == "YES":
         return True, "BurnedInAnnotation is YES"
     if flag == "NO" and trust_flag:
         return False, ""
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = str(value_of(ds, MODALITY, "") or "").strip().upper()
     if modality in RISKY_MODALITIES:
         return True, f"modality {modality} often carries burned-in text"
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_class = str(value_of(ds, SOP_CLASS_UID, "") or "")
     if sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
         return True, f"secondary capture SOP class {sop_class}"
     if sop_class.startswith(ENCAPSULATED_DOCUMENT_PREFIX):

@@ -45,6 +45,8 @@ from pydicom.tag import _LUT_DESCRIPTOR_TAGS
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
+from medflow.deid.rawelem import conversion_state, fast_path_allowed
+
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)  # PS3.5 Table 7.1-1: 32-bit length field
@@ -112,20 +114,41 @@ class _Writer:
         return prefix + self.us(length)
 
     # -- datasets --------------------------------------------------------------------------
-    def dataset(self, ds: Dataset, parent_encoding: str | list[str], top: bool = False) -> bytearray:
+    def dataset(
+        self, ds: Dataset, parent_encoding: str | list[str], top: bool = False, cached: dict[int, dict] | None = None,
+    ) -> bytearray:
         """``write_dataset(fp, ds, parent_encoding)``'s bytes."""
         # pydicom converts every raw element (and resolves ambiguous VRs) of a dataset whose
         # original encoding or character set differs from what it writes (filewriter.write_dataset)
         convert = ds.original_encoding != self.encoding or ds.original_character_set != _character_set(ds)
         elements = sorted([(int(tag), elem) for tag, elem in ds._dict.items()])
-        return self.elements(elements, ds, parent_encoding, convert, top)
+        return self.elements(elements, ds, parent_encoding, convert, top, cached)
 
     def elements(
         self, elements: list[tuple[int, object]], ds: Dataset, parent_encoding: str | list[str],
-        convert: bool, top: bool,
+        convert: bool, top: bool, cached: dict[int, dict] | None = None, encodings: list[str] | None = None,
     ) -> bytearray:
+        """The encoded elements; ``cached``: tag -> a slot keeping that element's bytes by writer state.
+
+        ``encodings``: the character sets of ``ds`` when the caller has them (else found when needed).
+        """
         out = bytearray()
-        encodings: list[str] | None = None
+        if cached:
+            # an element's bytes depend on it and on this state only (the character sets are
+            # those the loop below finds for a DataElement: computed here, the same value)
+            encodings = self._encodings(ds, parent_encoding)
+            state = (self.implicit, self.little, self.compressed, convert, top, tuple(encodings))
+            for tag, elem in elements:
+                slot = cached.get(tag)
+                if slot is None:
+                    out += self.elements([(tag, elem)], ds, parent_encoding, convert, top, None, encodings)
+                    continue
+                data = slot.get(state)
+                if data is None:
+                    data = bytes(self.elements([(tag, elem)], ds, parent_encoding, convert, top, None, encodings))
+                    slot[state] = data
+                out += data
+            return out
         for tag, elem in elements:
             if not tag & 0xFFFF and tag >> 16 > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)
@@ -306,6 +329,18 @@ class _Writer:
         return fp.getvalue()
 
 
+_WRITERS: dict[tuple[bool, bool, bool], _Writer] = {}
+
+
+def _writer(implicit: bool, little: bool, compressed: bool) -> _Writer:
+    """The writer of one encoding (made once: its structs and header cache are kept)."""
+    writer = _WRITERS.get((implicit, little, compressed))
+    if writer is None:
+        writer = _WRITERS[(implicit, little, compressed)] = _Writer(implicit, little)
+        writer.compressed = compressed
+    return writer
+
+
 def _converted_value(ds: Dataset, tag: int) -> object:
     """``ds[tag].value`` without converting the element inside ``ds`` (None if absent)."""
     elem = ds._dict.get(tag)
@@ -316,8 +351,39 @@ def _converted_value(ds: Dataset, tag: int) -> object:
             raise NotEncodable("deferred value")
         # as Dataset.__getitem__ converts it: (0008,0005) itself in the default repertoire
         encoding = "iso8859" if tag == _SPECIFIC_CHARACTER_SET else (ds.original_character_set or _character_set(ds))
-        elem = convert_raw_data_element(elem, encoding=encoding, ds=ds)
+        vr = elem.VR
+        if not _memo_allowed or vr is None or len(vr) != 2 or vr == "UN" or tag >> 16 & 1:
+            return convert_raw_data_element(elem, encoding=encoding, ds=ds).value
+        # an explicit public VR: the value depends on the element and the encoding only
+        key = (tag, vr, elem.length, elem.value, elem.is_little_endian, elem.is_implicit_VR,
+               encoding if isinstance(encoding, str) else tuple(encoding))
+        value = _VALUES.get(key, _MISSING)
+        if value is _MISSING:
+            value = convert_raw_data_element(elem, encoding=encoding, ds=ds).value
+            if type(value) in _IMMUTABLE:
+                if len(_VALUES) >= 4096:
+                    _VALUES.clear()
+                _VALUES[key] = value
+        return value
     return elem.value
+
+
+#: Values of raw elements converted by pydicom (see _converted_value), while the conversion
+#: settings are those of :data:`_values_state` (checked per file by encode_file).
+_VALUES: dict[tuple, object] = {}
+_IMMUTABLE = frozenset({str, UID, bytes, int, float, type(None)})
+_MISSING = object()
+_memo_allowed = False
+_values_state: list[tuple[object, ...]] = []
+
+
+def _check_values_state() -> None:
+    global _memo_allowed
+    _memo_allowed = fast_path_allowed()
+    state = conversion_state()
+    if _values_state != [state]:
+        _VALUES.clear()
+        _values_state[:] = [state]
 
 
 def _character_set(ds: Dataset) -> str | list[str]:
@@ -361,29 +427,34 @@ def _file_meta(ds: Dataset) -> tuple[bytes, UID]:
         if _empty(elements[tag]):
             raise NotEncodable("a Type 1 file meta element is empty")
     elements.pop(0x00020000, None)  # (0002,0000) is computed below
-    writer = _Writer(False, True)  # PS3.10 7.1: explicit VR little endian
+    writer = _writer(False, True, False)  # PS3.10 7.1: explicit VR little endian
     convert = meta.original_encoding != writer.encoding or meta.original_character_set != _character_set(meta)
     body = writer.elements(sorted((int(t), e) for t, e in elements.items()), meta, "iso8859", convert, False)
     length = writer.header(0x00020000, "UL", 4, False) + pack("<L", len(body))
     return length + bytes(body), transfer_syntax
 
 
-def encode_file(ds: Dataset) -> bytes:
+def encode_file(ds: Dataset, element_bytes: dict[int, dict] | None = None) -> bytes:
     """The bytes ``ds.save_as(buffer, enforce_file_format=True)`` writes, without changing ``ds``.
+
+    ``element_bytes`` (:attr:`medflow.deid.profile.DeidResult.element_bytes` of ``ds``): per
+    top-level tag, a slot where the bytes of that element are kept by writer state and taken
+    again for the next file whose element comes from the same memoized outcome.
 
     Raises:
         NotEncodable: the dataset needs pydicom's writer (see the module docstring); nothing
             is written and ``ds`` is unchanged.
     """
+    _check_values_state()
     try:
-        return _encode(ds)
+        return _encode(ds, element_bytes)
     except NotEncodable:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, pydicom's writer decides
         raise NotEncodable(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _encode(ds: Dataset) -> bytes:
+def _encode(ds: Dataset, element_bytes: dict[int, dict] | None = None) -> bytes:
     if any(tag >> 16 in (0, 2) for tag in ds._dict):
         raise NotEncodable("command or file meta elements in the data set")
     preamble = getattr(ds, "preamble", None) or b"\x00" * 128
@@ -397,9 +468,8 @@ def _encode(ds: Dataset) -> bytes:
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     if implicit and not little:
         raise NotEncodable("implicit VR big endian")
-    writer = _Writer(implicit, little)
-    writer.compressed = transfer_syntax.is_compressed
-    body = writer.dataset(ds, "iso8859", top=True)
+    writer = _writer(implicit, little, transfer_syntax.is_compressed)
+    body = writer.dataset(ds, "iso8859", top=True, cached=element_bytes)
     return b"".join((preamble, b"DICM", meta, body))
 
 

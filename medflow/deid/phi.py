@@ -42,7 +42,7 @@ from pydicom.datadict import DicomDictionary, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
-from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, view_vr
+from medflow.deid.rawelem import RawView, conversion_state, encodings_of, fast_path_allowed, view_vr
 
 #: Attribute keyword -> identity category (rule ``identity:<category>``). PN values not listed
 #: here are ``person-name``; DA values other than the birth date are ``date``.
@@ -125,8 +125,26 @@ class IdentityValues:
         elements directly (the reference the tests compare the direct decoding with).
         """
         found: dict[str, set[str]] = {}
-        _collect(ds, found, not convert_all and fast_path_allowed())
-        return cls({k: frozenset(v) for k, v in found.items() if v})
+        if convert_all or not fast_path_allowed():
+            _collect(ds, found, False)
+            return cls({k: frozenset(v) for k, v in found.items() if v})
+        _check_memo_state()
+        parts: list[tuple[tuple[str, tuple[str, ...]], ...]] = []
+        _collect(ds, found, True, parts)
+        # the identity is the union of the parts when nothing else was found: files of a series
+        # have the same parts, so they share one IdentityValues (immutable)
+        key = tuple(parts) if not found else None
+        if key is not None and (known := _IDENTITIES.get(key)) is not None:
+            return known
+        for contribution in parts:
+            for category, texts in contribution:
+                found.setdefault(category, set()).update(texts)
+        identity = cls({k: frozenset(v) for k, v in found.items() if v})
+        if key is not None:
+            if len(_IDENTITIES) >= _MAX_IDENTITIES:
+                _IDENTITIES.clear()
+            _IDENTITIES[key] = identity
+        return identity
 
     def merge(self, other: IdentityValues) -> IdentityValues:
         """The union of both identities, category by category."""
@@ -179,33 +197,89 @@ _TAG_VR = {
 }
 
 
-def _collect(ds: Dataset, found: dict[str, set[str]], fast: bool) -> None:
+def _collect(
+    ds: Dataset, found: dict[str, set[str]], fast: bool, parts: list[tuple[tuple[str, tuple[str, ...]], ...]] | None = None,
+) -> None:
+    """Add the identifying values of ``ds`` at every depth to ``found``.
+
+    With ``parts``, what each memoized element of ``ds`` holds is appended to it instead.
+    """
     encodings: list[str] | None = None
-    for key, item in list(ds._dict.items()):
+    elements = ds._dict
+    # only the elements worth reading (a set intersection: no Python loop over the others)
+    relevant = [(key, elements[key]) for key in elements.keys() & _TAG_VR.keys()] if fast else list(elements.items())
+    for key, item in relevant:
         tag = int(key)
         vr = _TAG_VR.get(tag)
         if vr is None:
             continue
-        # a raw element's value is decoded without converting the element (medflow.deid.rawelem)
-        raw_vr = view_vr(item) if fast and vr != "SQ" and type(item) is RawDataElement else None
-        if raw_vr is not None:
-            if encodings is None:
-                encodings = encodings_of(ds)
-            value = RawView(item, raw_vr, ds, encodings).value
-        else:
-            value = ds[tag].value
-        if vr == "SQ":
-            for child in value or ():
-                _collect(child, found, fast)
+        if not fast or type(item) is not RawDataElement or item.value is None or len(item.value) > _MEMO_BYTES:
+            _collect_element(ds, tag, item, vr, found, fast, encodings)
             continue
-        if value is None or value == "":
+        if encodings is None:
+            encodings = encodings_of(ds)
+        # What a raw element contributes depends only on its bytes, how they are encoded and the
+        # character set they are decoded with: the values of a series repeat file after file.
+        memo_key = (tag, item.VR, item.length, item.value, item.is_implicit_VR, item.is_little_endian,
+                    tuple(encodings))
+        contribution = _CONTRIBUTIONS.get(memo_key)
+        if contribution is None:
+            part: dict[str, set[str]] = {}
+            _collect_element(ds, tag, item, vr, part, fast, encodings)
+            contribution = tuple((category, tuple(texts)) for category, texts in part.items())
+            if len(_CONTRIBUTIONS) >= _MAX_CONTRIBUTIONS:
+                _CONTRIBUTIONS.clear()
+            _CONTRIBUTIONS[memo_key] = contribution
+        if parts is not None:
+            parts.append(contribution)
             continue
-        category = _TAG_CATEGORY.get(tag) or ("person-name" if vr == "PN" else "date")
-        texts = _texts(value)
-        if category in _DATE_CATEGORIES:
-            texts = [t[:8] for t in texts if len(t) >= 8 and t[:8].isdigit()]
-        if texts:
+        for category, texts in contribution:
             found.setdefault(category, set()).update(texts)
+
+
+def _collect_element(
+    ds: Dataset, tag: int, item: object, vr: str, found: dict[str, set[str]], fast: bool, encodings: list[str] | None,
+) -> None:
+    """Add what the element ``tag`` of ``ds`` (``item`` in its ``_dict``) holds, at any depth, to ``found``."""
+    # a raw element's value is decoded without converting the element (medflow.deid.rawelem)
+    raw_vr = view_vr(item) if fast and vr != "SQ" and type(item) is RawDataElement else None  # type: ignore[arg-type]
+    if raw_vr is not None:
+        value = RawView(item, raw_vr, ds, encodings or encodings_of(ds)).value  # type: ignore[arg-type]
+    else:
+        value = ds[tag].value
+    if vr == "SQ":
+        for child in value or ():
+            _collect(child, found, fast)
+        return
+    if value is None or value == "":
+        return
+    category = _TAG_CATEGORY.get(tag) or ("person-name" if vr == "PN" else "date")
+    texts = _texts(value)
+    if category in _DATE_CATEGORIES:
+        texts = [t[:8] for t in texts if len(t) >= 8 and t[:8].isdigit()]
+    if texts:
+        found.setdefault(category, set()).update(texts)
+
+
+#: Per-process memo of :func:`_collect`: raw element (tag, VR, length, bytes, encoding, character
+#: sets) -> the (category, values) it holds at any depth. Only elements read with pydicom's
+#: default conversion (``fast``) and at most :data:`_MEMO_BYTES` long; cleared when full.
+_CONTRIBUTIONS: dict[tuple, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+_MAX_CONTRIBUTIONS = 8192
+_MEMO_BYTES = 16384
+#: The identity made from a file's parts (see :meth:`IdentityValues.from_dataset`), same rules.
+_IDENTITIES: dict[tuple, IdentityValues] = {}
+_MAX_IDENTITIES = 1024
+_memo_state: list[tuple[object, ...]] = []
+
+
+def _check_memo_state() -> None:
+    """Forget :data:`_CONTRIBUTIONS` when pydicom's conversion settings changed since they were made."""
+    state = conversion_state()
+    if _memo_state != [state]:
+        _CONTRIBUTIONS.clear()
+        _IDENTITIES.clear()
+        _memo_state[:] = [state]
 
 
 # -- folding and matching -------------------------------------------------------------------------

@@ -32,9 +32,8 @@ non-zero-length replacement that the table's ``Z`` permits).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
+from functools import lru_cache
 
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
@@ -46,17 +45,10 @@ import medflow
 from medflow.deid.burned_in import burned_in_risk
 from medflow.deid.config import DeidConfig
 from medflow.deid.pixels import is_native, mask_native_pixels
-from medflow.deid.pseudonyms import Pseudonymizer
-from medflow.deid.rawelem import new_dataset
+from medflow.deid.pseudonyms import pseudonymizer
+from medflow.deid.rawelem import add_sequence, new_dataset
 from medflow.deid.table import edition, load_cid7050
-from medflow.deid.walker import (
-    MEDIA_STORAGE_SOP_INSTANCE_UID,
-    META_REMOVE,
-    PIXEL_DATA,
-    AuditRecord,
-    Walker,
-    tag_text,
-)
+from medflow.deid.walker import PIXEL_DATA, AuditRecord, Walker, clone_element
 
 CODE_VALUE = 0x00080100
 CODING_SCHEME_DESIGNATOR = 0x00080102
@@ -65,6 +57,8 @@ PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
 LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+_STAMPED = (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+            LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
 
 
 @dataclass
@@ -84,38 +78,23 @@ class DeidResult:
     date_offset_days: int | None = None
     pixels_masked: bool = False
     time_offset_seconds: int | None = None
+    #: Top-level tag -> the memo's cache of that output element's encoded bytes, for
+    #: :func:`medflow.deid.encode.encode_file` of ``dataset`` as returned (see :mod:`medflow.deid.walkmemo`).
+    element_bytes: dict[int, dict] = field(default_factory=dict, repr=False, compare=False)
 
     def audit_jsonl(self) -> str:
         """The audit records as JSON Lines (one object per line, keys sorted).
 
-        The same text as ``json.dumps(record.as_dict(), sort_keys=True)`` per line, formatted
-        here with json's own string encoder (one call per field instead of per record).
+        The same text as ``json.dumps(record.as_dict(), sort_keys=True)`` per line
+        (:meth:`AuditRecord.json_line`).
         """
-        lines = []
-        for r in self.audit:
-            fields = (r.action, r.applied, r.keyword, r.path, r.tag)
-            if type(r.old_hash) not in (str, type(None)) or any(type(f) is not str for f in fields):
-                lines.append(json.dumps(r.as_dict(), sort_keys=True) + "\n")
-                continue
-            old = "null" if r.old_hash is None else _json_str(r.old_hash)
-            lines.append(
-                f'{{"action": {_json_str(r.action)}, "applied": {_json_str(r.applied)}, '
-                f'"keyword": {_json_str(r.keyword)}, "old_hash": {old}, "path": {_json_str(r.path)}, '
-                f'"tag": {_json_str(r.tag)}}}\n'
-            )
-        return "".join(lines)
+        return "".join([r.__dict__.get("_json_line") or r.json_line() for r in self.audit])
 
 
 def _file_meta(meta: FileMetaDataset, run: Walker) -> FileMetaDataset:
-    out = FileMetaDataset()
-    for tag, elem in run.elements(meta):
-        path = "file_meta." + (elem.keyword or tag_text(tag))
-        if tag in META_REMOVE:
-            run.record(elem, path, "medflow:file-meta", "remove")
-        elif tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
-            out.add(run.uid(elem, path, run.table.by_tag.get(tag, "U")))
-        elif tag & 0xFFFF != 0:
-            out.add(run.keep_elem(elem))
+    out = new_dataset(FileMetaDataset)
+    for _, elem in run.visit(meta, ("file-meta",), run.meta_element):
+        out._dict[elem.tag] = elem  # FileMetaDataset.add of a group 2 element (no sequence, not private)
     if None not in meta.original_encoding:  # raw elements are written as read (see Walker.dataset)
         out.set_original_encoding(*meta.original_encoding, meta.original_character_set)
     return out
@@ -168,8 +147,18 @@ def _put(ds: Dataset, tag: int, value: object) -> None:
         elem = ds[tag]
         elem.value = value
         ds[tag] = elem
+    elif type(value) is str and (made := _stamp_element(tag, value)) is not None:
+        elem = clone_element(made)  # the same few values in every file: made once, copied
+        ds._dict[elem.tag] = elem  # Dataset.__setitem__ of a public element that is no sequence or pixel data
     else:
         ds[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=pydicom_config.IGNORE)
+
+
+@lru_cache(maxsize=256)
+def _stamp_element(tag: int, value: str) -> DataElement | None:
+    """The element ``_put`` makes for ``value``; None where Dataset.__setitem__ does more than store it."""
+    elem = DataElement(tag, dictionary_VR(tag), value, validation_mode=pydicom_config.IGNORE)
+    return None if elem.VR == "SQ" or tag >> 16 & 1 or tag >> 16 == 0x7FE0 else elem
 
 
 def _code_item(code: str, meaning: str) -> Dataset:
@@ -187,7 +176,12 @@ def _stamp(out: Dataset, run: Walker, masked: bool) -> None:
     _put(out, PATIENT_IDENTITY_REMOVED, "YES")
     _put(out, DEIDENTIFICATION_METHOD,
          [f"medflow {medflow.__version__}", f"PS3.15 E.1-1 {edition()} Basic Profile", *claimed])
-    _put(out, DEIDENTIFICATION_METHOD_CODE_SEQUENCE, Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]]))
+    codes_sequence = Sequence([_code_item(*codes[o]) for o in ["basic", *claimed]])
+    if DEIDENTIFICATION_METHOD_CODE_SEQUENCE in out._dict:
+        _put(out, DEIDENTIFICATION_METHOD_CODE_SEQUENCE, codes_sequence)
+    else:  # _put of a new sequence element: Dataset.add's bookkeeping, without its slow attribute checks
+        add_sequence(out, DataElement(DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ", codes_sequence,
+                                      validation_mode=pydicom_config.IGNORE))
     if run.full_dates:
         temporal = "UNMODIFIED"
     elif run.offset is not None:
@@ -217,7 +211,7 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes, *, convert_all: bool
     Raises:
         ValueError: a key shorter than 16 bytes.
     """
-    run = Walker(ds, config, Pseudonymizer(key), convert_all=convert_all)
+    run = Walker(ds, config, pseudonymizer(key), convert_all=convert_all)
     out = run.dataset(ds, "", top=True)
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else None
@@ -243,7 +237,10 @@ def deidentify(ds: Dataset, config: DeidConfig, key: bytes, *, convert_all: bool
                          "are not detected")
     crosswalk = {run.patient_id: run.pseudo.patient(run.patient_id)}
     seconds = None if run.offset is None else run.offset * 86400 + run.seconds
-    return DeidResult(out, run.audit, risk, reason, run.notes, crosswalk, run.offset, masked, seconds)
+    element_bytes = run.element_bytes
+    for tag in (*_STAMPED, *run.replace, *((PIXEL_DATA,) if masked else ())):
+        element_bytes.pop(tag, None)  # changed after the walk: not the memoized outcome's element
+    return DeidResult(out, run.audit, risk, reason, run.notes, crosswalk, run.offset, masked, seconds, element_bytes)
 
 
 def plan_deidentification(ds: Dataset, config: DeidConfig) -> list[tuple[str, str, str]]:

@@ -72,14 +72,19 @@ def audit_hash(key: bytes, value: bytes) -> str:
     return _mac(key, b"audit", value).hex()[:16]
 
 
+#: Entries a :class:`Pseudonymizer` memo holds before it starts again (UIDs of many files).
+MAX_MEMO = 65536
+
+
 class Pseudonymizer:
-    """The keyed mappings of one key, with a per-instance memo of UIDs (the hot path)."""
+    """The keyed mappings of one key, with a per-instance memo of UIDs and patients (the hot path)."""
 
     def __init__(self, key: bytes):
         if not isinstance(key, bytes | bytearray) or len(key) < 16:
             raise ValueError("the de-identification key must be at least 16 bytes")
         self.key = bytes(key)
         self._uids: dict[str, str] = {}
+        self._patients: dict[str, str] = {}
         # HMAC (RFC 2104) from its two keyed SHA-256 states, copied per value: the same MAC as
         # hmac.new(key, msg, sha256), without hmac's per-call Python setup (the audit hot path)
         block = self.key if len(self.key) <= _BLOCK else hashlib.sha256(self.key).digest()
@@ -90,11 +95,18 @@ class Pseudonymizer:
     def uid(self, uid: str) -> str:
         new = self._uids.get(uid)
         if new is None:
+            if len(self._uids) >= MAX_MEMO:
+                self._uids.clear()
             new = self._uids[uid] = keyed_uid(self.key, uid)
         return new
 
     def patient(self, patient_id: str) -> str:
-        return patient_pseudonym(self.key, patient_id)
+        new = self._patients.get(patient_id)
+        if new is None:
+            if len(self._patients) >= MAX_MEMO:
+                self._patients.clear()
+            new = self._patients[patient_id] = patient_pseudonym(self.key, patient_id)
+        return new
 
     def date_offset(self, patient_id: str) -> int:
         return date_offset_days(self.key, patient_id)
@@ -109,3 +121,21 @@ class Pseudonymizer:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()[:16]
+
+
+_BY_KEY: dict[bytes, Pseudonymizer] = {}
+
+
+def pseudonymizer(key: bytes) -> Pseudonymizer:
+    """The :class:`Pseudonymizer` of ``key`` in this process, its memos kept from file to file.
+
+    Raises:
+        ValueError: ``key`` is not bytes of at least 16 bytes (as :class:`Pseudonymizer`).
+    """
+    found = _BY_KEY.get(key) if type(key) is bytes else None
+    if found is None:
+        found = Pseudonymizer(key)
+        if len(_BY_KEY) >= 4:
+            _BY_KEY.pop(next(iter(_BY_KEY)))
+        _BY_KEY[found.key] = found
+    return found

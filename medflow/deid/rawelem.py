@@ -32,9 +32,11 @@ from struct import unpack
 
 from pydicom import config as pydicom_config
 from pydicom import hooks as pydicom_hooks
+from pydicom.charset import default_encoding
 from pydicom.datadict import DicomDictionary, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: VRs whose value pydicom decodes with the default encoding (PS3.5 6.1.2.2: default repertoire).
@@ -79,29 +81,43 @@ def fast_path_allowed() -> bool:
     )
 
 
-_DATASET_STATE: dict[bool, tuple[dict[str, object], tuple[str, ...]] | None] = {}
+def conversion_state() -> tuple[object, ...]:
+    """The pydicom settings (beyond :func:`fast_path_allowed`'s) that change what raw bytes convert to.
+
+    A memo of results computed from raw bytes is valid for one state (see :mod:`medflow.deid.phi`
+    and :mod:`medflow.deid.walkmemo`).
+    """
+    settings = pydicom_config.settings
+    return (
+        settings.reading_validation_mode, settings.writing_validation_mode, settings.infer_sq_for_un_vr,
+        pydicom_config.convert_wrong_length_to_UN, pydicom_config.replace_un_with_known_vr,
+        pydicom_config.assume_implicit_vr_switch, pydicom_config.allow_DS_float, pydicom_config._use_future,
+    )
+
+
+_DATASET_STATE: dict[tuple[type, bool], tuple[dict[str, object], tuple[str, ...]] | None] = {}
 _PLAIN_TYPES = (type(None), bool, int, str, tuple)
 
 
-def new_dataset() -> Dataset:
-    """A new empty ``Dataset()``, made by copying the attributes a fresh one has.
+def new_dataset(cls: type[Dataset] = Dataset) -> Dataset:
+    """A new empty ``cls()`` (``Dataset`` or ``FileMetaDataset``), made by copying the attributes a fresh one has.
 
     pydicom's ``Dataset.__init__`` sets about fourteen attributes through
     ``Dataset.__setattr__`` (a Python method): some 15 microseconds per dataset, several per
-    file. The state of a fresh Dataset is copied instead (its dicts and lists copied too); if a
-    pydicom version gives it an attribute of another type, ``Dataset()`` is called as before.
+    file. The state of a fresh instance is copied instead (its dicts and lists copied too); if a
+    pydicom version gives it an attribute of another type, ``cls()`` is called as before.
     """
     future = bool(pydicom_config._use_future)
-    template = _DATASET_STATE.get(future, _MISSING)
+    template = _DATASET_STATE.get((cls, future), _MISSING)
     if template is _MISSING:
-        state = dict(Dataset().__dict__)
+        state = dict(cls().__dict__)
         mutable = tuple(k for k, v in state.items() if type(v) in (dict, list))
         plain = all(type(v) in _PLAIN_TYPES or k in mutable for k, v in state.items())
-        template = _DATASET_STATE[future] = (state, mutable) if plain else None
+        template = _DATASET_STATE[(cls, future)] = (state, mutable) if plain else None
     if template is None:
-        return Dataset()
+        return cls()
     state, mutable = template  # type: ignore[misc]
-    ds = object.__new__(Dataset)
+    ds = object.__new__(cls)
     attributes = ds.__dict__
     attributes.update(state)
     for name in mutable:
@@ -157,6 +173,101 @@ def encodings_of(ds: Dataset) -> list[str]:
     """The character sets pydicom decodes ``ds``'s text with (as in ``Dataset.__getitem__``)."""
     encodings = ds.original_character_set or ds._character_set
     return [encodings] if isinstance(encodings, str) else list(encodings)
+
+
+def value_of(ds: Dataset, tag: int, default: object = None) -> object:
+    """``ds[tag].value`` (``default`` when absent), a raw element decoded without converting it in ``ds``.
+
+    What ``ds.get(keyword, default)`` returns, as far as str() and iteration tell (a UID as str,
+    several values as a list): reading a few attributes before de-identification (filters,
+    burned-in policy) leaves the elements raw, so the walker's memo still applies to them.
+    """
+    item = ds._dict.get(tag)
+    if item is None:
+        return default
+    if type(item) is RawDataElement and fast_path_allowed():
+        vr = view_vr(item)
+        if vr is not None and vr != "SQ":
+            return RawView(item, vr, ds, encodings_of(ds)).value
+    return ds[tag].value
+
+
+PIXEL_REPRESENTATION = 0x00280103
+_CONVERTED: dict[tuple, DataElement] = {}
+
+
+def convert_in_place(ds: Dataset, tag: int) -> None:
+    """Do what ``ds[tag]`` does to a raw element: store pydicom's DataElement of it in ``ds``.
+
+    For a raw element of an explicit, public, unambiguous VR holding an immutable value, the
+    DataElement is a copy of the one pydicom made for the same bytes before (per process, with
+    pydicom's default conversion): ``Dataset.add`` of a sequence converts (0028,0103) Pixel
+    Representation this way in every de-identified file, reading a file converts its transfer
+    syntax and character set. Other elements (pixel data, values over 1 KiB...) are converted by
+    pydicom, as ``ds[tag]`` does.
+    """
+    item = ds._dict.get(tag)
+    if type(item) is not RawDataElement:
+        return
+    vr, value = item.VR, item.value
+    if (vr is None or len(vr) != 2 or vr in ("UN", "SQ") or tag >> 16 & 1 or tag >> 16 == 0x7FE0
+            or (value is None and item.length) or (value is not None and len(value) > 1024)
+            or not fast_path_allowed()):
+        ds[tag]  # noqa: B018 - pydicom converts it in place
+        return
+    # as Dataset.__getitem__: (0008,0005) itself is read in the default repertoire
+    encoding = default_encoding if tag == 0x00080005 else (ds.original_character_set or ds._character_set)
+    key = (tag, vr, item.length, item.value, item.is_little_endian, item.is_implicit_VR,
+           encoding if isinstance(encoding, str) else tuple(encoding), conversion_state())
+    made = _CONVERTED.get(key)
+    if made is None:
+        elem = ds[tag]
+        value = elem.value
+        if type(elem) is DataElement and elem.VR == vr and (value is None or isinstance(value, str | bytes | int | float)):
+            if len(_CONVERTED) >= 1024:
+                _CONVERTED.clear()
+            made = _CONVERTED[key] = copy.copy(elem)
+        return
+    elem = copy.copy(made)
+    elem.tag, elem.file_tell = item.tag, item.value_tell  # what converting this raw element sets
+    ds._dict[item.tag] = elem  # Dataset.__setitem__ of a public element that is no sequence or pixel data
+
+
+_PYDICOM_30 = __import__("pydicom").__version__.startswith("3.0.")
+
+
+def add_sequence(ds: Dataset, elem: DataElement) -> None:
+    """``ds.add(elem)`` for a public sequence element holding a Sequence (pydicom 3.0's ``__setitem__``).
+
+    The same dataset state: the element stored under its tag, then ``_set_pixel_representation``:
+    ``ds`` and each item get ``_pixel_rep`` from (0028,0103) or from ``ds``, as there, without
+    pydicom's ``hasattr`` on a Dataset (a keyword lookup and an AttributeError when absent).
+    Other pydicom versions, private tags and other values go through ``ds.add``.
+    """
+    value = elem.value
+    tag = elem.tag
+    if not _PYDICOM_30 or type(value) is not Sequence or tag >> 16 & 1 or elem.VR != "SQ":
+        ds.add(elem)
+        return
+    ds._dict[tag] = elem
+    convert_in_place(ds, PIXEL_REPRESENTATION)
+    own = ds.__dict__
+    pr = None
+    if PIXEL_REPRESENTATION in ds._dict:
+        pr = ds._dict[PIXEL_REPRESENTATION].value
+    elif "_pixel_rep" in own:
+        pr = own["_pixel_rep"]
+    if pr is not None:
+        ds._pixel_rep = int(b"\x01" in pr) if isinstance(pr, bytes) else pr
+    for item in value:
+        if PIXEL_REPRESENTATION in item._dict:
+            pr = item._dict[PIXEL_REPRESENTATION].value
+            if pr is not None:
+                item._pixel_rep = int(b"\x01" in pr) if isinstance(pr, bytes) else pr
+            elif "_pixel_rep" in own:
+                item._pixel_rep = own["_pixel_rep"]
+        elif "_pixel_rep" in own:
+            item._pixel_rep = own["_pixel_rep"]
 
 
 class RawView:
@@ -327,4 +438,4 @@ class RawView:
         return copy.copy(self.converted())
 
 
-__all__ = ["RawView", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "view_vr"]
+__all__ = ["PIXEL_REPRESENTATION", "RawView", "add_sequence", "conversion_state", "convert_in_place", "encodings_of", "fast_path_allowed", "keyword_of", "new_dataset", "value_of", "view_vr"]

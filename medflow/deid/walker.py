@@ -3,12 +3,17 @@
 Decides and applies the action of each element (recipe rules, private attributes, overlay and
 curve groups, pseudonyms, Table E.1-1, then medflow's rules for unlisted attributes; see
 :mod:`medflow.deid.profile`) and records an :class:`AuditRecord` for each attribute it acts on.
+A raw element seen before in the same context gets the outcome computed then
+(:mod:`medflow.deid.walkmemo`): the same output element and audit records, without the work.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 
 from pydicom import Dataset, Sequence
 from pydicom import config as pydicom_config
@@ -16,6 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
+from pydicom.valuerep import PersonName
 
 from medflow.deid.actions import (
     BINARY_VRS,
@@ -30,13 +36,34 @@ from medflow.deid.actions import (
 from medflow.deid.config import DeidConfig
 from medflow.deid.phi import IdentityValues, Scrubber
 from medflow.deid.pseudonyms import Pseudonymizer
-from medflow.deid.rawelem import RawView, encodings_of, fast_path_allowed, keyword_of, new_dataset, view_vr
+from medflow.deid.rawelem import (
+    PIXEL_REPRESENTATION,
+    RawView,
+    add_sequence,
+    conversion_state,
+    convert_in_place,
+    encodings_of,
+    fast_path_allowed,
+    keyword_of,
+    new_dataset,
+    value_of,
+    view_vr,
+)
 from medflow.deid.table import compile_actions, load_safe_private
 from medflow.deid.temporal import (
     date_time_pairs,
     shift_date_with_time,
     shift_datetime_whole,
     shift_time,
+)
+from medflow.deid.walkmemo import (
+    KEEP_RAW,
+    MAX_SEQUENCE_BYTES,
+    MAX_VALUE_BYTES,
+    REMOVED,
+    SEQUENCE,
+    VALUE,
+    walk_memo,
 )
 
 PATIENT_ID = 0x00100020
@@ -78,6 +105,29 @@ class AuditRecord:
         return {"tag": self.tag, "keyword": self.keyword, "path": self.path, "action": self.action,
                 "applied": self.applied, "old_hash": self.old_hash}
 
+    def json_line(self) -> str:
+        """``json.dumps(self.as_dict(), sort_keys=True)`` and a newline (made once per record).
+
+        Formatted with json's own string encoder, one call per field; records of memoized
+        outcomes (:mod:`medflow.deid.walkmemo`) are shared by the files of a series, so the
+        line is kept in the record (outside its fields: equality and ``replace`` ignore it).
+        """
+        line = self.__dict__.get("_json_line")
+        if line is None:
+            line = self.__dict__["_json_line"] = self._format_line()
+        return line
+
+    def _format_line(self) -> str:
+        fields = (self.action, self.applied, self.keyword, self.path, self.tag)
+        if type(self.old_hash) not in (str, type(None)) or any(type(f) is not str for f in fields):
+            return json.dumps(self.as_dict(), sort_keys=True) + "\n"
+        old = "null" if self.old_hash is None else _json_str(self.old_hash)
+        return (
+            f'{{"action": {_json_str(self.action)}, "applied": {_json_str(self.applied)}, '
+            f'"keyword": {_json_str(self.keyword)}, "old_hash": {old}, "path": {_json_str(self.path)}, '
+            f'"tag": {_json_str(self.tag)}}}\n'
+        )
+
 
 _new_object = object.__new__
 _TAG_TEXT: dict[int, str] = {}
@@ -98,6 +148,62 @@ def _value_bytes(value: object) -> bytes:
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(str(v) for v in value).encode("utf-8", "surrogateescape")
     return str(value if value is not None else "").encode("utf-8", "surrogateescape")
+
+
+def clone_element(elem: DataElement) -> DataElement:
+    """A new DataElement with the same attributes as ``elem`` (its value shared: str, bytes, numbers, UID, PN).
+
+    What ``DataElement(tag, VR, value)`` makes again from the same arguments, without converting
+    and validating the value again; multi-values (mutable) are never cloned this way.
+    """
+    new = _new_object(DataElement)
+    new.__dict__.update(elem.__dict__)
+    return new
+
+
+def _immutable(value: object) -> bool:
+    """Whether ``value`` (a DataElement's) can be shared by copies: None, str, bytes, a number or a name."""
+    return value is None or isinstance(value, str | bytes | int | float | PersonName)
+
+
+def _copyable(elem: DataElement) -> bool:
+    """Whether :func:`clone_sequence` copies the SQ element ``elem`` whole (every value immutable)."""
+    for item in elem._value:
+        for sub in item._dict.values():
+            if type(sub) is RawDataElement:
+                continue
+            if type(sub) is not DataElement:
+                return False
+            if sub.VR == "SQ":
+                if not _copyable(sub):
+                    return False
+            elif not _immutable(sub._value):
+                return False
+    return True
+
+
+def clone_sequence(elem: DataElement) -> DataElement:
+    """A copy of the SQ element ``elem`` (see :func:`_copyable`): new Sequence, new item datasets.
+
+    Each item gets the attributes of the original (its dicts and lists copied), raw elements are
+    shared (immutable tuples), other elements cloned with :func:`clone_element`, sequences copied
+    the same way: what the walker would build again from the same input, as pydicom objects.
+    """
+    new = clone_element(elem)
+    new._value = Sequence([_clone_item(item) for item in elem._value])
+    return new
+
+
+def _clone_item(ds: Dataset) -> Dataset:
+    new = _new_object(type(ds))
+    attributes = new.__dict__
+    for name, value in ds.__dict__.items():
+        attributes[name] = value.copy() if type(value) is dict or type(value) is list else value
+    elements = attributes["_dict"]
+    for tag, elem in elements.items():
+        if type(elem) is DataElement:
+            elements[tag] = clone_sequence(elem) if elem.VR == "SQ" else clone_element(elem)
+    return new
 
 
 def _is_well_known_uid(uid: str) -> bool:
@@ -129,7 +235,7 @@ class Walker:
         self.replace = {tag_for_keyword(k): v for k, v in config.rules.replace.items()}
         self.retain_uids = "retain-uids" in self.options
         self.full_dates = "retain-longitudinal-full-dates" in self.options
-        self.patient_id = str(ds.get("PatientID", "") or "")
+        self.patient_id = str(value_of(ds, PATIENT_ID, "") or "")
         modified = "retain-longitudinal-modified-dates" in self.options
         self.offset = pseudo.date_offset(self.patient_id) if modified else None
         self.seconds = pseudo.time_of_day_offset(self.patient_id) if modified else 0
@@ -140,6 +246,16 @@ class Walker:
         self._item = ds  # the input item being walked: a DA finds its TM there
         self._required: int | None = None  # tag of the Type 1 value of the SR content item being walked
         self.safe_private = load_safe_private() if "retain-safe-private" in self.options else frozenset()
+        self._made: DataElement | None = None  # the element the last with_value made
+        #: Top-level tag -> encoded-bytes slot of its memoized outcome (see visit); the caller
+        #: drops the tags it changes after the walk.
+        self.element_bytes: dict[int, dict] = {}
+        # Outcomes of raw elements seen before in the same context (medflow.deid.walkmemo).
+        self.memo = None
+        if self.fast:
+            rules = (frozenset(self.keep), tuple(sorted(self.replace.items())))
+            self.memo = walk_memo(pseudo.key, (self.options, rules, conversion_state()))
+            self.file_token = self.memo.token(("file", self.identity.key, self.patient_id))
 
     # -- helpers ---------------------------------------------------------------------------
     def record(self, elem: DataElement | RawView, path: str, action: str, applied: str) -> None:
@@ -204,12 +320,12 @@ class Walker:
     def map_uid(self, value: str) -> str:
         return value if _is_well_known_uid(value) else self.pseudo.uid(value)
 
-    @staticmethod
-    def with_value(elem: DataElement, value: object) -> DataElement:
+    def with_value(self, elem: DataElement, value: object) -> DataElement:
         # Values written here are ours (dummies, pseudonyms, shifted dates) or the input's own
         # (scrubbed text), so pydicom's per-value validation is skipped on this hot path.
         new = DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
         new.private_creator = elem.private_creator
+        self._made = new
         return new
 
     # -- traversal -------------------------------------------------------------------------
@@ -222,15 +338,20 @@ class Walker:
             self._required = CONTENT_ITEM_VALUE.get(str(ds[VALUE_TYPE].value).strip())
         private_keep = self.safe_private_tags(ds) if self.safe_private else frozenset()
         as_read = True  # every element added is raw or has a definite VR: the item can keep its encoding
-        for tag, elem in self.elements(ds):
-            keyword = keyword_of(tag)
-            new = self.element(elem, tag, prefix + (keyword or tag_text(tag)), top, private_keep)
-            if new is None:
-                continue
+
+        def decide(elem: DataElement | RawView, tag: int) -> DataElement | RawDataElement | None:
+            return self.element(elem, tag, prefix + (keyword_of(tag) or tag_text(tag)), top, private_keep)
+
+        slots = self.element_bytes if top else None
+        for tag, new in self.visit(ds, ("scope", prefix, top, self._required, private_keep), decide, slots):
             if type(new) is RawDataElement:
                 out._dict[new.tag] = new  # what Dataset.__setitem__ does for a public raw element
-            elif tag >> 16 & 1 or new.VR == "SQ":
+            elif tag >> 16 & 1:
+                if new.VR == "SQ":  # Dataset.__setitem__ reads (0028,0103) of ``out`` for its items
+                    convert_in_place(out, PIXEL_REPRESENTATION)
                 out.add(new)  # private creator and sequence bookkeeping
+            elif new.VR == "SQ":
+                add_sequence(out, new)  # Dataset.add's bookkeeping: the items' pixel representation
             else:
                 if " or " in new.VR:
                     as_read = False
@@ -242,6 +363,109 @@ class Walker:
             out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
         self._item, self._required = saved
         return out
+
+    def visit(
+        self, ds: Dataset, scope: tuple, decide: Callable[[DataElement | RawView, int], DataElement | RawDataElement | None],
+        slots: dict[int, dict] | None = None,
+    ) -> list[tuple[int, DataElement | RawDataElement]]:
+        """``(tag, output element)`` of the elements of ``ds`` in tag order, removed ones left out.
+
+        ``decide(element, tag)`` gives an element's output and appends its audit records; raw
+        elements are seen as :class:`RawView` s. A raw element whose outcome is in the memo for
+        this file and ``scope`` (what else ``decide`` depends on) is not decided again. ``slots``
+        receives, per tag of an output element from the memo, its outcome's encoded-bytes slot
+        (:func:`medflow.deid.encode.encode_file` keeps the element's bytes there).
+        """
+        out: list[tuple[int, DataElement | RawDataElement]] = []
+        pairs = sorted([(int(tag), item) for tag, item in ds._dict.items()])  # int tags: BaseTag compares slowly
+        memo = self.memo
+        if memo is None:
+            for tag, item in pairs:
+                new = decide(ds[tag] if not self.fast else self._view(ds, tag, item), tag)
+                if new is not None:
+                    out.append((tag, new))
+            return out
+        encodings = encodings_of(ds)
+        token = memo.token((self.file_token, tuple(encodings), *scope))
+        dates_paired = self.offset is not None  # a DA then moves with the TM of its item: never memoized
+        outcomes, audit = memo.outcomes, self.audit
+        for tag, item in pairs:
+            vr = value = None
+            if type(item) is RawDataElement:
+                vr, value = item.VR, item.value
+                if vr is None or value is None or vr == "UN" or len(vr) != 2:
+                    vr = view_vr(item)  # implicit VR, deferred or unknown: as a RawView sees it
+            if vr is None or (value is not None and len(value) > (MAX_SEQUENCE_BYTES if vr == "SQ" else MAX_VALUE_BYTES)) \
+                    or (vr == "DA" and dates_paired):
+                new = decide(RawView(item, vr, ds, encodings) if vr is not None else ds[tag], tag)
+            else:
+                key = (token, tag, vr, item.length, value, item.is_implicit_VR, item.is_little_endian)
+                outcome = outcomes.get(key)
+                if outcome is None:
+                    new = self._memoized(key, RawView(item, vr, ds, encodings), item, tag, decide)
+                    outcome = outcomes.get(key)
+                else:
+                    kind, made, records, _ = outcome
+                    audit.extend(records)
+                    if kind == KEEP_RAW:
+                        new = item
+                    elif kind == VALUE:
+                        new = clone_element(made)
+                    elif kind == SEQUENCE:
+                        new = clone_sequence(made)
+                    else:
+                        new = None
+                if slots is not None and new is not None and outcome is not None:
+                    slots[tag] = outcome[3]
+            if new is not None:
+                out.append((tag, new))
+        return out
+
+    def _memoized(
+        self, key: tuple, elem: RawView, item: RawDataElement, tag: int,
+        decide: Callable[[DataElement | RawView, int], DataElement | RawDataElement | None],
+    ) -> DataElement | RawDataElement | None:
+        """``decide`` of a raw element, its outcome stored in the memo when it is one of its kinds."""
+        audit = self.audit
+        before = len(audit)
+        last = audit[-1] if before else None
+        self._made = None
+        new = decide(elem, tag)
+        if before and audit[before - 1] is not last:
+            return new  # an earlier record was rewritten: not this element's outcome alone
+        # (kind, what to make the output from, audit records, encoded bytes of the output by writer state)
+        # copies of ``new`` are kept: ``new`` may change with the dataset it goes into
+        if new is None:
+            outcome: tuple = (REMOVED, None, tuple(audit[before:]), {})
+        elif new is item:
+            outcome = (KEEP_RAW, None, tuple(audit[before:]), {})
+        elif type(new) is DataElement and new.VR == "SQ":
+            if not _copyable(new):
+                return new
+            outcome = (SEQUENCE, clone_sequence(new), tuple(audit[before:]), {})
+        elif self._made is new and _immutable(new._value):
+            outcome = (VALUE, clone_element(new), tuple(audit[before:]), {})
+        else:
+            return new  # a converted copy (not canonical, private kept...): made again next time
+        self.memo.store(key, outcome)  # type: ignore[union-attr]
+        return new
+
+    def _view(self, ds: Dataset, tag: int, item: object) -> DataElement | RawView:
+        """The walker's element for ``item``: a :class:`RawView` of a raw element pydicom converts the default way."""
+        vr = view_vr(item) if type(item) is RawDataElement else None  # type: ignore[arg-type]
+        return RawView(item, vr, ds, encodings_of(ds)) if vr is not None else ds[tag]  # type: ignore[arg-type]
+
+    def meta_element(self, elem: DataElement | RawView, tag: int) -> DataElement | RawDataElement | None:
+        """The output of a File Meta Information element: sending systems removed, the SOP instance keyed."""
+        path = "file_meta." + (elem.keyword or tag_text(tag))
+        if tag in META_REMOVE:
+            self.record(elem, path, "medflow:file-meta", "remove")
+            return None
+        if tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
+            return self.uid(elem, path, self.table.by_tag.get(tag, "U"))
+        if tag & 0xFFFF != 0:
+            return self.keep_elem(elem)
+        return None  # the group length: recomputed by the writer
 
     def elements(self, ds: Dataset) -> list[tuple[int, DataElement | RawView]]:
         """``(tag, element)`` in tag order, as ``for elem in ds`` visits them; raw ones as views."""

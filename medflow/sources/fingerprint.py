@@ -14,6 +14,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from stat import S_ISLNK
 
 from medflow.hashing import ALGORITHM, file_digest
 from medflow.writers.atomic import atomic_write_bytes
@@ -36,6 +37,7 @@ class FingerprintMemo:
         self._entries: dict[str, list] = {}
         self._dirty = False
         self._lock = threading.Lock()
+        self._folders: dict[str, str] = {}  # absolute folder -> its realpath (see _realpath)
         if memo_path is not None and memo_path.is_file():
             try:
                 data = json.loads(memo_path.read_text())
@@ -61,11 +63,31 @@ class FingerprintMemo:
 
     def _key(self, path: Path) -> tuple[str, str]:
         """(memo key, resolved path) of ``path``."""
-        resolved = os.path.realpath(path)  # never raises on a symlink loop (os.stat then does)
+        resolved = self._realpath(os.fspath(path))
         if self._secret is None:
             return resolved, resolved
         mac = hmac.new(self._secret, b"memo-path\x00" + resolved.encode("utf-8", "surrogateescape"), hashlib.sha256)
         return "hmac:" + mac.hexdigest(), resolved
+
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath(path)``, with one lstat instead of one per component.
+
+        realpath(folder/name) is realpath(folder)/name when name is no symbolic link; the
+        resolved folders of absolute paths are kept for this memo's life (one build), so the
+        files of a folder cost one lstat each. Never raises (os.stat then does, as before).
+        """
+        folder, name = os.path.split(path)
+        if not os.path.isabs(folder) or name in ("", ".", ".."):
+            return os.path.realpath(path)
+        try:
+            if S_ISLNK(os.lstat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            return os.path.realpath(path)
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
 
     def digest(self, path: Path) -> str:
         """Hex digest (:func:`medflow.hashing.file_digest`) of ``path``'s bytes."""

@@ -41,6 +41,7 @@ from medflow.sample import Sample
 from medflow.steps.registry import StepParams, register
 
 STEP = "anonymize"
+_CONFIGS: dict[int, tuple[AnonymizeParams, DeidConfig]] = {}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -155,8 +156,12 @@ class AnonymizeParams(StepParams):
         return self
 
     def config(self) -> DeidConfig:
-        """The core's configuration (everything but the key and the crosswalk)."""
-        return DeidConfig(
+        """The core's configuration (everything but the key and the crosswalk); both models are frozen,
+        so it is made once per params object (each item of a run asks again)."""
+        made = _CONFIGS.get(id(self))
+        if made is not None and made[0] is self:
+            return made[1]
+        config = DeidConfig(
             profile=self.profile,
             options=frozenset(self.options),
             rules=self.rules,
@@ -164,6 +169,10 @@ class AnonymizeParams(StepParams):
             trust_burned_in_annotation=self.trust_burned_in_annotation,
             mask_regions=tuple(tuple(r) for r in self.mask_regions),
         )
+        if len(_CONFIGS) >= 64:
+            _CONFIGS.clear()
+        _CONFIGS[id(self)] = (self, config)  # the params are kept: their id is not reused meanwhile
+        return config
 
     def deidentifies(self) -> bool:
         # Tells the engine to keep input paths (often patient names or MRNs) out of the manifest.

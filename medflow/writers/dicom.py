@@ -108,7 +108,7 @@ def _write_instance(
         raise InputError(source, f"two instances of item {item_id} have the same SOPInstanceUID")
     seen.add(relative.as_posix())
     audit = PurePosixPath(params.audit_folder, study, series, sop + ".jsonl")
-    for rel, data in ((relative, _encoded(ds)), (audit, result.audit_jsonl().encode("utf-8"))):
+    for rel, data in ((relative, _encoded(ds, result.element_bytes)), (audit, result.audit_jsonl().encode("utf-8"))):
         target = out_dir / rel
         # belt and braces: the UID check already forbids this. The file name is a UID (no
         # separator) and os.replace never follows a link at the name, so the folder decides.
@@ -118,11 +118,11 @@ def _write_instance(
         written.append(WrittenFile(rel.as_posix(), digest, len(data)))
 
 
-def _encoded(ds: pydicom.Dataset) -> bytes:
+def _encoded(ds: pydicom.Dataset, element_bytes: dict[int, dict] | None = None) -> bytes:
     """The file bytes of ``ds``: :func:`medflow.deid.encode.encode_file`, the same bytes as pydicom's
     ``save_as(enforce_file_format=True)`` written directly; pydicom's writer where it refuses."""
     try:
-        return encode_file(ds)
+        return encode_file(ds, element_bytes)
     except NotEncodable:  # deflated or private transfer syntax, ambiguous VRs...: see medflow.deid.encode
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
