@@ -131,3 +131,42 @@ def test_the_validating_model_and_the_schema_model_agree_outside_steps_and_write
     data = {"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"}, "outputs": {"dir": "o"},
             "steps": [{"step": "window", "level": 40, "width": 400}, {"step": "layout", "layout": "NCHW"}]}
     assert lean.model_validate(data).model_dump() == full.model_validate(data).model_dump()
+
+
+GC_COMMAND = """
+import gc, json, sys
+import medflow.cli, medflow.engine.build as build
+seen = {}
+claimed = build._build_claimed
+def spy(*args, **kwargs):  # the build itself: collected as usual, start-up's objects frozen
+    seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+    return claimed(*args, **kwargs)
+build._build_claimed = spy
+if sys.argv[1] == "caller-disabled":
+    gc.disable()
+args = ["run", "-q", sys.argv[2]]
+if sys.argv[1] == "process":  # as `medflow ...` and `python -m medflow ...` call it
+    sys.argv = ["medflow", *args]
+    code = medflow.cli.main()
+else:
+    code = medflow.cli.main(args)
+print(json.dumps({"code": code, "during": seen, "after": {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}))
+"""
+
+
+@pytest.mark.parametrize("caller", ["process", "caller", "caller-disabled"])
+def test_startup_runs_without_the_cyclic_collector_and_the_build_with_it(recipe, caller):
+    """medflow.startup: off while importing and loading; the build collects, start-up's objects frozen.
+    Called with argv (a Python caller) main gives the collector back as it found it; as the process's
+    own command line it leaves start-up frozen (nothing to collect that the process's end does not free)."""
+    done = subprocess.run([sys.executable, "-c", GC_COMMAND, caller, str(recipe)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    assert result["during"]["frozen"] > 10_000  # numpy, pydantic, the recipe's models...
+    assert result["during"]["enabled"] is (caller != "caller-disabled")
+    if caller == "process":
+        assert result["after"]["enabled"] is True and result["after"]["frozen"] > 10_000
+    else:
+        assert result["after"] == {"enabled": caller == "caller", "frozen": 0}
