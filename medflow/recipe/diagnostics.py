@@ -28,7 +28,7 @@ from pydantic import BaseModel, Discriminator, ValidationError
 from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
-from medflow.recipe.model import SCHEMA_VERSION, member_errors, registered_of
+from medflow.recipe.model import SCHEMA_VERSION, deferred_of, member_errors, registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
 SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
@@ -131,7 +131,7 @@ def _tag_map(members: tuple[Any, ...], discriminator: Any) -> dict[str, Any]:
         inner, metadata = _unwrap(member)
         for item in metadata:
             if type(item).__name__ == "Tag":
-                tags[str(item.tag)] = inner
+                tags[str(item.tag)] = member if deferred_of(member) is not None else inner  # imported if followed
         if isinstance(discriminator, str) and _is_model(inner) and discriminator in inner.model_fields:
             for value in typing.get_args(inner.model_fields[discriminator].annotation):
                 tags[str(value)] = inner
@@ -156,6 +156,9 @@ def locate(model: type[BaseModel], loc: tuple[Any, ...]) -> _Located:
     union_at: YamlPath | None = None
     items = list(loc)
     while True:
+        deferred = deferred_of(annotation)
+        if deferred is not None:  # a union member imported when followed (see Deferred)
+            annotation = deferred.model()
         registered = registered_of(annotation)
         inner, more = _unwrap(annotation)
         metadata = metadata + more
