@@ -181,7 +181,9 @@ class Folder:
         index = values.view(_INDEX_VIEW[values.dtype])
         for z, row in enumerate(tables):
             for c in range(n_channels):
-                np.take(row[c], index[z], out=out[z, c])
+                # every unsigned index is in a full-range table: mode="clip" clips nothing, and unlike
+                # the default "raise" it gathers straight into ``out`` instead of through a temporary
+                np.take(row[c], index[z], out=out[z, c], mode="clip")
         return self._finish(described, out)
 
     # --- tables ---------------------------------------------------------------------------

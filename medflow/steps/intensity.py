@@ -461,7 +461,7 @@ def modality_lut(sample: Sample, params: ModalityLutParams) -> Sample:
 class WindowSpec(BaseModel):
     """One channel of multi_window: a preset (optionally from a given source) or level+width+name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built with multi_window's
 
     name: str | None = Field(None, description="Channel name (default: the preset name).", json_schema_extra=_NONE)
     level: float | None = Field(None, description="Window center, input units (HU for CT).", json_schema_extra=_HU)

@@ -24,9 +24,13 @@ from medflow.steps import BUILTIN
 
 
 class StepParams(BaseModel):
-    """Base of every step's params model: unknown keys are errors."""
+    """Base of every step's params model: unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Built on first use (``defer_build``): a step module defines several models and a recipe
+    validates only those of the steps it names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     def canonical_params(self) -> dict[str, Any]:
         """The params that define the step's output (JSON-able, without ``step``)."""

@@ -26,10 +26,11 @@ class WriterParams(BaseModel):
 
     Every field named ``folder`` or ``*_folder`` is a subfolder of the output folder: a
     relative path that stays inside it (not absolute, no ``..``, no backslash), checked
-    when the recipe loads so a writer can never write outside the output folder.
+    when the recipe loads so a writer can never write outside the output folder. Built on first
+    use (``defer_build``): a recipe validates only the models of the writers it names.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @field_validator("*")
     @classmethod
