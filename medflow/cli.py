@@ -239,6 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("the dask backend needs a scheduler address: engine.address or --dask-address")
     from medflow.engine.progress import Progress
 
+    startup.started()  # the engine's imports (pydicom) are start-up too
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
                    progress=Progress(enabled=not args.quiet), backend=args.backend, address=args.dask_address,
                    force=args.force, wait=args.wait)
@@ -403,6 +404,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _print_plan(loaded, *, verify: bool) -> int:
     from medflow.engine.build import prepare
 
+    startup.started()  # the engine's imports (pydicom) are start-up too
     prepared = prepare(loaded, verify=verify, record=False)
     hide = _path_hider(prepared)
     up_to_date = [p for p in prepared.plans if p.up_to_date]

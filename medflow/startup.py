@@ -7,11 +7,15 @@ ends) yet cost a tenth of a 2-slice build's start-up: repeated young-generation 
 full collection midway, and the full collections of the interpreter's exit. So the command
 line turns the collector off while it starts (:func:`quiet`), and when the real work begins
 (:func:`started`) moves everything allocated so far out of its sight (``gc.freeze``) and turns
-it back on: the work itself, whatever its size, is collected as usual.
+it back on: the work itself, whatever its size, is collected as usual. When the process is
+about to end, everything is frozen again so that the interpreter's exit skips its full
+collections.
 
-What start-up left unreachable in cycles is not reclaimed while the command runs; in a process
-that goes on after the command (:func:`quiet`'s ``restore`` with ``process_ends=False``: tests,
-Python callers) the frozen objects return to the collector's oldest generation.
+What start-up left unreachable in cycles is not reclaimed while the command runs (nor, at the
+end, the work's: Python does not promise to finalize objects alive at exit, and medflow closes
+and flushes every file it writes explicitly); in a process that goes on after the command
+(:func:`quiet`'s ``restore`` with ``process_ends=False``: tests, Python callers) the frozen
+objects return to the collector's oldest generation.
 """
 
 from __future__ import annotations
@@ -25,17 +29,20 @@ _resume = True  # collect after start-up? (False when the caller had the collect
 def quiet() -> Callable[[bool], None]:
     """Turn the cyclic collector off until :func:`started`; returns ``restore(process_ends)``.
 
-    ``restore`` puts the collector back as it was before; unless the process is about to end
-    (then nothing is left to collect that the OS does not free), it also unfreezes the objects
-    :func:`started` froze.
+    ``restore`` puts the collector back as it was before and unfreezes the objects :func:`started`
+    froze; when the process is about to end it freezes everything instead: the interpreter's exit
+    runs full collections (tens of ms with numpy and pydicom loaded) that would free nothing the
+    OS does not.
     """
     global _resume
     was_enabled = _resume = gc.isenabled()
     gc.disable()
 
     def restore(process_ends: bool) -> None:
-        if not process_ends:
-            gc.unfreeze()
+        if process_ends:
+            gc.freeze()  # the exit's collections would walk every object only to find them all alive
+            return
+        gc.unfreeze()
         if was_enabled:
             gc.enable()
 
