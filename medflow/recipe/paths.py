@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
-from medflow.recipe.diagnostics import show
+from medflow.recipe.messages import show
 from medflow.recipe.model import deferred_of, registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
