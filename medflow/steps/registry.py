@@ -11,7 +11,6 @@ imports the one module of the step asked for, :func:`step_names` none.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,6 +160,8 @@ def all_steps() -> list[StepSpec]:
 
 
 def _ensure_loaded() -> None:
+    import pkgutil  # every module: `steps`, `schema` and unknown names only
+
     import medflow.steps as package
 
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):

@@ -8,7 +8,6 @@ atomically and reports them. Writers run inside the worker, after the last step.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +136,8 @@ def all_writers() -> list[WriterSpec]:
 
 
 def _ensure_loaded() -> None:
+    import pkgutil  # every module: `steps`, `schema` and unknown names only
+
     import medflow.writers as package
 
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
