@@ -13,10 +13,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from medflow import startup
+
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_INVALID = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv``; without it, this process's own, which ends when this returns.
+
+    Start-up runs without the cyclic garbage collector (see :mod:`medflow.startup`); a caller
+    passing ``argv`` gets the collector back as it was.
+    """
+    restore_gc = startup.quiet()
+    try:
+        return _main(argv)
+    finally:
+        restore_gc(argv is None)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -199,7 +214,9 @@ def _version() -> str:
 def _load(args: argparse.Namespace):
     from medflow.recipe.loader import load_recipe
 
-    return load_recipe(args.recipe, overrides=args.overrides, source=getattr(args, "source", None))
+    loaded = load_recipe(args.recipe, overrides=args.overrides, source=getattr(args, "source", None))
+    startup.started()  # what comes next grows with the dataset: collect it
+    return loaded
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -222,6 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("the dask backend needs a scheduler address: engine.address or --dask-address")
     from medflow.engine.progress import Progress
 
+    startup.started()  # the engine's imports (pydicom) are start-up too
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
                    progress=Progress(enabled=not args.quiet), backend=args.backend, address=args.dask_address,
                    force=args.force, wait=args.wait)
@@ -386,6 +404,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _print_plan(loaded, *, verify: bool) -> int:
     from medflow.engine.build import prepare
 
+    startup.started()  # the engine's imports (pydicom) are start-up too
     prepared = prepare(loaded, verify=verify, record=False)
     hide = _path_hider(prepared)
     up_to_date = [p for p in prepared.plans if p.up_to_date]
@@ -554,6 +573,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     """Exit 0: no finding; 1: findings (one line each, never the value); 2: OUTPUT is not a build."""
+    startup.started()  # reads a whole build
     from medflow.audit import EXIT_NOT_A_BUILD, NotABuildError, audit_build, format_report
     from medflow.errors import UsageError
 
@@ -574,6 +594,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     """Exit 0: same recipe values, items, splits and outputs; 1: they differ; 2: not a build."""
+    startup.started()  # reads two manifests of any size
     from medflow.diff import diff_builds, format_report, is_identical
 
     report = diff_builds(args.build_a, args.build_b)

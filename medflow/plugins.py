@@ -23,8 +23,6 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any
 
-from pydantic import model_serializer
-
 GROUPS = ("medflow.steps", "medflow.writers")
 
 _LOADED: set[str] = set()
@@ -86,6 +84,8 @@ def _distribution(entry: metadata.EntryPoint) -> tuple[str, str]:
 
 def _with_provenance(model: type, group: str, name: str, package: str, version: str) -> type:
     """``model`` whose dumps add ``plugin: package==version`` (importable here, so workers can unpickle it)."""
+    from pydantic import model_serializer
+
     attribute = f"_plugin_{group.rsplit('.', 1)[-1]}_{name}"
     stamp = f"{package}=={version}"
 

@@ -60,3 +60,27 @@ def test_diff_names_the_git_change_from_run(tmp_path, monkeypatch):
     old = {**first, "recipe": {**first["recipe"], "git": CLEAN}, "run": {}}
     assert diff_manifests(old, again)["recipe"]["git"] == [CLEAN, DIRTY]
     assert diff_manifests(old, first)["recipe"]["git"] is None
+
+
+def test_git_state_is_taken_while_the_build_runs_and_waited_for(tmp_path, monkeypatch):
+    """run_provenance_soon runs git_state on a thread; its result (or its error) comes from the wait."""
+    import threading
+    from types import SimpleNamespace
+
+    release = threading.Event()
+
+    def slow(folder):  # answers only once the caller has gone on (run synchronously: "blocked", 10 s later)
+        return {"commit": str(folder) if release.wait(10) else "blocked", "dirty": False}
+
+    monkeypatch.setattr(provenance, "git_state", slow)
+    wait = provenance.run_provenance_soon(SimpleNamespace(base_dir=tmp_path))
+    release.set()  # the caller went on before git answered
+    assert wait() == {"git": {"commit": str(tmp_path), "dirty": False}}
+
+    def broken(folder):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(provenance, "git_state", broken)
+    wait = provenance.run_provenance_soon(SimpleNamespace(base_dir=tmp_path))
+    with pytest.raises(UnicodeDecodeError):
+        wait()

@@ -118,16 +118,110 @@ def test_builtin_tables_name_every_registered_step_and_writer_and_its_module():
     assert set(STEPS) <= set(step_names()) and set(WRITERS) <= set(writer_kinds())
 
 
-def test_the_validating_model_and_the_schema_model_agree_outside_steps_and_writers():
-    """recipe_model() dispatches steps and writers by name; recipe_schema_model() spells the unions out.
-    Both come from one builder: every other field is the same."""
+def test_the_validating_model_and_the_schema_model_agree_outside_steps_writers_and_source():
+    """recipe_model() dispatches steps and writers by name and imports the dicomweb source kind only
+    for a recipe naming it; recipe_schema_model() spells the unions out. Both come from one builder:
+    every other field is the same."""
     from medflow.recipe.model import recipe_model, recipe_schema_model
 
     lean, full = recipe_model(), recipe_schema_model()
     assert list(lean.model_fields) == list(full.model_fields)
     for name in lean.model_fields:
-        if name not in ("steps", "outputs"):
+        if name not in ("steps", "outputs", "source"):
             assert lean.model_fields[name].annotation == full.model_fields[name].annotation, name
     data = {"medflow": 1, "name": "t", "source": {"sample": "ct-phantom"}, "outputs": {"dir": "o"},
             "steps": [{"step": "window", "level": 40, "width": 400}, {"step": "layout", "layout": "NCHW"}]}
     assert lean.model_validate(data).model_dump() == full.model_validate(data).model_dump()
+
+
+SOURCES = {
+    "folder": {"dicom": "d", "duplicates": "error"},
+    "sample": {"sample": "ct-phantom"},
+    "pacs": {"dicomweb": {"url": "http://pacs/dicom-web", "query": {"StudyDate": "20200101-"}}, "filter": {}},
+    "pacs-typo": {"dicomweb": {"url": "http://pacs", "qeury": {}, "auth": {"usre": "U"}}},
+    "pacs-bad-values": {"dicomweb": {"url": "http://pacs", "workers": 0, "query": {"StudyDate": "2020-01-01",
+                                     "StudyInstanceUID": ["1.2.a"]}}, "duplicates": "all"},
+    "pacs-no-url": {"dicomweb": {}},
+    "pacs-not-a-mapping": {"dicomweb": "http://pacs"},
+    "pacs-and-folder": {"dicomweb": {"url": "http://pacs"}, "dicom": "d"},
+    "pacs-and-sample": {"dicomweb": {"url": "http://pacs"}, "sample": "ct-phantom"},
+    "no-kind": {"filter": {}},
+    "not-a-mapping": "d",
+}
+
+
+@pytest.mark.parametrize("source", SOURCES.values(), ids=SOURCES.keys())
+def test_the_validating_model_and_the_schema_model_agree_on_every_source(source):
+    """The lean model's dicomweb member is imported when taken (Deferred): same values, same errors
+    (once member_errors has put its errors where the spelled-out union reports them)."""
+    from pydantic import ValidationError
+
+    from medflow.recipe.model import member_errors, recipe_model, recipe_schema_model
+
+    data = {"medflow": 1, "name": "t", "source": source, "outputs": {"dir": "o"}}
+    results = []
+    for model in (recipe_model(), recipe_schema_model()):
+        try:
+            results.append(("ok", type(model.model_validate(data).source), model.model_validate(data).model_dump()))
+        except ValidationError as error:
+            errors = member_errors(error.errors(include_url=False))
+            for e in errors:  # a validator's exception object: compare its text
+                e["ctx"] = {k: repr(v) if isinstance(v, Exception) else v for k, v in e.get("ctx", {}).items()}
+            results.append(("error", errors))
+    assert results[0] == results[1]
+    assert results[0][0] == ("ok" if source in (SOURCES["folder"], SOURCES["sample"], SOURCES["pacs"]) else "error")
+
+
+def test_a_valid_folder_recipe_imports_no_dicomweb_code_and_no_error_diagnostics(recipe):
+    """Only a recipe whose source names ``dicomweb`` imports the DICOMweb client and builds its models;
+    only a recipe with errors imports medflow.recipe.diagnostics (pydantic errors -> located issues)."""
+    for args in (["validate", str(recipe)], ["run", "-q", str(recipe)]):
+        result = _command(*args)
+        assert result["code"] == 0, result["out"]
+        dicomweb = [m for m in result["modules"] if "dicomweb" in m]
+        assert dicomweb == [], args[0]
+        assert "medflow.recipe.diagnostics" not in result["modules"], args[0]
+    bad = recipe.with_name("bad.yaml")
+    bad.write_text(recipe.read_text().replace("width: 1500", "width: -5"))
+    result = _command("validate", str(bad))
+    assert result["code"] == 2 and "steps[0].width: must be > 0 (got -5)" in result["out"]
+    assert "medflow.recipe.diagnostics" in result["modules"]
+
+
+GC_COMMAND = """
+import gc, json, sys
+import medflow.cli, medflow.engine.build as build
+seen = {}
+claimed = build._build_claimed
+def spy(*args, **kwargs):  # the build itself: collected as usual, start-up's objects frozen
+    seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+    return claimed(*args, **kwargs)
+build._build_claimed = spy
+if sys.argv[1] == "caller-disabled":
+    gc.disable()
+args = ["run", "-q", sys.argv[2]]
+if sys.argv[1] == "process":  # as `medflow ...` and `python -m medflow ...` call it
+    sys.argv = ["medflow", *args]
+    code = medflow.cli.main()
+else:
+    code = medflow.cli.main(args)
+print(json.dumps({"code": code, "during": seen, "after": {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}))
+"""
+
+
+@pytest.mark.parametrize("caller", ["process", "caller", "caller-disabled"])
+def test_startup_runs_without_the_cyclic_collector_and_the_build_with_it(recipe, caller):
+    """medflow.startup: off while importing and loading; the build collects, start-up's objects frozen.
+    Called with argv (a Python caller) main gives the collector back as it found it; as the process's
+    own command line it leaves start-up frozen (nothing to collect that the process's end does not free)."""
+    done = subprocess.run([sys.executable, "-c", GC_COMMAND, caller, str(recipe)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    assert result["during"]["frozen"] > 10_000  # numpy, pydantic, the recipe's models...
+    assert result["during"]["enabled"] is (caller != "caller-disabled")
+    if caller == "process":
+        assert result["after"]["enabled"] is True and result["after"]["frozen"] > 10_000
+    else:
+        assert result["after"] == {"enabled": caller == "caller", "frozen": 0}

@@ -24,6 +24,7 @@ from medflow.engine.plan import needs_dataset_stats
 from medflow.engine.prepare import Prepared, cache_dir, make_task, output_dir, plan_all, prepare
 from medflow.engine.privacy import PathRedactor, path_token, redact_manifest, write_private_tables
 from medflow.engine.progress import Progress
+from medflow.engine.provenance import run_provenance_soon
 from medflow.engine.record import (
     Outcome,
     assemble_manifest,
@@ -91,6 +92,7 @@ def _build_claimed(
 ) -> BuildReport:
     """Build the dataset of ``loaded`` (its workspace claimed); returns the report (the manifest is written)."""
     started_wall, started = dt.datetime.now(dt.UTC), time.perf_counter()
+    git = run_provenance_soon(loaded)  # the recipe folder's git state at build time, taken while the build runs
     recipe = loaded.recipe
     n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
     keep_going = recipe.engine.keep_going if keep_going is None else keep_going
@@ -115,6 +117,7 @@ def _build_claimed(
         "seconds": round(seconds, 3),
         "workers": n_workers,
         "dataset_stats_computed": not stats_were_cached,
+        **git(),
     }
     manifest = assemble_manifest(prepared, outcome, results, dataset_outputs, accounting, notes, run)
     report = _report(prepared, outcome, manifest, accounting, private_files, len(results), seconds)

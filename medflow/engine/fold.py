@@ -215,14 +215,16 @@ class Folder:
         elif out.shape != shape or out.dtype != dtype:
             raise ValueError(f"output buffer {out.shape} {out.dtype} for {shape} {dtype}")
         index = values.view(_INDEX_VIEW[values.dtype])
+        # every unsigned index is in a full-range table: mode="clip" clips nothing, and unlike the
+        # default "raise" it gathers straight into ``out`` instead of through a temporary
         if self.planar:
             for z, table in enumerate(tables):
                 for c in range(n_channels):
-                    np.take(table.channels[c], index[z], out=out[z, c])
+                    np.take(table.channels[c], index[z], out=out[z, c], mode="clip")
             return self._finish(described, out)
         pixels = out.view(tables[0].interleaved.dtype)[..., 0]  # (z, y, x): one whole pixel per element
         for z, table in enumerate(tables):
-            np.take(table.interleaved, index[z], out=pixels[z])
+            np.take(table.interleaved, index[z], out=pixels[z], mode="clip")
         return described.replace(pixels=out[..., 0] if described.pixels.ndim == 3 else out)
 
     # --- tables ---------------------------------------------------------------------------

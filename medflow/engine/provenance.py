@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,26 @@ def recipe_provenance(loaded: Any) -> dict[str, Any]:
 def run_provenance(loaded: Any) -> dict[str, Any]:
     """``{"git": {"commit", "dirty"} | None}`` of the recipe's folder at build time (the manifest's ``run``)."""
     return {"git": git_state(loaded.base_dir)}
+
+
+def run_provenance_soon(loaded: Any) -> Callable[[], dict[str, Any]]:
+    """:func:`run_provenance` of ``loaded``, taken on a thread from now on: the git commands run while
+    the build does. Returns a function that waits for it (and raises what it raised)."""
+    outcome: dict[str, Any] = {}
+
+    def take() -> None:
+        try:
+            outcome["value"] = run_provenance(loaded)
+        except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=take, name="medflow-git", daemon=True)
+    thread.start()
+
+    def wait() -> dict[str, Any]:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return wait

@@ -13,7 +13,7 @@ from medflow.engine import keys
 from medflow.engine.manifest import MANIFEST_VERSION, environment
 from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
-from medflow.engine.provenance import recipe_provenance, run_provenance
+from medflow.engine.provenance import recipe_provenance
 from medflow.engine.task import ItemResult
 from medflow.hashing import ALGORITHM
 from medflow.sources.skips import skip_kind
@@ -165,7 +165,8 @@ def assemble_manifest(
     prepared: Prepared, outcome: Outcome, results: dict[str, ItemResult], dataset_outputs: list[dict[str, Any]],
     accounting: dict[str, Any], notes: list[str], run: dict[str, Any],
 ) -> dict[str, Any]:
-    """The build's manifest (a de-identifying build's input paths are not yet redacted here)."""
+    """The build's manifest (a de-identifying build's input paths are not yet redacted here); ``run`` holds
+    what varies per run, :func:`~medflow.engine.provenance.run_provenance` (the git state) included."""
     recipe = prepared.loaded.recipe
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -206,8 +207,7 @@ def assemble_manifest(
         },
         "quarantined": [{"id": item_id, "reason": reason} for item_id, reason in outcome.quarantined],
         "run": {
-            **run,
-            **run_provenance(prepared.loaded),  # git commit and dirty state: per checkout, not per recipe
+            **run,  # with run_provenance: git commit and dirty state, per checkout, not per recipe
             "computed": {item_id: results[item_id].computed for item_id in sorted(results)},
             "from_cache": sorted(p.item.item_id for p in prepared.plans if p.up_to_date),
         },

@@ -17,7 +17,6 @@ Nothing here knows a step by name: it only reads the model built from the regist
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import types
 import typing
@@ -28,10 +27,10 @@ from pydantic import BaseModel, Discriminator, ValidationError
 from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
-from medflow.recipe.model import SCHEMA_VERSION, member_errors, registered_of
+from medflow.recipe.messages import SUPPORTED_VERSIONS, show, version_issue  # noqa: F401 - also here
+from medflow.recipe.model import deferred_of, member_errors, registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
 TOP_LEVEL_EXTRA_KEYS = ("extends", "abstract")  # accepted by the loader, removed before validation
 _TAG_NOUNS = {"step": "step", "kind": "writer kind"}
 
@@ -45,24 +44,6 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str | None:
     return by_lower[match[0]] if match else None
 
 
-def show(value: Any, limit: int = 60) -> str:
-    """A value as the user wrote it (YAML-ish), shortened: ``'NCWH'``, ``-5``, ``null``, ``[1, 2]``."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = f"'{value}'" if "'" not in value else json.dumps(value)
-    elif isinstance(value, (int, float)):
-        text = repr(value)
-    else:
-        try:
-            text = json.dumps(value, separators=(", ", ": "), default=str).replace('"', "'")
-        except (TypeError, ValueError):
-            text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _number(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -71,20 +52,6 @@ def _number(value: Any) -> str:
 
 def _quoted(values: typing.Iterable[Any]) -> list[str]:
     return [show(v) for v in values]
-
-
-def version_issue(data: dict, positions: Positions, file: str) -> RecipeIssue | None:
-    """An issue if ``medflow:`` names a recipe version this medflow cannot read (None if absent or fine)."""
-    if "medflow" not in data:
-        return None
-    version = data["medflow"]
-    if type(version) is int and version in SUPPORTED_VERSIONS:
-        return None
-    reads = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
-    plural = "s" if len(SUPPORTED_VERSIONS) > 1 else ""
-    mark = positions.value(("medflow",)) or Mark(file, 1, 1)
-    message = f"unsupported recipe version {show(version)}; this medflow reads version{plural} {reads}"
-    return RecipeIssue(mark.file, mark.line, mark.col, "medflow", message)
 
 
 # ----------------------------------------------------------------------------- loc -> path
@@ -131,7 +98,7 @@ def _tag_map(members: tuple[Any, ...], discriminator: Any) -> dict[str, Any]:
         inner, metadata = _unwrap(member)
         for item in metadata:
             if type(item).__name__ == "Tag":
-                tags[str(item.tag)] = inner
+                tags[str(item.tag)] = member if deferred_of(member) is not None else inner  # imported if followed
         if isinstance(discriminator, str) and _is_model(inner) and discriminator in inner.model_fields:
             for value in typing.get_args(inner.model_fields[discriminator].annotation):
                 tags[str(value)] = inner
@@ -156,6 +123,9 @@ def locate(model: type[BaseModel], loc: tuple[Any, ...]) -> _Located:
     union_at: YamlPath | None = None
     items = list(loc)
     while True:
+        deferred = deferred_of(annotation)
+        if deferred is not None:  # a union member imported when followed (see Deferred)
+            annotation = deferred.model()
         registered = registered_of(annotation)
         inner, more = _unwrap(annotation)
         metadata = metadata + more

@@ -31,7 +31,7 @@ from medflow.recipe.compose import (
     parse_override,
     source_override,
 )
-from medflow.recipe.diagnostics import issues_from_validation, sort_issues, version_issue
+from medflow.recipe.messages import version_issue
 from medflow.recipe.model import recipe_model
 from medflow.recipe.paths import folder_issues, rebase_paths, recipe_path_locations
 from medflow.recipe.yaml_positions import Positions, format_path
@@ -117,11 +117,11 @@ def _load(
     composed = compose_recipe(absolute, display)
     issues = list(composed.issues)
     if composed.fatal:
-        raise RecipeError(sort_issues(issues))
+        raise RecipeError(_sorted(issues))
     data, positions = composed.data, composed.positions
     version = version_issue(data, positions, display)
     if version is not None:
-        raise RecipeError(sort_issues(issues + [version]))
+        raise RecipeError(_sorted(issues + [version]))
 
     if composed.abstract and not abstract_ok:
         raise RecipeError([RecipeIssue(
@@ -145,13 +145,15 @@ def _load(
         # Steps that name files (e.g. a LUT) resolve them against the recipe's folder.
         recipe = model.model_validate(resolved, context={"recipe_dir": str(absolute.resolve().parent)})
     except ValidationError as error:
+        from medflow.recipe.diagnostics import issues_from_validation
+
         for issue in issues_from_validation(error, model, positions, display, abstract=composed.abstract):
             if not any(_under(issue.path, spot) for spot in tainted):
                 issues.append(issue)
     if recipe is not None:
         issues += folder_issues(recipe, positions, display, absolute.resolve().parent)
     if issues:
-        raise RecipeError(sort_issues(issues))
+        raise RecipeError(_sorted(issues))
     if recipe is None:
         if composed.abstract:
             return None  # a base recipe: every key it has is valid; its children add the rest
@@ -165,6 +167,13 @@ def _load(
         positions=positions,
         source_override=source,
     )
+
+
+def _sorted(issues: list[RecipeIssue]) -> list[RecipeIssue]:
+    """:func:`~medflow.recipe.diagnostics.sort_issues` (diagnostics is imported when a recipe has errors)."""
+    from medflow.recipe.diagnostics import sort_issues
+
+    return sort_issues(issues)
 
 
 def _under(issue_path: str, spot: tuple) -> bool:

@@ -14,8 +14,9 @@ imports only the steps and writers it uses. Both report the same errors.
 from __future__ import annotations
 
 import functools
+import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -33,7 +34,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from medflow.sources.dicomweb import DicomwebServer
 from medflow.splits import SplitsSpec
 
 SCHEMA_VERSION = 1
@@ -137,13 +137,17 @@ class SampleSource(_Strict):
                                   "per series) with the images.")
 
 
-class DicomwebSource(_Strict):
-    """Studies on a DICOMweb server (PACS): QIDO-RS finds them, WADO-RS fetches them into the cache."""
+def _dicomweb_source() -> type[BaseModel]:
+    """``DicomwebSource`` (in its own module: it imports the DICOMweb client code and builds five models)."""
+    from medflow.recipe.dicomweb_source import DicomwebSource
 
-    dicomweb: DicomwebServer = Field(description="The server (url, query, auth from the environment).")
-    filter: SeriesFilter = Field(default_factory=SeriesFilter, description="What enters the dataset.")
-    duplicates: Literal["first", "error"] = DicomSource.model_fields["duplicates"]
-    mismatched_size: Literal["fail", "split"] = DicomSource.model_fields["mismatched_size"]
+    return DicomwebSource
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DicomwebSource":  # imported on first use: a folder or sample recipe never needs it
+        return _dicomweb_source()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _source_tag(value: Any) -> str | None:
@@ -155,33 +159,52 @@ def _source_tag(value: Any) -> str | None:
         if "dicomweb" in value:
             return "dicomweb"
         return None
-    return {SampleSource: "sample", DicomwebSource: "dicomweb"}.get(type(value), "dicom")
+    if type(value) is SampleSource:
+        return "sample"
+    dicomweb = sys.modules.get("medflow.recipe.dicomweb_source")  # not imported: no DicomwebSource exists
+    return "dicomweb" if dicomweb is not None and type(value) is dicomweb.DicomwebSource else "dicom"
 
 
-Source = Annotated[
-    Union[Annotated[DicomSource, Tag("dicom")], Annotated[SampleSource, Tag("sample")],  # noqa: UP007
-          Annotated[DicomwebSource, Tag("dicomweb")]],
-    Discriminator(
-        _source_tag,
-        custom_error_type="source_kind",
-        custom_error_message="source needs exactly one of the keys 'dicom' (a folder), 'sample' (an embedded "
-        "dataset) or 'dicomweb' (a DICOMweb server)",
-    ),
-]
+#: The kinds of ``source``: its tag (the key naming it) -> its model, or what imports the model.
+_SOURCE_KINDS: dict[str, type[BaseModel] | Callable[[], type[BaseModel]]] = {
+    "dicom": DicomSource, "sample": SampleSource, "dicomweb": _dicomweb_source,
+}
 
 
-def source_kinds() -> dict[str, type[BaseModel]]:
+def _source(members: dict[str, Any]) -> Any:
+    """The ``source`` field's type: a union over ``members`` (tag -> type), tagged by :func:`_source_tag`."""
+    return Annotated[
+        Union[tuple(Annotated[member, Tag(tag)] for tag, member in members.items())],  # noqa: UP007
+        Discriminator(
+            _source_tag,
+            custom_error_type="source_kind",
+            custom_error_message="source needs exactly one of the keys 'dicom' (a folder), 'sample' (an embedded "
+            "dataset) or 'dicomweb' (a DICOMweb server)",
+        ),
+    ]
+
+
+class _SourceKinds(Mapping[str, type[BaseModel]]):
+    """:data:`_SOURCE_KINDS` with each model imported when first looked up."""
+
+    def __getitem__(self, tag: str) -> type[BaseModel]:
+        kind = _SOURCE_KINDS[tag]
+        return kind if isinstance(kind, type) else kind()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SOURCE_KINDS)
+
+    def __len__(self) -> int:
+        return len(_SOURCE_KINDS)
+
+
+def source_kinds() -> Mapping[str, type[BaseModel]]:
     """The kinds of ``source`` by their key (the union's tags), e.g. ``{'dicom': DicomSource, ...}``.
 
     A source names exactly one kind key; ``--source`` and ``--set source.<kind>=...`` switch kinds
-    with it (see :mod:`medflow.recipe.compose`).
+    with it (see :mod:`medflow.recipe.compose`). A kind's model is imported when looked up.
     """
-    union = typing.get_args(Source)[0]
-    kinds: dict[str, type[BaseModel]] = {}
-    for member in typing.get_args(union):
-        model, *metadata = typing.get_args(member)
-        kinds[next(m.tag for m in metadata if isinstance(m, Tag))] = model
-    return kinds
+    return _SourceKinds()
 
 
 class Expectation(_Strict):
@@ -299,13 +322,17 @@ class Registered:
 
 def member_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``ValidationError.errors()`` with each :data:`MEMBER_ERRORS` error replaced by the errors it holds,
-    located as the spelled-out union locates them: ``('steps', 1, 'window', 'width')``."""
+    located as the spelled-out union locates them: ``('steps', 1, 'window', 'width')``.
+
+    The error's loc lacks the tag for a :class:`Registered` union (it is added) and already has it
+    for a :class:`Deferred` member (its ``under`` context is empty).
+    """
     out: list[dict[str, Any]] = []
     for error in errors:
         if error["type"] != MEMBER_ERRORS:
             out.append(error)
             continue
-        prefix = (*error["loc"], error["ctx"]["tag"])
+        prefix = (*error["loc"], *error["ctx"].get("under", (error["ctx"]["tag"],)))
         out += [{**inner, "loc": (*prefix, *inner["loc"])} for inner in error["ctx"]["errors"]]
     return out
 
@@ -319,6 +346,52 @@ def registered_of(annotation: Any) -> Registered | None:
 
 def _registered(discriminator: str, names: Callable[[], list[str]], model: Callable[[str], type[BaseModel]]):
     marker = Registered(discriminator, names, model)
+    return Annotated[Any, PlainValidator(marker.validate), marker]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A member of a tagged union whose model is imported and built only when a value takes it.
+
+    The union picks the member by tag as for a model member (its tag is in the errors' ``loc``);
+    the member's own errors ride in one :data:`MEMBER_ERRORS` error, put back where the model
+    member's would be by :func:`member_errors`.
+
+    Attributes:
+        tag: the member's tag in the union.
+        discriminator: the union's tag function (``value -> tag or None``).
+        model: the member's model (imports its module).
+    """
+
+    tag: str
+    discriminator: Callable[[Any], str | None]
+    model: Callable[[], type[BaseModel]]
+
+    def claims(self, value: Any) -> bool:
+        """Would the union give ``value`` to this member?"""
+        return self.discriminator(value) == self.tag
+
+    def validate(self, value: Any, info: ValidationInfo) -> BaseModel:
+        try:
+            return self.model().model_validate(value, context=info.context)
+        except ValidationError as error:
+            errors = error.errors(include_url=False)
+            raise PydanticCustomError(
+                MEMBER_ERRORS, "{tag}: {count} error(s): {summary}",
+                {"tag": self.tag, "under": (), "errors": errors, "count": len(errors),
+                 "summary": "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)},
+            ) from None
+
+
+def deferred_of(annotation: Any) -> Deferred | None:
+    """The :class:`Deferred` marker of an ``Annotated`` annotation, or None."""
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in typing.get_args(annotation)[1:] if isinstance(m, Deferred)), None)
+    return None
+
+
+def _deferred(tag: str, discriminator: Callable[[Any], str | None], model: Callable[[], type[BaseModel]]):
+    marker = Deferred(tag, discriminator, model)
     return Annotated[Any, PlainValidator(marker.validate), marker]
 
 
@@ -355,8 +428,12 @@ def _union_of(models: list[type[BaseModel]], discriminator: str):
 @functools.cache
 def recipe_model() -> type[BaseModel]:
     """The Recipe model that validates recipes; each step and writer is checked against its own params
-    model only (imports the modules of the steps and writers a recipe names, no other)."""
-    return _build(_registered("step", _step_names, _step_model), _registered("kind", _writer_kinds, _writer_model))
+    model only (imports the modules of the steps and writers a recipe names, no other), and a source
+    kind's model is imported when a recipe names it (:class:`Deferred`)."""
+    source = _source({tag: kind if isinstance(kind, type) else _deferred(tag, _source_tag, kind)
+                      for tag, kind in _SOURCE_KINDS.items()})
+    return _build(source, _registered("step", _step_names, _step_model),
+                  _registered("kind", _writer_kinds, _writer_model))
 
 
 @functools.cache
@@ -366,12 +443,13 @@ def recipe_schema_model() -> type[BaseModel]:
     from medflow.steps.registry import all_steps
     from medflow.writers.registry import all_writers
 
-    return _build(_union_of([spec.params_model for spec in all_steps()], "step"),
+    return _build(_source(dict(source_kinds())), _union_of([spec.params_model for spec in all_steps()], "step"),
                   _union_of([spec.params_model for spec in all_writers()], "kind"))
 
 
-def _build(step_type: Any, writer_type: Any) -> type[BaseModel]:
-    """The Recipe model, its ``steps:`` entries of ``step_type`` and its writers of ``writer_type``."""
+def _build(source_type: Any, step_type: Any, writer_type: Any) -> type[BaseModel]:
+    """The Recipe model: its ``source`` of ``source_type``, ``steps:`` entries of ``step_type`` and its
+    writers of ``writer_type``."""
     Outputs = create_model(
         "Outputs",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -398,7 +476,7 @@ def _build(step_type: Any, writer_type: Any) -> type[BaseModel]:
         medflow=(Literal[1], Field(description="Recipe schema version; this medflow reads version 1.")),
         name=(str, Field(min_length=1, description="Short name of the dataset this recipe builds.")),
         description=(str, Field("", description="What the dataset is for; free text.")),
-        source=(Source, Field(description="Where the items come from.")),
+        source=(source_type, Field(description="Where the items come from.")),
         steps=(list[step_type], Field(default_factory=list, description="Steps applied to each item, in order.")),
         outputs=(Outputs, Field(description="Where and how the dataset is written.")),
         engine=(Engine, Field(default_factory=Engine, description="How the build runs.")),

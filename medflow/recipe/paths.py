@@ -26,8 +26,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from medflow.errors import RecipeIssue
-from medflow.recipe.diagnostics import show
-from medflow.recipe.model import registered_of
+from medflow.recipe.messages import show
+from medflow.recipe.model import deferred_of, registered_of
 from medflow.recipe.yaml_positions import Mark, Positions, YamlPath, format_path
 
 
@@ -97,6 +97,11 @@ def recipe_path_locations(data: Any, model: Any, path: YamlPath = ()) -> list[Ya
     found: list[YamlPath] = []
     members = _members(model)
     for candidate in members:
+        deferred = deferred_of(candidate)
+        if deferred is not None:  # a union member whose model is imported only for the data it takes
+            if not deferred.claims(data):
+                continue
+            candidate = deferred.model()
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             if not isinstance(data, dict) or (len(members) > 1 and not _fits(candidate, data)):
                 continue
@@ -125,7 +130,10 @@ def recipe_path_locations(data: Any, model: Any, path: YamlPath = ()) -> list[Ya
 
 
 def _members(annotation: Any) -> list[Any]:
-    """The alternatives of an annotation: ``Annotated`` unwrapped, unions flattened."""
+    """The alternatives of an annotation: ``Annotated`` unwrapped (but a :class:`Deferred` member's), unions
+    flattened."""
+    if deferred_of(annotation) is not None:
+        return [annotation]
     if typing.get_origin(annotation) is typing.Annotated:
         return _members(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):

@@ -335,6 +335,39 @@ def _too_deep(text: str, max_depth: int) -> yaml.Mark | None:
         loader.dispose()
 
 
+def _collections_at_most(text: str) -> int:
+    """An upper bound of the number of mappings and lists in ``text``, hence of its nesting depth.
+
+    Every mapping or list starts at an indicator of its own: ``-`` (block list entry), ``:`` or
+    ``?`` (the first key of a mapping, block or single-pair flow), ``[`` or ``{`` (flow).
+    Counting them everywhere (comments and scalars too) only overestimates.
+    """
+    return sum(text.count(indicator) for indicator in "-:?[{")
+
+
+def _compose(text: str, file: str, max_nodes: int, max_depth: int) -> LoadedYaml:
+    """Compose and build the document (its nesting already known to be at most ``max_depth``).
+
+    Raises:
+        yaml.YAMLError: composing failed (building reports its problems as issues).
+    """
+    loader = RecipeYamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return LoadedYaml(None, Positions(), empty=True)
+        builder = _Builder(loader, file, max_nodes, max_depth)
+        try:
+            data = builder.build(node, ())
+        except _Abort as abort:
+            mark = builder.mark(abort.node)
+            issue = RecipeIssue(file, mark.line, mark.col, "", abort.message)
+            return LoadedYaml(None, Positions(), [issue], fatal=True)
+        return LoadedYaml(data, builder.positions, builder.issues, tainted=builder.tainted)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> LoadedYaml:
     """Load one YAML document safely, with positions; never raises for bad input.
 
@@ -347,6 +380,11 @@ def load_yaml(text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: in
     Returns:
         The data (``None`` for an empty document), positions and issues.
     """
+    if _collections_at_most(text) <= max_depth:  # cannot nest too deep: no checking parse first
+        try:
+            return _compose(text, file, max_nodes, max_depth)
+        except yaml.YAMLError:
+            pass  # invalid: the checking parse first, as for any document, finds the issue reported
     try:
         too_deep = _too_deep(text, max_depth)
     except yaml.YAMLError as error:
@@ -360,24 +398,10 @@ def load_yaml(text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: in
             f"document is nested more than {max_depth} levels deep",
         )
         return LoadedYaml(None, Positions(), [issue], fatal=True)
-    loader = RecipeYamlLoader(text)
     try:
-        try:
-            node = loader.get_single_node()
-        except yaml.YAMLError as error:
-            return LoadedYaml(None, Positions(), [_syntax_issue(error, file, text)], fatal=True)
-        if node is None:
-            return LoadedYaml(None, Positions(), empty=True)
-        builder = _Builder(loader, file, max_nodes, max_depth)
-        try:
-            data = builder.build(node, ())
-        except _Abort as abort:
-            mark = builder.mark(abort.node)
-            issue = RecipeIssue(file, mark.line, mark.col, "", abort.message)
-            return LoadedYaml(None, Positions(), [issue], fatal=True)
-        return LoadedYaml(data, builder.positions, builder.issues, tainted=builder.tainted)
-    finally:
-        loader.dispose()
+        return _compose(text, file, max_nodes, max_depth)
+    except yaml.YAMLError as error:
+        return LoadedYaml(None, Positions(), [_syntax_issue(error, file, text)], fatal=True)
 
 
 def read_yaml_file(path: Any, file: str, **limits: int) -> LoadedYaml:

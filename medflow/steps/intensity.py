@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import difflib
 import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -99,6 +98,8 @@ def resolve_preset(name: str, source: str | None = None) -> WindowPreset:
     """
     presets = load_window_presets()
     if name not in presets:
+        import difflib  # an unknown preset only
+
         close = difflib.get_close_matches(name, presets, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown window preset {name!r}{hint}; known: {', '.join(sorted(presets))}")
@@ -461,7 +462,7 @@ def modality_lut(sample: Sample, params: ModalityLutParams) -> Sample:
 class WindowSpec(BaseModel):
     """One channel of multi_window: a preset (optionally from a given source) or level+width+name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built with multi_window's
 
     name: str | None = Field(None, description="Channel name (default: the preset name).", json_schema_extra=_NONE)
     level: float | None = Field(None, description="Window center, input units (HU for CT).", json_schema_extra=_HU)

@@ -11,7 +11,6 @@ imports the one module of the step asked for, :func:`step_names` none.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +23,13 @@ from medflow.steps import BUILTIN
 
 
 class StepParams(BaseModel):
-    """Base of every step's params model: unknown keys are errors."""
+    """Base of every step's params model: unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Built on first use (``defer_build``): a step module defines several models and a recipe
+    validates only those of the steps it names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     def canonical_params(self) -> dict[str, Any]:
         """The params that define the step's output (JSON-able, without ``step``)."""
@@ -165,6 +168,8 @@ def all_steps() -> list[StepSpec]:
 
 
 def _ensure_loaded() -> None:
+    import pkgutil  # every module: `steps`, `schema` and unknown names only
+
     import medflow.steps as package
 
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):

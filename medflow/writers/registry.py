@@ -8,7 +8,6 @@ atomically and reports them. Writers run inside the worker, after the last step.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ class WriterParams(BaseModel):
 
     Every field named ``folder`` or ``*_folder`` is a subfolder of the output folder: a
     relative path that stays inside it (not absolute, no ``..``, no backslash), checked
-    when the recipe loads so a writer can never write outside the output folder.
+    when the recipe loads so a writer can never write outside the output folder. Built on first
+    use (``defer_build``): a recipe validates only the models of the writers it names.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @field_validator("*")
     @classmethod
@@ -144,6 +144,8 @@ def all_writers() -> list[WriterSpec]:
 
 
 def _ensure_loaded() -> None:
+    import pkgutil  # every module: `steps`, `schema` and unknown names only
+
     import medflow.writers as package
 
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
