@@ -117,3 +117,15 @@ def test_identical_bytes_of_two_patients_get_each_patients_own_outcome(name):
     if "retain-longitudinal-modified-dates" in config.options:  # each patient's own offset
         assert out_first.AcquisitionDateTime != out_second.AcquisitionDateTime
         assert out_first.StudyTime != out_second.StudyTime
+
+
+def test_the_memo_keeps_a_bounded_number_of_value_bytes():
+    memo = walkmemo.WalkMemo()
+    token = memo.token(("file",))
+    value = b"x" * 60000  # a sequence of unique references, say, in every file
+    for i in range(2 * walkmemo.MAX_BYTES // len(value)):
+        memo.store((token, 0x00081140, "SQ", len(value), value + i.to_bytes(4, "big"), False, True),
+                   (walkmemo.REMOVED, None, (), {}))
+        kept = sum(len(key[4]) for key in memo.outcomes)
+        assert kept <= walkmemo.MAX_BYTES + len(value) + 4
+    assert memo.outcomes  # it starts afresh, it does not stop memoizing

@@ -352,7 +352,8 @@ def _converted_value(ds: Dataset, tag: int) -> object:
         # as Dataset.__getitem__ converts it: (0008,0005) itself in the default repertoire
         encoding = "iso8859" if tag == _SPECIFIC_CHARACTER_SET else (ds.original_character_set or _character_set(ds))
         vr = elem.VR
-        if not _memo_allowed or vr is None or len(vr) != 2 or vr == "UN" or tag >> 16 & 1:
+        if (not _memo_allowed or vr is None or len(vr) != 2 or vr == "UN" or tag >> 16 & 1
+                or elem.value is None or len(elem.value) > 1024):
             return convert_raw_data_element(elem, encoding=encoding, ds=ds).value
         # an explicit public VR: the value depends on the element and the encoding only
         key = (tag, vr, elem.length, elem.value, elem.is_little_endian, elem.is_implicit_VR,

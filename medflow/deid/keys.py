@@ -7,6 +7,7 @@ import hmac
 import os
 import stat
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 from medflow.deid.errors import DeidKeyError
@@ -60,4 +61,9 @@ def key_id(key: bytes) -> str:
     It tells two keys apart (a rotated key changes cache keys and is recorded in the manifest)
     without revealing the key or helping to guess it: computing it needs the key.
     """
+    return _key_id(bytes(key))
+
+
+@lru_cache(maxsize=8)  # asked for by the step and the writer of every item
+def _key_id(key: bytes) -> str:
     return hmac.new(key, b"medflow-key-id", hashlib.sha256).hexdigest()[:16]

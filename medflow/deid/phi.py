@@ -227,9 +227,11 @@ def _collect(
             part: dict[str, set[str]] = {}
             _collect_element(ds, tag, item, vr, part, fast, encodings)
             contribution = tuple((category, tuple(texts)) for category, texts in part.items())
-            if len(_CONTRIBUTIONS) >= _MAX_CONTRIBUTIONS:
+            if len(_CONTRIBUTIONS) >= _MAX_CONTRIBUTIONS or _memo_bytes[0] >= _MAX_BYTES:
                 _CONTRIBUTIONS.clear()
+                _memo_bytes[0] = 0
             _CONTRIBUTIONS[memo_key] = contribution
+            _memo_bytes[0] += len(item.value)
         if parts is not None:
             parts.append(contribution)
             continue
@@ -267,6 +269,8 @@ def _collect_element(
 _CONTRIBUTIONS: dict[tuple, tuple[tuple[str, tuple[str, ...]], ...]] = {}
 _MAX_CONTRIBUTIONS = 8192
 _MEMO_BYTES = 16384
+_MAX_BYTES = 8 * 1024 * 1024  # value bytes of the keys, at most
+_memo_bytes = [0]
 #: The identity made from a file's parts (see :meth:`IdentityValues.from_dataset`), same rules.
 _IDENTITIES: dict[tuple, IdentityValues] = {}
 _MAX_IDENTITIES = 1024
@@ -279,6 +283,7 @@ def _check_memo_state() -> None:
     if _memo_state != [state]:
         _CONTRIBUTIONS.clear()
         _IDENTITIES.clear()
+        _memo_bytes[0] = 0
         _memo_state[:] = [state]
 
 

@@ -41,6 +41,8 @@ REMOVED, KEEP_RAW, VALUE, SEQUENCE = 0, 1, 2, 3
 MAX_VALUE_BYTES = 1024
 MAX_SEQUENCE_BYTES = 65536
 MAX_OUTCOMES = 65536
+#: Value bytes the outcomes of one memo hold at most (sequences up to 64 KiB are kept whole).
+MAX_BYTES = 16 * 1024 * 1024
 MAX_TOKENS = 16384
 MAX_MEMOS = 4
 
@@ -48,12 +50,13 @@ MAX_MEMOS = 4
 class WalkMemo:
     """Outcomes of one key and configuration (see the module docstring)."""
 
-    __slots__ = ("outcomes", "_tokens", "_counter")
+    __slots__ = ("outcomes", "_tokens", "_counter", "_bytes")
 
     def __init__(self) -> None:
         self.outcomes: dict[tuple, tuple] = {}
         self._tokens: dict[tuple, int] = {}
         self._counter = count()
+        self._bytes = 0  # value bytes in the keys (the encoded bytes kept are of the same order)
 
     def token(self, context: tuple) -> int:
         """A small int naming ``context`` (a file or a scope); equal contexts, equal tokens."""
@@ -65,14 +68,17 @@ class WalkMemo:
         return token
 
     def store(self, key: tuple, outcome: tuple) -> None:
-        if len(self.outcomes) >= MAX_OUTCOMES:
+        """Keep ``outcome`` under ``key`` (its value bytes at index 4), or start afresh when full."""
+        if len(self.outcomes) >= MAX_OUTCOMES or self._bytes >= MAX_BYTES:
             self.clear()  # the tokens go too: outcomes are only found through a live token
             return
+        self._bytes += len(key[4] or b"")
         self.outcomes[key] = outcome
 
     def clear(self) -> None:
         self.outcomes.clear()
         self._tokens.clear()
+        self._bytes = 0
 
 
 _MEMOS: dict[tuple, WalkMemo] = {}

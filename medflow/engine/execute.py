@@ -87,6 +87,10 @@ def _chunks(tasks: list[ItemTask], workers: int) -> list[list[ItemTask]] | None:
     if len(tasks) < 4 * workers or any(task.item.kind != "instance" for task in tasks):
         return None
     size = max(1, min(MAX_CHUNK, len(tasks) // (8 * workers)))
+    # Neighbouring files (a series' folder, consecutive names) share a chunk: a worker's
+    # de-identification memo then serves a series from one file to the next, instead of every
+    # worker meeting every series (results come back unordered whatever the order).
+    tasks = sorted(tasks, key=lambda task: (task.item.root, task.item.files[:1]))
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 

@@ -1,9 +1,9 @@
 """The per-item task of a chain that never reads pixels: one DICOM file, parsed once.
 
 For recipes whose steps and writers all declare ``reads_pixels=False`` (de-identify ->
-DICOM): the file is read into memory in one call and parsed from there with pydicom (pixel
-data kept as stored bytes, never decoded), the recipe's series-level filters are applied to
-its header, and the steps and writers run on a Sample that carries the parsed original
+DICOM): the file is read into memory in one call and parsed from there into pydicom's dataset
+(:mod:`medflow.sources.dcmparse`; pixel data kept as stored bytes, never decoded), the recipe's
+series-level filters are applied to its header (values read without converting the elements), and the steps and writers run on a Sample that carries the parsed original
 (:attr:`medflow.sample.Sample.originals`) and no pixels. Nothing is cached: there is no expensive intermediate, and the originals
 carry identity. The item's record lives in the manifest (see :func:`medflow.engine.plan.plan_item`).
 """

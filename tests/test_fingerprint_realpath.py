@@ -1,0 +1,42 @@
+"""The fingerprint memo resolves paths as os.path.realpath does (one lstat per file, folders remembered)."""
+
+from __future__ import annotations
+
+import os
+
+from medflow.sources.fingerprint import FingerprintMemo
+
+
+def test_paths_resolve_as_realpath_does(tmp_path):
+    real = tmp_path / "real" / "series"
+    real.mkdir(parents=True)
+    (real / "a.dcm").write_bytes(b"x")
+    os.symlink(tmp_path / "real", tmp_path / "link")  # a linked folder
+    os.symlink(real / "a.dcm", real / "b.dcm")  # a linked file
+    os.symlink(tmp_path / "nowhere", real / "dangling.dcm")
+    memo = FingerprintMemo(None)
+    for path in (
+        tmp_path / "link" / "series" / "a.dcm",
+        tmp_path / "link" / "series" / "b.dcm",
+        tmp_path / "link" / "series" / "dangling.dcm",
+        tmp_path / "link" / "series" / "missing.dcm",
+        f"{tmp_path}/link/series/../series/a.dcm",
+        f"{tmp_path}/link//series/a.dcm",
+        f"{tmp_path}/link/series/",
+        "relative/name.dcm",
+    ):
+        assert memo._realpath(os.fspath(path)) == os.path.realpath(path), path
+
+
+def test_a_folder_that_became_a_link_is_resolved_afresh_by_a_new_memo(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "f.dcm").write_bytes(folder.encode())
+    path = os.fspath(tmp_path / "current" / "f.dcm")
+    os.symlink(tmp_path / "a", tmp_path / "current")
+    assert FingerprintMemo(None)._realpath(path) == os.fspath(tmp_path / "a" / "f.dcm")
+    os.unlink(tmp_path / "current")
+    os.symlink(tmp_path / "b", tmp_path / "current")
+    # the folders a memo remembers live as long as it (one build): the next build sees the change
+    assert FingerprintMemo(None)._realpath(path) == os.fspath(tmp_path / "b" / "f.dcm")
