@@ -1,8 +1,10 @@
 """Start-up stays light: each command imports only what it needs (no timing here: see benchmarks/bench_startup.py).
 
 Loading a recipe imports the modules of the steps and writers it names and no other (the
-registries find them through ``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN``); a 1-worker
-run imports no joblib. Each check runs in a fresh interpreter and reads ``sys.modules`` after the
+registries find them through ``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN``), the DICOMweb
+source's code only when its source names ``dicomweb``, and the error diagnostics only when it has
+errors; a 1-worker run imports no joblib; start-up runs without the cyclic garbage collector
+(:mod:`medflow.startup`). Each check runs in a fresh interpreter and reads ``sys.modules`` after the
 command; a module bound by :func:`medflow._lazy.lazy_import` and never used does not count.
 """
 
