@@ -176,13 +176,15 @@ def test_the_validating_model_and_the_schema_model_agree_on_every_source(source)
 
 def test_a_valid_folder_recipe_imports_no_dicomweb_code_and_no_error_diagnostics(recipe):
     """Only a recipe whose source names ``dicomweb`` imports the DICOMweb client and builds its models;
-    only a recipe with errors imports medflow.recipe.diagnostics (pydantic errors -> located issues)."""
+    only a recipe with errors imports medflow.recipe.diagnostics (pydantic errors -> located issues);
+    only a recipe with ``splits:`` or an index writer imports medflow.splits."""
     for args in (["validate", str(recipe)], ["run", "-q", str(recipe)]):
         result = _command(*args)
         assert result["code"] == 0, result["out"]
         dicomweb = [m for m in result["modules"] if "dicomweb" in m]
         assert dicomweb == [], args[0]
         assert "medflow.recipe.diagnostics" not in result["modules"], args[0]
+        assert "medflow.splits" not in result["modules"], args[0]  # no splits: and no index writer
     bad = recipe.with_name("bad.yaml")
     bad.write_text(recipe.read_text().replace("width: 1500", "width: -5"))
     result = _command("validate", str(bad))
