@@ -229,3 +229,19 @@ def test_startup_runs_without_the_cyclic_collector_and_the_build_with_it(recipe,
         assert result["after"]["enabled"] is True and result["after"]["frozen"] > 10_000
     else:
         assert result["after"] == {"enabled": caller == "caller", "frozen": 0}
+
+
+@pytest.mark.parametrize("argv", [["run", "r.yaml", "-q", "--set", "a=1", "--workers", "2", "--no-wait"],
+                                  ["validate", "a.yaml", "b.yaml"], ["plan", "r.yaml", "--verify"],
+                                  ["preview", "r.yaml", "--items", "3"], ["steps"], ["steps", "window"],
+                                  ["doctor", "r.yaml", "--source", "d"], ["schema", "--write", "s.json"],
+                                  ["audit", "out", "--json"], ["diff", "a", "b"]], ids=lambda argv: argv[0])
+def test_the_parser_of_one_command_parses_and_helps_like_the_whole_parser(argv):
+    """main builds only the named command's arguments (argparse costs ms per argument at start-up)."""
+    from medflow.cli import _command_named, _parser
+
+    whole, one = _parser(), _parser(_command_named(argv))
+    assert _command_named(argv) == argv[0]
+    assert vars(one.parse_args(argv)) == vars(whole.parse_args(argv))
+    assert one.format_help() == whole.format_help()
+    assert _command_named(["--version"]) is None and _command_named(["nope"]) is None and _command_named([]) is None
