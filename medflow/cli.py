@@ -10,7 +10,7 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medflow import startup
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = _parser()
+    parser = _parser(_command_named(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
@@ -122,14 +122,31 @@ def _stop_on_signals():
     return restore
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only`` (a command), only that command's arguments are built.
+
+    Every command is still listed (``medflow --help``, the error naming the choices): a command line
+    parses the same either way, the other commands' arguments are just not set up for nothing.
+    """
     parser = argparse.ArgumentParser(
         prog="medflow", description="Build reproducible training datasets from DICOM with a declarative recipe."
     )
     parser.add_argument("--version", action="version", version=f"medflow {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, arguments) in _COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if only is None or only == name:
+            arguments(command)
+    return parser
 
-    run = sub.add_parser("run", help="build the dataset of a recipe")
+
+def _command_named(argv: Sequence[str] | None) -> str | None:
+    """The command a command line names (its first word), or None (none, an option, or an unknown one)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return words[0] if words and words[0] in _COMMANDS else None
+
+
+def _run_args(run: argparse.ArgumentParser) -> None:
     _recipe_args(run)
     run.add_argument("--workers", help="worker processes (an integer or 'auto'); overrides engine.workers")
     going = run.add_mutually_exclusive_group()
@@ -151,50 +168,57 @@ def _parser() -> argparse.ArgumentParser:
                           "or refuse at once (--no-wait)")
     run.set_defaults(handler=_cmd_run)
 
-    validate = sub.add_parser("validate", help="check recipes; report every error as FILE:LINE:COL")
+
+def _validate_args(validate: argparse.ArgumentParser) -> None:
     validate.add_argument("recipes", nargs="+", metavar="RECIPE")
     validate.set_defaults(handler=_cmd_validate)
 
-    plan = sub.add_parser("plan", help="show what a run would take from the cache and what it would recompute")
+
+def _plan_args(plan: argparse.ArgumentParser) -> None:
     _recipe_args(plan)
     plan.add_argument("--verify", action="store_true", help="rehash inputs and outputs")
     plan.set_defaults(handler=_cmd_plan)
 
-    preview = sub.add_parser("preview", help="run the steps on a few items and draw one PNG montage (no build)")
+
+def _preview_args(preview: argparse.ArgumentParser) -> None:
     _recipe_args(preview)
     preview.add_argument("--items", type=int, default=2, metavar="N", help="number of items to show (default 2)")
     preview.add_argument("--out", metavar="PNG",
                          help="montage file (default: <outputs.dir>.preview.png, beside the output folder)")
     preview.set_defaults(handler=_cmd_preview)
 
-    steps = sub.add_parser("steps", help="list the registered steps, or show one in full")
+
+def _steps_args(steps: argparse.ArgumentParser) -> None:
     steps.add_argument("name", nargs="?")
     steps.set_defaults(handler=_cmd_steps)
 
-    doctor = sub.add_parser("doctor", help="versions, optional extras, DICOM decoders, and where a recipe writes")
+
+def _doctor_args(doctor: argparse.ArgumentParser) -> None:
     doctor.add_argument("recipe", metavar="RECIPE", nargs="?", help="also show where this recipe's build would go")
     doctor.add_argument("--source", metavar="PATH", help="read PATH instead of the recipe's source (as for run)")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a recipe value (as for run)")
     doctor.set_defaults(handler=_cmd_doctor)
 
-    schema = sub.add_parser("schema", help="print the recipe's JSON Schema")
+
+def _schema_args(schema: argparse.ArgumentParser) -> None:
     schema.add_argument("--write", metavar="PATH", help="write it to PATH instead of printing")
     schema.set_defaults(handler=_cmd_schema)
 
-    audit = sub.add_parser("audit", help="prove a de-identified build: scan it for residual identifying values")
+
+def _audit_args(audit: argparse.ArgumentParser) -> None:
     audit.add_argument("output", metavar="OUTPUT", help="the build folder (holds manifest.json)")
     audit.add_argument("--source", metavar="SOURCE",
                        help="the original files: also search for their identifying values (names, IDs, dates...)")
     audit.add_argument("--json", action="store_true", help="print the report as JSON")
     audit.set_defaults(handler=_cmd_audit)
 
-    diff = sub.add_parser("diff", help="compare two builds: items added, removed, changed and why (manifests only)")
+
+def _diff_args(diff: argparse.ArgumentParser) -> None:
     diff.add_argument("build_a", metavar="BUILD_A", help="a build folder (holds manifest.json)")
     diff.add_argument("build_b", metavar="BUILD_B", help="the build to compare it with")
     diff.add_argument("--json", action="store_true", help="print the report as JSON")
     diff.set_defaults(handler=_cmd_diff)
-    return parser
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -601,6 +625,19 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else format_report(report))
     return 0 if is_identical(report) else 1
 
+
+#: Every command, in the order ``medflow --help`` lists them: its help line, and what adds its arguments.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("build the dataset of a recipe", _run_args),
+    "validate": ("check recipes; report every error as FILE:LINE:COL", _validate_args),
+    "plan": ("show what a run would take from the cache and what it would recompute", _plan_args),
+    "preview": ("run the steps on a few items and draw one PNG montage (no build)", _preview_args),
+    "steps": ("list the registered steps, or show one in full", _steps_args),
+    "doctor": ("versions, optional extras, DICOM decoders, and where a recipe writes", _doctor_args),
+    "schema": ("print the recipe's JSON Schema", _schema_args),
+    "audit": ("prove a de-identified build: scan it for residual identifying values", _audit_args),
+    "diff": ("compare two builds: items added, removed, changed and why (manifests only)", _diff_args),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,61 +27,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
 
 from medflow.errors import InputError
+from medflow.recipe.model import SplitsSpec, wants_dataset_facts  # the recipe's ``splits:`` section
 
 JOIN_COLUMNS = ("PatientID", "AccessionNumber", "StudyInstanceUID")
 _MEMO_NAME = "subject-keys-v1"
 _TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber", "EchoNumbers",
          "SeriesDescription", "Modality")
-
-
-class SplitsSpec(BaseModel):
-    """Reproducible splits of the items: ratios or k folds, grouped by patient, optionally stratified."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ratios: dict[str, float] | None = Field(
-        None, description="Split name -> fraction of the groups, e.g. {train: 0.8, val: 0.1, test: 0.1}; "
-        "the fractions sum to 1.", json_schema_extra={"unit": "fraction"})
-    folds: int | None = Field(
-        None, ge=2, description="k folds instead of ratios: splits fold0..fold{k-1}; "
-        "ds.split('train', fold=i) is every fold but i.")
-    group_by: Literal["patient", "study"] = Field(
-        "patient", description="Items of one group (PatientID, or StudyInstanceUID) always share a split.")
-    stratify: str | None = Field(
-        None, description="Balance the splits over this column: a column of 'table' (e.g. a class label) "
-        "or 'modality'.")
-    seed: int = Field(0, description="Seed of the group order; same seed, same items -> same splits.")
-    table: str | None = Field(
-        None, description="CSV file (relative to the recipe) with a PatientID, AccessionNumber or "
-        "StudyInstanceUID column, joined to the items; its other columns are labels.")
-    join_on: Literal["PatientID", "AccessionNumber", "StudyInstanceUID"] | None = Field(
-        None, description="The table's key column; default the first of PatientID, AccessionNumber, "
-        "StudyInstanceUID it has.")
-    column: str | None = Field(
-        None, description="Use the user's own split from this column of 'table' instead of computing one; "
-        "a group found in two splits is leakage.")
-    on_leakage: Literal["error", "warn"] = Field(
-        "error", description="User-supplied split with leakage: 'error' stops before any pixel is read; "
-        "'warn' builds and records the leak in the manifest.")
-
-    @model_validator(mode="after")
-    def _one_method(self) -> SplitsSpec:
-        methods = [name for name in ("ratios", "folds", "column") if getattr(self, name) is not None]
-        if len(methods) != 1:
-            raise ValueError(f"give exactly one of ratios, folds or column (got {methods or 'none'})")
-        if self.ratios is not None:
-            if not self.ratios or any(v <= 0 for v in self.ratios.values()):
-                raise ValueError(f"ratios must be positive (got {dict(self.ratios)})")
-            if not math.isclose(sum(self.ratios.values()), 1.0, abs_tol=1e-6):
-                raise ValueError(f"ratios must sum to 1 (got {sum(self.ratios.values()):g})")
-        if (self.column or (self.stratify and self.stratify != "modality")) and not self.table:
-            raise ValueError("column and stratify (other than 'modality') need a table")
-        return self
 
 
 # ----------------------------------------------------------------------------- keys
@@ -346,12 +300,12 @@ def plan_facts(loaded: Any, items: list[Any], memo: Any, secret: bytes | None) -
     from medflow.recipe.loader import resolve_path
 
     recipe = loaded.recipe
+    if not wants_dataset_facts(recipe):
+        return None
     spec: SplitsSpec | None = getattr(recipe, "splits", None)
     wanted = [(spec.table, spec.join_on)] if spec is not None and spec.table else []
     index_writers = [w for w in recipe.outputs.writers if getattr(w, "kind", None) == "index"]
     wanted += [(w.table, w.join_on) for w in index_writers if getattr(w, "table", None)]
-    if spec is None and not index_writers:
-        return None
     facts = DatasetFacts(subjects=read_subjects(items, memo, secret))
     for table, join_on in wanted:
         if table not in facts.tables:

@@ -1,8 +1,10 @@
 """Start-up stays light: each command imports only what it needs (no timing here: see benchmarks/bench_startup.py).
 
 Loading a recipe imports the modules of the steps and writers it names and no other (the
-registries find them through ``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN``); a 1-worker
-run imports no joblib. Each check runs in a fresh interpreter and reads ``sys.modules`` after the
+registries find them through ``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN``), the DICOMweb
+source's code only when its source names ``dicomweb``, and the error diagnostics only when it has
+errors; a 1-worker run imports no joblib; start-up runs without the cyclic garbage collector
+(:mod:`medflow.startup`). Each check runs in a fresh interpreter and reads ``sys.modules`` after the
 command; a module bound by :func:`medflow._lazy.lazy_import` and never used does not count.
 """
 
@@ -174,13 +176,15 @@ def test_the_validating_model_and_the_schema_model_agree_on_every_source(source)
 
 def test_a_valid_folder_recipe_imports_no_dicomweb_code_and_no_error_diagnostics(recipe):
     """Only a recipe whose source names ``dicomweb`` imports the DICOMweb client and builds its models;
-    only a recipe with errors imports medflow.recipe.diagnostics (pydantic errors -> located issues)."""
+    only a recipe with errors imports medflow.recipe.diagnostics (pydantic errors -> located issues);
+    only a recipe with ``splits:`` or an index writer imports medflow.splits."""
     for args in (["validate", str(recipe)], ["run", "-q", str(recipe)]):
         result = _command(*args)
         assert result["code"] == 0, result["out"]
         dicomweb = [m for m in result["modules"] if "dicomweb" in m]
         assert dicomweb == [], args[0]
         assert "medflow.recipe.diagnostics" not in result["modules"], args[0]
+        assert "medflow.splits" not in result["modules"], args[0]  # no splits: and no index writer
     bad = recipe.with_name("bad.yaml")
     bad.write_text(recipe.read_text().replace("width: 1500", "width: -5"))
     result = _command("validate", str(bad))
@@ -225,3 +229,19 @@ def test_startup_runs_without_the_cyclic_collector_and_the_build_with_it(recipe,
         assert result["after"]["enabled"] is True and result["after"]["frozen"] > 10_000
     else:
         assert result["after"] == {"enabled": caller == "caller", "frozen": 0}
+
+
+@pytest.mark.parametrize("argv", [["run", "r.yaml", "-q", "--set", "a=1", "--workers", "2", "--no-wait"],
+                                  ["validate", "a.yaml", "b.yaml"], ["plan", "r.yaml", "--verify"],
+                                  ["preview", "r.yaml", "--items", "3"], ["steps"], ["steps", "window"],
+                                  ["doctor", "r.yaml", "--source", "d"], ["schema", "--write", "s.json"],
+                                  ["audit", "out", "--json"], ["diff", "a", "b"]], ids=lambda argv: argv[0])
+def test_the_parser_of_one_command_parses_and_helps_like_the_whole_parser(argv):
+    """main builds only the named command's arguments (argparse costs ms per argument at start-up)."""
+    from medflow.cli import _command_named, _parser
+
+    whole, one = _parser(), _parser(_command_named(argv))
+    assert _command_named(argv) == argv[0]
+    assert vars(one.parse_args(argv)) == vars(whole.parse_args(argv))
+    assert one.format_help() == whole.format_help()
+    assert _command_named(["--version"]) is None and _command_named(["nope"]) is None and _command_named([]) is None

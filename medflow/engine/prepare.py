@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
@@ -22,12 +22,14 @@ from medflow.engine.task import ItemTask
 from medflow.errors import InputError
 from medflow.hashing import ALGORITHM, manifest_input_algorithm
 from medflow.recipe.loader import LoadedRecipe, resolve_path
-from medflow.recipe.model import SampleSource
+from medflow.recipe.model import SampleSource, wants_dataset_facts
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.sources.skips import skip_kind
-from medflow.splits import DatasetFacts, plan_facts
 from medflow.writers.registry import get_writer
+
+if TYPE_CHECKING:  # imported when a recipe wants the dataset's facts (see prepare)
+    from medflow.splits import DatasetFacts
 
 
 @dataclass
@@ -155,7 +157,10 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
     prepared.deidentifies = secret is not None
     prepared.memo = memo
     prepared.dataset_stats = cached_dataset_stats(prepared)
-    prepared.facts = plan_facts(loaded, prepared.items, memo, secret)  # splits from the plan, no pixel read
+    if wants_dataset_facts(loaded.recipe):  # splits from the plan, no pixel read
+        from medflow.splits import plan_facts
+
+        prepared.facts = plan_facts(loaded, prepared.items, memo, secret)
     plan_all(prepared, verify)
     return prepared
 

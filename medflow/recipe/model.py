@@ -14,6 +14,7 @@ imports only the steps and writers it uses. Both report the same errors.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -33,8 +34,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-
-from medflow.splits import SplitsSpec
 
 SCHEMA_VERSION = 1
 
@@ -253,6 +252,60 @@ class Engine(_Strict):
     address: str | None = Field(
         None, description="Dask scheduler address for backend 'dask', e.g. tcp://scheduler:8786."
     )
+
+
+class SplitsSpec(BaseModel):
+    """Reproducible splits of the items: ratios or k folds, grouped by patient, optionally stratified."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ratios: dict[str, float] | None = Field(
+        None, description="Split name -> fraction of the groups, e.g. {train: 0.8, val: 0.1, test: 0.1}; "
+        "the fractions sum to 1.", json_schema_extra={"unit": "fraction"})
+    folds: int | None = Field(
+        None, ge=2, description="k folds instead of ratios: splits fold0..fold{k-1}; "
+        "ds.split('train', fold=i) is every fold but i.")
+    group_by: Literal["patient", "study"] = Field(
+        "patient", description="Items of one group (PatientID, or StudyInstanceUID) always share a split.")
+    stratify: str | None = Field(
+        None, description="Balance the splits over this column: a column of 'table' (e.g. a class label) "
+        "or 'modality'.")
+    seed: int = Field(0, description="Seed of the group order; same seed, same items -> same splits.")
+    table: str | None = Field(
+        None, description="CSV file (relative to the recipe) with a PatientID, AccessionNumber or "
+        "StudyInstanceUID column, joined to the items; its other columns are labels.")
+    join_on: Literal["PatientID", "AccessionNumber", "StudyInstanceUID"] | None = Field(
+        None, description="The table's key column; default the first of PatientID, AccessionNumber, "
+        "StudyInstanceUID it has.")
+    column: str | None = Field(
+        None, description="Use the user's own split from this column of 'table' instead of computing one; "
+        "a group found in two splits is leakage.")
+    on_leakage: Literal["error", "warn"] = Field(
+        "error", description="User-supplied split with leakage: 'error' stops before any pixel is read; "
+        "'warn' builds and records the leak in the manifest.")
+
+    @model_validator(mode="after")
+    def _one_method(self) -> SplitsSpec:
+        methods = [name for name in ("ratios", "folds", "column") if getattr(self, name) is not None]
+        if len(methods) != 1:
+            raise ValueError(f"give exactly one of ratios, folds or column (got {methods or 'none'})")
+        if self.ratios is not None:
+            if not self.ratios or any(v <= 0 for v in self.ratios.values()):
+                raise ValueError(f"ratios must be positive (got {dict(self.ratios)})")
+            if not math.isclose(sum(self.ratios.values()), 1.0, abs_tol=1e-6):
+                raise ValueError(f"ratios must sum to 1 (got {sum(self.ratios.values()):g})")
+        if (self.column or (self.stratify and self.stratify != "modality")) and not self.table:
+            raise ValueError("column and stratify (other than 'modality') need a table")
+        return self
+
+
+def wants_dataset_facts(recipe: Any) -> bool:
+    """Does the recipe need the dataset's facts (patients, joined tables, splits: :mod:`medflow.splits`)?
+
+    It does when it has ``splits:`` or an ``index`` writer; the engine imports medflow.splits then only.
+    """
+    return getattr(recipe, "splits", None) is not None or any(
+        getattr(w, "kind", None) == "index" for w in recipe.outputs.writers)
 
 
 #: Type of the error standing for a registered entry's own errors (see :func:`member_errors`).
