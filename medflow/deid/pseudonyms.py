@@ -93,20 +93,10 @@ class Pseudonymizer:
         self._outer = hashlib.sha256(block.translate(_OPAD))
 
     def uid(self, uid: str) -> str:
-        new = self._uids.get(uid)
-        if new is None:
-            if len(self._uids) >= MAX_MEMO:
-                self._uids.clear()
-            new = self._uids[uid] = keyed_uid(self.key, uid)
-        return new
+        return _memoized(self._uids, uid, lambda: keyed_uid(self.key, uid))
 
     def patient(self, patient_id: str) -> str:
-        new = self._patients.get(patient_id)
-        if new is None:
-            if len(self._patients) >= MAX_MEMO:
-                self._patients.clear()
-            new = self._patients[patient_id] = patient_pseudonym(self.key, patient_id)
-        return new
+        return _memoized(self._patients, patient_id, lambda: patient_pseudonym(self.key, patient_id))
 
     def date_offset(self, patient_id: str) -> int:
         return date_offset_days(self.key, patient_id)
@@ -121,6 +111,16 @@ class Pseudonymizer:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()[:16]
+
+
+def _memoized(memo: dict[str, str], value: str, compute) -> str:
+    """``memo[value]``, computed on a miss; the memo starts again when it holds :data:`MAX_MEMO` entries."""
+    found = memo.get(value)
+    if found is None:
+        if len(memo) >= MAX_MEMO:
+            memo.clear()
+        found = memo[value] = compute()
+    return found
 
 
 _BY_KEY: dict[bytes, Pseudonymizer] = {}

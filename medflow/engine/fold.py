@@ -27,6 +27,7 @@ decoding DICOM again.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -149,20 +150,22 @@ def channels_first_next(rest: list[Any]) -> bool:
 
 
 class _Table:
-    """One folded full-range table: per channel (planar gathers) and interleaved (one gather)."""
-
-    __slots__ = ("channels", "interleaved")
+    """One folded full-range table, in the form the gather asks for: per channel (planar) or interleaved."""
 
     def __init__(self, lut: np.ndarray):
         # lut: (values,) or (values, channels); row i is the chain's output for stored value i
-        lut = np.ascontiguousarray(lut.reshape(lut.shape[0], -1))
-        self.channels = tuple(np.ascontiguousarray(lut[:, c]) for c in range(lut.shape[1]))
-        # one element of this void dtype is a whole output pixel: np.take copies all its channels at once
-        self.interleaved = lut.view(np.dtype((np.void, lut.shape[1] * lut.dtype.itemsize))).reshape(-1)
+        self.lut = np.ascontiguousarray(lut.reshape(lut.shape[0], -1))
+        self.n_channels = self.lut.shape[1]
+        self.dtype = self.lut.dtype
 
-    @property
-    def dtype(self) -> np.dtype:
-        return self.channels[0].dtype
+    @functools.cached_property
+    def channels(self) -> tuple[np.ndarray, ...]:
+        return tuple(np.ascontiguousarray(self.lut[:, c]) for c in range(self.n_channels))
+
+    @functools.cached_property
+    def interleaved(self) -> np.ndarray:
+        # one element of this void dtype is a whole output pixel: np.take copies all its channels at once
+        return self.lut.view(np.dtype((np.void, self.n_channels * self.dtype.itemsize))).reshape(-1)
 
 
 class Folder:
@@ -187,7 +190,7 @@ class Folder:
         if tables is None:
             return None
         first = tables[0]
-        return self._buffer_shape(slab.pixels.shape, len(first.channels)), first.dtype
+        return self._buffer_shape(slab.pixels.shape, first.n_channels), first.dtype
 
     def _buffer_shape(self, stored_shape: tuple[int, ...], n_channels: int) -> tuple[int, ...]:
         if self.planar:
@@ -208,7 +211,7 @@ class Folder:
         tables = self._slab_tables(slab) if self._full_range and values.dtype in _INDEX_VIEW else None
         if tables is None:
             return self._apply_ranged(slab, meta, pairs, described)
-        n_channels = len(tables[0].channels)
+        n_channels = tables[0].n_channels
         shape, dtype = self._buffer_shape(values.shape, n_channels), tables[0].dtype
         if out is None:
             out = np.empty(shape, dtype=dtype)
