@@ -160,8 +160,8 @@ def test_two_workers_on_one_series_thread_its_slabs(tmp_path, monkeypatch):
 
 
 def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch):
-    """Discovery keeps what reading needs (positions, rescale, pixel layout): the reader parses only the
-    first file's header (for the item's attributes), and no header becomes JSON unless a step reads it."""
+    """Discovery keeps what reading needs (positions, rescale, pixel layout, photometric, units): the reader
+    parses no header at all, and no header becomes JSON unless a step reads it."""
     import medflow.sources.discovery as discovery
     import medflow.sources.series as series
 
@@ -172,7 +172,7 @@ def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch):
     monkeypatch.setattr(series, "read_image_header", discovery.read_image_header)
     report = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
     assert report.exit_code == 0
-    assert len(parsed) == 7 + 1
+    assert sorted(parsed) == sorted((tmp_path / "data").rglob("*.dcm"))  # discovery's one parse per file
 
 
 def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):
@@ -225,3 +225,45 @@ def test_a_first_step_change_rebuilds_from_the_cached_values_without_parsing_a_h
     changed_bytes = {p.name: p.read_bytes() for p in (tmp_path / "out-changed").rglob("*.npy")}
     assert changed_bytes and changed_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-cold").rglob("*.npy")}
     assert cold.exit_code == 0
+
+
+@pytest.mark.parametrize("variant", ["ct", "monochrome1", "no-rescale-tags", "mr"])
+def test_an_item_placed_from_discovery_facts_has_the_meta_and_headers_of_one_placed_from_parsed_headers(
+        tmp_path, variant):
+    """The facts carry what the item's attributes need (photometric, whether a rescale is declared), so the
+    reader parses no header; the skeleton (meta, geometry, headers) is the one the parsed headers give."""
+    import pydicom
+
+    from medflow.recipe.model import SeriesFilter
+    from medflow.sources.discovery import discover_dicom
+    from medflow.sources.fingerprint import FingerprintMemo
+    from medflow.sources.series import open_stored_slabs, read_facts
+
+    paths = write_ct_series(tmp_path / "data", 1, n_slices=4, size=16)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        if variant == "monochrome1":
+            ds.PhotometricInterpretation = "MONOCHROME1"
+        elif variant == "no-rescale-tags":
+            del ds.RescaleSlope, ds.RescaleIntercept
+        elif variant == "mr":
+            ds.Modality = "MR"
+        ds.save_as(path)
+    (item,) = discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None)).items
+    facts = tuple(read_facts(read_image_header(tmp_path / "data" / rel)) for rel in item.files)
+    placed, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    (from_facts, release), = list(slabs)
+    from_facts = from_facts.copy()
+    release()
+    parsed, slabs = open_stored_slabs(item, "first", 4)
+    (from_headers, release), = list(slabs)
+    assert np.array_equal(from_facts, from_headers)
+    release()
+    assert placed.meta == parsed.meta
+    assert placed.meta["photometric_interpretation"] == pydicom.dcmread(paths[0]).PhotometricInterpretation
+    expected_units = {"ct": "HU", "monochrome1": "HU", "no-rescale-tags": "stored*slope+intercept",
+                      "mr": "stored*slope+intercept"}[variant]
+    assert placed.meta["units"] == expected_units
+    assert placed.geometry == parsed.geometry
+    assert list(placed.headers) == list(parsed.headers)
+    assert placed.pixels.dtype == parsed.pixels.dtype

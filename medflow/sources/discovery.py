@@ -48,12 +48,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from typing import TYPE_CHECKING
 
 from medflow.errors import InputError
 from medflow.recipe.model import SeriesFilter
@@ -61,6 +56,10 @@ from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
 from medflow.sources.filters import description_selected, modality_selected, path_selected
 from medflow.sources.fingerprint import FingerprintMemo
 
+if TYPE_CHECKING:  # pydicom is imported where a header is parsed: memoized discovery never needs it
+    from pydicom.dataset import Dataset
+
+_DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 MEDIA_DIRECTORY_NAMES = frozenset({"DICOMDIR", "DIRFILE"})
 MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"
 
@@ -142,7 +141,7 @@ def _truncation(ds: Dataset, size: int) -> str | None:
     last_tag = list(ds.keys())[-1]
     elem = ds.get_item(last_tag)
     if (
-        isinstance(elem, RawDataElement)
+        isinstance(elem, _raw_data_element())
         and elem.length != _UNDEFINED_LENGTH
         and elem.value is not None
         and len(elem.value) < elem.length
@@ -163,6 +162,12 @@ def _truncation(ds: Dataset, size: int) -> str | None:
 _PIXEL_DATA_VRS = {b"OB", b"OW", b"UN"}
 _ITEM_TAG = (0xFFFE, 0xE000)
 _SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
+
+
+def _raw_data_element() -> type:
+    from pydicom.dataelem import RawDataElement
+
+    return RawDataElement
 
 
 def _declared_int(ds: Dataset, keyword: str, default: int | None) -> int | None:
@@ -306,6 +311,9 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             (integer) pixel data, or (``check_pixel_data``) pixel data that cannot hold
             the declared image; ``reason`` says which, on one line.
     """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     problem = None
     try:
         with open(path, "rb") as fp, warnings.catch_warnings():
@@ -321,7 +329,7 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             except InvalidDicomError as exc:
                 raise HeaderProblem("not a DICOM file") from exc
             meta = getattr(ds, "file_meta", None)
-            if str(getattr(meta, "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+            if str(getattr(meta, "TransferSyntaxUID", "")) == _DEFLATED_EXPLICIT_VR_LE:
                 # The data set is inflated into memory, so file positions mean nothing:
                 # read it whole and look for the element instead.
                 full = pydicom.dcmread(path)
@@ -413,7 +421,7 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
 
 
 # Bump when the facts read from a header, or the rules that read them, change.
-_HEADER_MEMO = "discovery-header-v4"
+_HEADER_MEMO = "discovery-header-v5"
 
 
 def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:

@@ -16,19 +16,21 @@ import base64
 import hashlib
 import os
 import queue
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.pixels import iter_pixels, pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medflow.errors import InputError
+
+if TYPE_CHECKING:  # pydicom is imported where it is used: a build of native files never needs it
+    from pydicom.dataset import Dataset
+
+_DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 
 BULK_DATA_THRESHOLD = 1024  # bytes of a binary value above which a header leaves it out
 _BULK_MARKER = "medflow:bulk-data-left-out"
@@ -72,11 +74,13 @@ def _prune_bulk(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_deflated(ds: Dataset) -> bool:
-    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == _DEFLATED_EXPLICIT_VR_LE
 
 
 def _whole_dataset(path: Path) -> Dataset:
     # force: the header already passed read_image_header, which reads preamble-less data sets too
+    import pydicom
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(path, force=True)
@@ -178,6 +182,8 @@ def raw_header_dataset(raw: bytes) -> Dataset:
     :func:`medflow.sources.discovery.read_image_header` reads it from the file."""
     import io
 
+    import pydicom
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True)
@@ -185,6 +191,8 @@ def raw_header_dataset(raw: bytes) -> Dataset:
 
 def decode_file(path: Path, ds: Dataset) -> np.ndarray:
     """All frames of one file as pydicom decodes them (see :func:`iter_frames` for the route)."""
+    from pydicom.pixels import pixel_array
+
     native = native_frame(path, ds)
     if native is not None:
         return native
@@ -210,6 +218,8 @@ def iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     from that data set, exactly as ``Dataset.pixel_array`` does; a failure there is the
     file's error.
     """
+    from pydicom.pixels import iter_pixels
+
     if _is_deflated(ds):
         yield from iter_pixels(_whole_dataset(path))
         return
@@ -305,7 +315,7 @@ class LazyHeaders(Sequence):
             source = self._sources[index] = _read_header(source)
         elif isinstance(source, bytes | bytearray):  # parsed (not converted to JSON) once, kept
             source = self._sources[index] = raw_header_dataset(bytes(source))
-        if not isinstance(source, Dataset):
+        if not _is_dataset(source):
             return None
         self._keys[index] = header_pixel_key(source)
         return self._keys[index]
@@ -336,6 +346,12 @@ class LazyHeaders(Sequence):
         blobs = [base64.b64decode(r) for r in raw]
         keys = entry.get("pixel_keys")
         return cls(blobs, blobs, keys=keys if keys is not None and len(keys) == len(blobs) else None)
+
+
+def _is_dataset(value: Any) -> bool:
+    """``value`` is a pydicom Dataset (never true while pydicom is not imported)."""
+    module = sys.modules.get("pydicom.dataset")
+    return module is not None and isinstance(value, module.Dataset)
 
 
 def _read_header(path: Path) -> Dataset:

@@ -35,11 +35,9 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from medflow.errors import InputError
 from medflow.ops.intensity import rescale
@@ -57,6 +55,9 @@ from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part o
     read_native,
 )
 from medflow.sources.stack_geometry import slice_normal, spacing_findings, tilt_degrees, tilt_findings
+
+if TYPE_CHECKING:  # pydicom is imported where a header or pixel data is decoded: native streams never need it
+    from pydicom.dataset import Dataset
 
 DUPLICATE_TOLERANCE_MM = 0.01
 _PER_FRAME_TAG = "52009230"  # PerFrameFunctionalGroupsSequence in the DICOM JSON model
@@ -182,7 +183,7 @@ def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
 
 
 # Bump when the facts below, or the rules that read them, change (they live in discovery's memo).
-READ_FACTS_VERSION = 1
+READ_FACTS_VERSION = 2
 
 
 def read_facts(ds: Dataset) -> list | None:
@@ -216,12 +217,14 @@ def read_facts(ds: Dataset) -> list | None:
         "sop_uid": str(ds.get("SOPInstanceUID") or ""),
         "spacing_hints": list(s.spacing_hints), "tilt": s.tilt_tag,
         "pixel_key": header_pixel_key(ds),
+        "photometric": photometric,
+        "rescaled": "RescaleSlope" in ds or "RescaleIntercept" in ds,
     }
     return [facts[name] for name in _READ_FACT_FIELDS]  # a list: the memo keeps one per file
 
 
 _READ_FACT_FIELDS = ("v", "rows", "cols", "dtype", "stored_bits", "position", "orientation", "pixel_spacing", "slope",
-                     "intercept", "instance", "sop_uid", "spacing_hints", "tilt", "pixel_key")
+                     "intercept", "instance", "sop_uid", "spacing_hints", "tilt", "pixel_key", "photometric", "rescaled")
 
 
 def _facts_slices(item: ItemRef, facts: tuple[dict[str, Any], ...]) -> list[_Slice]:
@@ -396,21 +399,35 @@ def _values(arr: np.ndarray, s: _Slice, ds: Dataset, color: bool) -> np.ndarray:
     """Decoded stored values of one slice -> the float32 values the Sample holds."""
     if color:
         if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
             arr = apply_color_lut(arr, ds)
         return arr.astype(np.float32)
     if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
+        from pydicom.pixels import apply_modality_lut
+
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     return rescale(arr, s.slope, s.intercept)
 
 
+def _modality(item: ItemRef, first: Dataset | None) -> str:
+    return item.modality or ("" if first is None else str(first.get("Modality") or ""))
+
+
 def _units(modality: str, first: Dataset, color: bool) -> str:
+    lut_type = None
+    if "ModalityLUTSequence" in first and "RescaleSlope" not in first:
+        lut_type = str(first.ModalityLUTSequence[0].get("ModalityLUTType", ""))
+    return _units_of(modality, color, lut_type, "RescaleSlope" in first or "RescaleIntercept" in first)
+
+
+def _units_of(modality: str, color: bool, lut_type: str | None, rescaled: bool) -> str:
+    """The units of the values: ``lut_type`` is the applied Modality LUT's type (None: none applies)."""
     if color:
         return "stored RGB"
-    if "ModalityLUTSequence" in first and "RescaleSlope" not in first:
-        return (
-            "HU" if str(first.ModalityLUTSequence[0].get("ModalityLUTType", "")) == "HU" else "modality LUT"
-        )
-    if modality == "CT" and ("RescaleSlope" in first or "RescaleIntercept" in first):
+    if lut_type is not None:
+        return "HU" if lut_type == "HU" else "modality LUT"
+    if modality == "CT" and rescaled:
         return "HU"
     return "stored*slope+intercept"
 
@@ -454,7 +471,7 @@ def read_item(
     opened = _open(item, duplicates)
     stored = values == "stored"
     if stored:
-        dtype = _stored_dtype(opened.first, opened.color)
+        dtype = opened.stored_dtype
         if dtype is None:
             raise NotStoredValues(f"item {item.item_id} has no plain integer stored values")
     else:
@@ -478,7 +495,7 @@ class _Opened:
 
     item: ItemRef
     path: Path | None  # the file of a multi-frame item
-    first: Dataset
+    first: Dataset | None  # the header of item.files[0]; None when placed from discovery's facts alone
     headers_by_slice: dict[str, Dataset] | None
     kept: list[_Slice]
     dropped: list[_Slice]
@@ -486,6 +503,9 @@ class _Opened:
     geometry: Geometry | None
     color: bool
     shape: tuple[int, ...]
+    photometric: str
+    units: str
+    stored_dtype: np.dtype | None  # of the stored values (None: not plain integer grayscale)
 
     def sample(self, pixels: np.ndarray, stored: bool, lazy: bool = False, facts=None) -> Sample:
         """The item's Sample around ``pixels``; ``lazy``: headers as :class:`LazyHeaders` (built when
@@ -501,13 +521,11 @@ class _Opened:
             )
         else:
             headers_json = [header_json(self.headers_by_slice[s.rel]) for s in kept]
-        photometric = str(first.get("PhotometricInterpretation", "")).strip()
-        modality = item.modality or str(first.get("Modality") or "")
         meta: dict[str, Any] = {
-            "modality": modality,
-            "units": _units(modality, first, self.color),
+            "modality": _modality(item, first),
+            "units": self.units,
             # of the pixels as returned, not of the files: color is always RGB here
-            "photometric_interpretation": "RGB" if self.color else photometric,
+            "photometric_interpretation": "RGB" if self.color else self.photometric,
             "notes": list(self.notes),
             "n_slices": len(kept),
             "dropped_files": sorted(s.rel for s in self.dropped) if item.kind == "series" else [],
@@ -543,16 +561,21 @@ def _open(item: ItemRef, duplicates: str, read_facts=None) -> _Opened:
         first = _header(path)
         headers_by_slice = None
         slices = _multiframe_slices(item, first)
-    elif (facts := _usable_facts(item, read_facts)) is not None:
+    elif (facts := _usable_facts(item, read_facts)) is not None:  # no header parsed
         slices = _facts_slices(item, facts)
-        first = _header(Path(item.root) / item.files[0])  # the item's attributes: modality, units...
-        headers_by_slice = {item.files[0]: first}
+        first, headers_by_slice = None, {}
     else:
         slices, headers = _series_slices(item)
         first = headers[0]
         headers_by_slice = {s.rel: ds for s, ds in zip(slices, headers, strict=True)}
     kept, normal, dropped, notes = _order(item, slices, duplicates)
     geometry = _geometry(item, kept, normal, notes)
+    notes[:0] = item.notes  # discovery's and pairing's findings (e.g. built without labels) reach the meta
+    if first is None:  # facts of item.files[0], as ``first`` below; all share dtype, Rows and Columns
+        f = facts[0]
+        units = _units_of(_modality(item, None), color=False, lut_type=None, rescaled=f["rescaled"])
+        return _Opened(item, None, None, headers_by_slice, kept, dropped, notes, geometry, False,
+                       (len(kept), f["rows"], f["cols"]), f["photometric"], units, np.dtype(f["dtype"]))
     rows, cols = int(first.Rows), int(first.Columns)
     photometric = str(first.get("PhotometricInterpretation", "")).strip()
     color = int(first.get("SamplesPerPixel") or 1) == 3 or photometric == "PALETTE COLOR"
@@ -561,8 +584,8 @@ def _open(item: ItemRef, duplicates: str, read_facts=None) -> _Opened:
         # decoding; apply_color_lut maps PALETTE COLOR to RGB.
         notes.append(f"{photometric} pixels converted to RGB")
     shape = (len(kept), rows, cols, 3) if color else (len(kept), rows, cols)
-    notes[:0] = item.notes  # discovery's and pairing's findings (e.g. built without labels) reach the meta
-    return _Opened(item, path, first, headers_by_slice, kept, dropped, notes, geometry, color, shape)
+    return _Opened(item, path, first, headers_by_slice, kept, dropped, notes, geometry, color, shape,
+                   photometric, _units(_modality(item, first), first, color), _stored_dtype(first, color))
 
 
 def _decode_series(item: ItemRef, opened: _Opened):
@@ -596,7 +619,7 @@ def open_stored_slabs(
     color or Modality-LUT-Sequence items.
     """
     opened = _open(item, duplicates, read_facts)
-    dtype = _stored_dtype(opened.first, opened.color)
+    dtype = opened.stored_dtype
     if dtype is None or item.kind != "series":
         raise NotStoredValues(f"item {item.item_id} cannot be streamed as stored values")
     facts = None
@@ -692,6 +715,8 @@ def _frame_headers(ds: Dataset, kept: list[_Slice]) -> list[dict[str, Any]]:
 
     The shared part is converted once and shared between the frame dicts.
     """
+    from pydicom.dataset import Dataset
+
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     base_ds = Dataset()
     for element in ds:
