@@ -3,8 +3,11 @@
 Everything from the stored 16-bit value to the three output channels is a per-pixel
 function, so the script evaluates it once on all 65,536 stored values (one table per
 channel and per distinct rescale slope/intercept), then streams the series slice by slice:
-pydicom reads each file, ``np.take`` gathers the table with the stored values (viewed as
-uint16) as indices straight into a reused slice buffer, and the slice goes to the .npy file.
+pydicom reads each file, the stored values are the Pixel Data bytes themselves (native
+little-endian files only: the script checks the transfer syntax and the bit layout instead of
+going through ``pixel_array``'s decoder machinery), ``np.take`` gathers the table with them
+(viewed as uint16) as indices straight into a reused slice buffer, and the slice goes to the
+.npy file.
 Same math as ``handwritten_seed.py --color bt601`` (HU, LINEAR window, 8-bit index, blue->red,
 BT.601 full-range YCbCr in float64 rounded once to float32), so its output is bit-identical to
 medflow's ``seed.yaml``. No hashing, no cache, no manifest: only the work itself.
@@ -21,6 +24,7 @@ import numpy as np
 import pydicom
 
 LEVEL, WIDTH = -600.0, 1500.0
+NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit / Explicit VR Little Endian
 
 
 def table(slope, intercept, signed):
@@ -65,7 +69,13 @@ def main():
                 lut = tables.get((slope, intercept, signed))
                 if lut is None:
                     lut = tables[(slope, intercept, signed)] = table(slope, intercept, signed)
-                index = pydicom.dcmread(path).pixel_array.view(np.uint16)
+                ds = pydicom.dcmread(path)
+                if (ds.file_meta.TransferSyntaxUID not in NATIVE_LE or ds.BitsAllocated != 16
+                        or (ds.BitsStored != 16 and ds.PixelRepresentation == 1)):
+                    raise SystemExit(f"{path}: not a native 16-bit file this script reads directly")
+                index = np.frombuffer(ds.PixelData, np.uint16, rows * cols).reshape(rows, cols)
+                if ds.BitsStored != 16 and index.max() >> ds.BitsStored:  # bits above BitsStored: as pydicom
+                    index = index & np.uint16((1 << ds.BitsStored) - 1)
                 for c in range(3):
                     np.take(lut[c], index, out=out[c])
                 f.write(memoryview(out).cast("B"))
