@@ -58,8 +58,10 @@ _INDEX_VIEW = {
     np.dtype(np.uint16): np.dtype(np.uint16), np.dtype(np.int16): np.dtype(np.uint16),
 }
 # DICOM JSON keys of the pixel-description group (0028,xxxx): the only header
-# attributes a pointwise step's pixel output may depend on.
+# attributes a pointwise step's pixel output may depend on (top level, or in the items of an
+# enhanced image's functional groups).
 _PIXEL_GROUP = "0028"
+_FUNCTIONAL_GROUPS = ("52009229", "52009230")  # Shared, Per-frame Functional Groups Sequence
 
 
 def pointwise_prefix(steps: list[Any]) -> int:
@@ -454,7 +456,19 @@ def _one_row(slab: Sample, z: int) -> Sample:
 
 
 def _pixel_description(header: dict[str, Any] | None) -> str:
-    """The header's group-0028 attributes as canonical JSON ('' without a header)."""
+    """The header's group-0028 attributes as canonical JSON ('' without a header).
+
+    With those in the items of its functional groups (an enhanced image's frame header: the
+    Frame VOI LUT (0028,9132) and Pixel Value Transformation (0028,9145) of its Per-frame
+    (5200,9230) or Shared (5200,9229) Functional Groups, PS3.3 C.7.6.16), where a window from
+    the header finds a frame's own window.
+    """
     if not header:
         return ""
-    return json.dumps({k: v for k, v in header.items() if k.startswith(_PIXEL_GROUP)}, sort_keys=True)
+    description = {k: v for k, v in header.items() if k.startswith(_PIXEL_GROUP)}
+    for tag in _FUNCTIONAL_GROUPS:
+        items = (header.get(tag) or {}).get("Value") or []
+        groups = [{k: v for k, v in item.items() if k.startswith(_PIXEL_GROUP)} for item in items]
+        if any(groups):
+            description[tag] = groups
+    return json.dumps(description, sort_keys=True)
