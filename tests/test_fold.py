@@ -57,19 +57,24 @@ def _build_both_ways(tmp_path, source, steps, monkeypatch, expect_stream=None):
         streamed.append(result is not None)
         return result
 
+    def run(name: str, *overrides: str):
+        # a cache of its own: a build resuming another's cached outputs would compare nothing
+        over = [*overrides, f"engine.cache_dir={tmp_path / ('cache-' + name)}"]
+        return build(load_recipe(_recipe(tmp_path, source, steps, name), overrides=over), show_progress=False)
+
     monkeypatch.setattr(fold_module.Folder, "apply", counting)
     monkeypatch.setattr(stream_module, "run_streamed", counting_stream)
-    folded = build(load_recipe(_recipe(tmp_path, source, steps, "folded")), show_progress=False)
+    folded = run("folded")
     assert folded.exit_code == 0 and any(calls), "the folded path was not taken"
     if expect_stream is not None:
         assert any(streamed) == expect_stream
-    whole = build(load_recipe(_recipe(tmp_path, source, steps, "whole"), overrides=["engine.stream=false"]),
-                  show_progress=False)
-    assert whole.exit_code == 0
     calls.clear()
-    plain = build(load_recipe(_recipe(tmp_path, source, steps, "plain"),
-                              overrides=["engine.fold_pointwise=false"]), show_progress=False)
+    whole = run("whole", "engine.stream=false")
+    assert whole.exit_code == 0 and any(calls), "the folded whole-volume path was not taken"
+    calls.clear()
+    plain = run("plain", "engine.fold_pointwise=false")
     assert plain.exit_code == 0 and not calls
+    assert all(plain.manifest["run"]["computed"].values()), "the plain path computed nothing"
     a, b, c = (_outputs(tmp_path / f"out-{n}") for n in ("folded", "whole", "plain"))
     assert a and a == b == c
     assert folded.manifest["items"] == plain.manifest["items"] or _same_but_keys(folded, plain)
@@ -123,6 +128,20 @@ def test_monochrome1_window_from_header_is_bit_identical(tmp_path, monkeypatch):
     shutil.copy(source, tmp_path / "data" / "cr.dcm")
     steps = "steps:\n  - step: window\n    from_header: true\n  - step: layout\n    layout: NHWC\n" \
             "    dtype: uint8\n    scale: 255\n"
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch)
+
+
+def test_enhanced_frames_keep_their_own_header_window(tmp_path, monkeypatch):
+    """Philips enhanced MR, 8 frames whose Frame VOI LUT (0028,9132) sits in each frame's Per-frame
+    Functional Groups (5200,9230), centers 325..403: a table per frame window, as the plain path."""
+    import pydicom
+
+    source = shared_data_path("dicom2nifti_cases", "philips_enhanced", "anatomical", "001", "IM-0001-0170-0001.dcm")
+    groups = pydicom.dcmread(source, stop_before_pixels=True).PerFrameFunctionalGroupsSequence
+    assert len({float(g.FrameVOILUTSequence[0].WindowCenter) for g in groups}) > 1
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mr.dcm").symlink_to(source)
+    steps = "steps:\n  - step: window\n    from_header: true\n  - step: layout\n    layout: NCHW\n"
     _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch)
 
 

@@ -127,6 +127,15 @@ def test_blue_red_endpoints_and_midpoint():
     assert np.all(lut[:, 0].astype(int) + lut[:, 2] == 255)  # exact linear ramp, no rounding
 
 
+def test_builtin_tables_are_built_once_and_read_only():
+    """Every call (every streamed slab) gets the same table; no caller can change it for the others."""
+    assert blue_red_lut() is blue_red_lut()
+    assert opencv_colormap_lut("jet") is opencv_colormap_lut("jet")
+    for lut in (blue_red_lut(), opencv_colormap_lut("jet")):
+        with pytest.raises(ValueError, match="read-only"):
+            lut[0, 0] = 1
+
+
 def test_colormap_names_are_every_opencv_colormap():
     installed = {name[len("COLORMAP_") :].lower() for name in dir(cv2) if name.startswith("COLORMAP_")}
     assert installed <= set(COLORMAP_NAMES)

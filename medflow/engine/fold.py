@@ -5,7 +5,7 @@ Every step from the stored integer to the final channels that declares itself
 item of 8- or 16-bit stored values, instead of running the chain on every pixel, the
 engine runs the *same step functions* once on the array of all 256 or 65,536 possible
 stored values and gathers each slice's output through that table, indexed directly by
-the stored integers (viewed as unsigned: no index conversion). Because the steps are
+the stored integers (viewed as unsigned: every index is in the table). Because the steps are
 elementwise, the result is bit-identical to running them on the volume; a test compares
 both paths on every kind of pointwise chain.
 
@@ -16,9 +16,11 @@ output may depend on besides the value. A series with one rescale folds into one
 built once per item (:class:`Folder` keeps them across slabs). Everything but the pixels
 (meta, de-identified headers, private tables, axes, channels) comes from running the
 chain on the slab's own headers with one value per slice, so it is what the plain path
-records. When a step cannot run on the full range (e.g. a floating-point overflow on a
+records; a streamed slab reuses an earlier slab's description when no step can read what
+differs between them (:class:`Folder`). When a step cannot run on the full range (e.g. a floating-point overflow on a
 value the item never holds), the slab falls back to per-slice tables over the values it
-holds (``lo..hi``), as exact.
+holds (``lo..hi``), as exact. A gather only copies table entries, so the tables' smallest
+and largest entries bound its output (:meth:`Folder.value_bounds`, for ``outputs.expect``).
 
 The stored values are also checkpointed (``stored_key``): half the bytes of the float32
 read, and a parameter change of any pointwise step then recomputes from them without
@@ -27,11 +29,15 @@ decoding DICOM again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
@@ -43,8 +49,8 @@ from medflow.sources.base import ItemRef
 
 # A range table bigger than this (rows x values) is not worth it: run the steps directly.
 MAX_TABLE_ENTRIES = 8_000_000
-# Full-range tables kept per item (a series whose every slice has its own rescale, e.g.
-# PET, gets a new table per slice; beyond this many the oldest are dropped).
+# Full-range tables (and slab descriptions) kept per item (a series whose every slice has its
+# own rescale, e.g. PET, gets a new table per slice; beyond this many the oldest are dropped).
 MAX_TABLES = 64
 # Stored dtype -> the unsigned view that indexes a full-range table directly.
 _INDEX_VIEW = {
@@ -52,8 +58,10 @@ _INDEX_VIEW = {
     np.dtype(np.uint16): np.dtype(np.uint16), np.dtype(np.int16): np.dtype(np.uint16),
 }
 # DICOM JSON keys of the pixel-description group (0028,xxxx): the only header
-# attributes a pointwise step's pixel output may depend on.
+# attributes a pointwise step's pixel output may depend on (top level, or in the items of an
+# enhanced image's functional groups).
 _PIXEL_GROUP = "0028"
+_FUNCTIONAL_GROUPS = ("52009229", "52009230")  # Shared, Per-frame Functional Groups Sequence
 
 
 def pointwise_prefix(steps: list[Any]) -> int:
@@ -167,6 +175,25 @@ class _Table:
         # one element of this void dtype is a whole output pixel: np.take copies all its channels at once
         return self.lut.view(np.dtype((np.void, self.n_channels * self.dtype.itemsize))).reshape(-1)
 
+    @functools.cached_property
+    def bounds(self) -> tuple[Any, Any] | None:
+        """(smallest, largest) entry, ``None`` when an entry is NaN: every gathered value lies within."""
+        if np.issubdtype(self.dtype, np.floating) and np.isnan(self.lut).any():
+            return None
+        return self.lut.min(), self.lut.max()
+
+
+@dataclass(frozen=True)
+class SlabTables:
+    """What a slab is gathered through: per slice, its table's key and (full range) its table.
+
+    ``tables`` is ``None`` when the slab goes through per-slice tables over the values it holds
+    (not full-range indexable, or the chain failed on the full range).
+    """
+
+    keys: tuple[tuple[float, float, str], ...]  # (slope, intercept, pixel description) per slice; () without tables
+    tables: list[_Table] | None
+
 
 class Folder:
     """The folded tables of one item's pointwise chain, built on first need and kept across slabs.
@@ -174,6 +201,11 @@ class Folder:
     ``planar``: the gather's buffer holds channels before y, x (see :func:`channels_first_next`);
     else channels last. The pixels are the same values either way. Thread-safe for :meth:`apply`
     on different slabs (a table built twice by two threads is the same table).
+
+    When every step reads of a slice only its pixels and pixel description
+    (:meth:`~medflow.steps.registry.StepParams.reads_only_pixel_description`), the description of
+    a slab (meta, axes, channels) is the same as that of an earlier slab with the same table keys
+    and meta: it is reused, and only what belongs to the slab (headers, geometry, files) is its own.
     """
 
     def __init__(self, steps: list[Any], apply_step, planar: bool = True):
@@ -182,33 +214,60 @@ class Folder:
         self.planar = planar
         self._tables: dict[tuple, _Table] = {}
         self._full_range = True
+        self._memo = bool(self.steps) and all(_reads_only_pixel_description(p) for p in self.steps)
+        self._described: dict[tuple, tuple[dict[str, Any], Sample]] = {}
+        self._lock = threading.Lock()  # the two memos above: inserts and evictions from gather threads
 
-    def output_spec(self, slab: Sample) -> tuple[tuple[int, ...], np.dtype] | None:
+    def tables(self, slab: Sample) -> SlabTables:
+        """The slab's table keys and full-range tables (built on first need); pass it on to the other methods."""
+        if not self._full_range or slab.pixels.dtype not in _INDEX_VIEW:
+            return SlabTables((), None)
+        keys = _slice_keys(slab)
+        return SlabTables(keys, self._slab_tables(slab, keys))
+
+    def output_spec(self, slab: Sample, found: SlabTables | None = None) -> tuple[tuple[int, ...], np.dtype] | None:
         """Shape and dtype of the buffer ``apply(slab)`` gathers into: (z, c, y, x) when
         :attr:`planar`, else (z, y, x, c); ``None`` without full-range tables."""
-        tables = self._slab_tables(slab)
+        tables = (found or self.tables(slab)).tables
         if tables is None:
             return None
         first = tables[0]
         return self._buffer_shape(slab.pixels.shape, first.n_channels), first.dtype
+
+    def value_bounds(self, found: SlabTables) -> tuple[Any, Any] | None:
+        """Bounds of every value the slab's gather writes, with no NaN among them; ``None`` when unknown.
+
+        The gather only copies table entries, so its output lies within its tables' entries.
+        """
+        if found.tables is None or len({table.dtype for table in found.tables}) != 1:
+            return None
+        bounds = [table.bounds for table in dict.fromkeys(found.tables)]
+        if any(b is None for b in bounds):
+            return None
+        return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
     def _buffer_shape(self, stored_shape: tuple[int, ...], n_channels: int) -> tuple[int, ...]:
         if self.planar:
             return (stored_shape[0], n_channels) + stored_shape[1:]
         return stored_shape + (n_channels,)
 
-    def apply(self, slab: Sample, out: np.ndarray | None = None) -> Sample | None:
+    def apply(self, slab: Sample, out: np.ndarray | None = None, found: SlabTables | None = None) -> Sample | None:
         """The chain's output on ``slab`` (stored values, ``meta["stored_rescale"]`` per slice).
 
         ``out``, when given, is a C-contiguous buffer of :meth:`output_spec`'s shape and
         dtype that receives the pixels (the Sample's pixels are a view of it): a streaming
-        caller reuses it from slab to slab, so the gather touches no fresh memory.
+        caller reuses it from slab to slab, so the gather touches no fresh memory. ``found``:
+        :meth:`tables` of this slab, when the caller has it already.
         """
         values = slab.pixels
         meta = dict(slab.meta)
         pairs = meta.pop("stored_rescale")
-        described = self._describe(slab, meta, pairs)
-        tables = self._slab_tables(slab) if self._full_range and values.dtype in _INDEX_VIEW else None
+        if found is None:  # one call for the item (whole volume): described first, as it always was
+            described = self._describe(slab, meta, pairs, None)
+            found = self.tables(slab)
+        else:
+            described = self._describe(slab, meta, pairs, found)
+        tables = found.tables
         if tables is None:
             return self._apply_ranged(slab, meta, pairs, described)
         n_channels = tables[0].n_channels
@@ -222,8 +281,10 @@ class Folder:
         # default "raise" it gathers straight into ``out`` instead of through a temporary
         if self.planar:
             for z, table in enumerate(tables):
+                # np.take converts its indices to intp on every call: once per slice for all channels
+                rows = index[z].astype(np.intp) if n_channels > 1 else index[z]
                 for c in range(n_channels):
-                    np.take(table.channels[c], index[z], out=out[z, c], mode="clip")
+                    np.take(table.channels[c], rows, out=out[z, c], mode="clip")
             return self._finish(described, out)
         pixels = out.view(tables[0].interleaved.dtype)[..., 0]  # (z, y, x): one whole pixel per element
         for z, table in enumerate(tables):
@@ -231,28 +292,18 @@ class Folder:
         return described.replace(pixels=out[..., 0] if described.pixels.ndim == 3 else out)
 
     # --- tables ---------------------------------------------------------------------------
-    def _slab_tables(self, slab: Sample) -> list[_Table] | None:
-        """Per slice, its full-range table (shared between equal slices)."""
-        if not self._full_range or slab.pixels.dtype not in _INDEX_VIEW:
-            return None
+    def _slab_tables(self, slab: Sample, keys) -> list[_Table] | None:
+        """Per slice, its full-range table (shared between equal slices); ``None`` when the chain fails on one."""
         pairs = slab.meta["stored_rescale"]
-        headers = slab.headers
-        described = len(headers) == len(pairs)
-        quick = getattr(headers, "pixel_description", None)  # LazyHeaders: no header built for the key
         rows = []
-        for z, (slope, intercept) in enumerate(pairs):
-            description = (quick(z) if quick is not None else None) if described else ""
-            if description is None:
-                description = _pixel_description(headers[z])
-            key = (float(slope), float(intercept), description)
+        for z, key in enumerate(keys):
             table = self._tables.get(key)
             if table is None:
+                slope, intercept = pairs[z]
                 table = self._build(slab, z, slope, intercept)
                 if table is None:
                     return None
-                if len(self._tables) >= MAX_TABLES:
-                    self._tables.pop(next(iter(self._tables)))
-                self._tables[key] = table
+                _remember(self._tables, key, table, self._lock)
             rows.append(table)
         return rows
 
@@ -273,8 +324,21 @@ class Folder:
         return _Table(table.pixels[0, 0])  # (values,) or (values, channels)
 
     # --- everything but the pixels --------------------------------------------------------
-    def _describe(self, slab: Sample, meta: dict[str, Any], pairs) -> Sample:
-        """The chain on one stored value per slice with the slab's headers: meta, headers, axes..."""
+    def _describe(self, slab: Sample, meta: dict[str, Any], pairs, found: SlabTables | None) -> Sample:
+        """The chain on one stored value per slice with the slab's headers: meta, headers, axes...
+
+        Reused from an earlier slab when the chain can read nothing that differs (see the class).
+        Only with full-range tables: every value of every key then went through the chain without
+        error, so the run it replaces could not have raised either.
+        """
+        memo_key = None
+        if self._memo and found is not None and found.tables is not None and len(slab.headers) in (0, len(pairs)):
+            memo_key = (slab.axes, slab.channels, found.keys)
+            seen = self._described.get(memo_key)
+            if seen is not None and seen[0] == meta:
+                template = seen[1]
+                return dataclasses.replace(slab, pixels=template.pixels, axes=template.axes,
+                                           channels=template.channels, meta=dict(template.meta))
         values = slab.pixels
         first = values.reshape(values.shape[0], -1)[:, :1] if values.size else np.zeros((values.shape[0], 1), np.int64)
         probe = np.empty((values.shape[0], 1, 1), dtype=np.float32)
@@ -283,6 +347,8 @@ class Folder:
         described = slab.replace(pixels=probe, meta=meta)
         for params in self.steps:
             described = self.apply_step(params, described)
+        if memo_key is not None and _kept_slab_fields(slab, described):
+            _remember(self._described, memo_key, (dict(meta), described), self._lock)
         return described
 
     @staticmethod
@@ -319,10 +385,64 @@ class Folder:
         return self._finish(described, planar)
 
 
+def gathered_bounds(pixels: np.ndarray, region: np.ndarray | None, bounds: tuple[Any, Any] | None):
+    """``bounds`` (of the values in ``region``) when every element of ``pixels`` is an element of ``region``.
+
+    So the bounds of a gather (:meth:`Folder.value_bounds`) also bound what later steps made of
+    it by viewing it (a layout's transpose): same dtype, inside the C-contiguous ``region``'s
+    memory, on its element grid. ``None`` otherwise (e.g. a step computed new values). Steps
+    never write into their input, so the viewed values are still the gathered ones.
+    """
+    if bounds is None or region is None or pixels.dtype != region.dtype or not region.flags.c_contiguous:
+        return None
+    if not pixels.size:
+        return None
+    low, high = byte_bounds(pixels)
+    region_low, region_high = byte_bounds(region)
+    itemsize = region.dtype.itemsize
+    if not (region_low <= low and high <= region_high and (low - region_low) % itemsize == 0):
+        return None
+    return bounds if all(stride % itemsize == 0 for stride in pixels.strides) else None
+
+
+def _remember(memo: dict, key, value, lock: threading.Lock) -> None:
+    """``memo[key] = value``, dropping the oldest entry beyond MAX_TABLES."""
+    with lock:
+        if len(memo) >= MAX_TABLES:
+            memo.pop(next(iter(memo)))
+        memo[key] = value
+
+
+def _reads_only_pixel_description(params: Any) -> bool:
+    declared = getattr(params, "reads_only_pixel_description", None)
+    return bool(declared()) if callable(declared) else False
+
+
+def _kept_slab_fields(slab: Sample, described: Sample) -> bool:
+    """Did the chain keep everything of the slab but pixels, meta, axes and channels, as it declared?"""
+    return (described.item_id == slab.item_id and described.headers is slab.headers
+            and described.geometry is slab.geometry and described.source_files is slab.source_files
+            and described.private_tables is slab.private_tables and described.originals is slab.originals
+            and described.label is slab.label and described.segments is slab.segments)
+
+
+def _slice_keys(slab: Sample) -> tuple[tuple[float, float, str], ...]:
+    """Per slice, the key of its table: rescale and pixel description (see the module docstring)."""
+    pairs = slab.meta["stored_rescale"]
+    headers = slab.headers
+    described = len(headers) == len(pairs)
+    quick = getattr(headers, "pixel_description", None)  # LazyHeaders: no header built for the key
+    keys = []
+    for z, (slope, intercept) in enumerate(pairs):
+        description = (quick(z) if quick is not None else None) if described else ""
+        if description is None:
+            description = _pixel_description(headers[z])
+        keys.append((float(slope), float(intercept), description))
+    return tuple(keys)
+
+
 def _one_row(slab: Sample, z: int) -> Sample:
     """``slab`` cut down to slice ``z``'s header, file and position (pixels replaced by the caller)."""
-    import dataclasses
-
     geometry = slab.geometry
     if geometry is not None and len(geometry.slice_positions) > z:
         geometry = dataclasses.replace(geometry, slice_positions=geometry.slice_positions[z : z + 1])
@@ -336,7 +456,19 @@ def _one_row(slab: Sample, z: int) -> Sample:
 
 
 def _pixel_description(header: dict[str, Any] | None) -> str:
-    """The header's group-0028 attributes as canonical JSON ('' without a header)."""
+    """The header's group-0028 attributes as canonical JSON ('' without a header).
+
+    With those in the items of its functional groups (an enhanced image's frame header: the
+    Frame VOI LUT (0028,9132) and Pixel Value Transformation (0028,9145) of its Per-frame
+    (5200,9230) or Shared (5200,9229) Functional Groups, PS3.3 C.7.6.16), where a window from
+    the header finds a frame's own window.
+    """
     if not header:
         return ""
-    return json.dumps({k: v for k, v in header.items() if k.startswith(_PIXEL_GROUP)}, sort_keys=True)
+    description = {k: v for k, v in header.items() if k.startswith(_PIXEL_GROUP)}
+    for tag in _FUNCTIONAL_GROUPS:
+        items = (header.get(tag) or {}).get("Value") or []
+        groups = [{k: v for k, v in item.items() if k.startswith(_PIXEL_GROUP)} for item in items]
+        if any(groups):
+            description[tag] = groups
+    return json.dumps(description, sort_keys=True)

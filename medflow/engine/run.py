@@ -63,8 +63,9 @@ def _run(task: ItemTask) -> ItemResult:
     links = task.links
     sample, start = _resume(task, cache)
     computed: list[str] = []
+    gather = None  # (folded pixels' buffer, bounds of its values) when the leading steps were folded
     if sample is None:
-        sample, start, computed = _read_or_fold(task, cache)
+        sample, start, computed, gather = _read_or_fold(task, cache)
     for index in range(start, len(links)):
         link = links[index]
         params = task.steps[index - 1]
@@ -79,7 +80,7 @@ def _run(task: ItemTask) -> ItemResult:
         accumulator.update(sample.pixels)
         return ItemResult(task.item.item_id, "ok", computed=computed, stats=accumulator.to_json())
     if task.expect:
-        check_expectation(sample, task.expect)
+        check_expectation(sample, task.expect, _gathered_bounds(sample, gather))
     sample = sample.replace(meta={**sample.meta, **output_record(sample)})  # geometry with every output
     out_dir = Path(task.out_dir)
     outputs = []
@@ -128,12 +129,13 @@ def _resume(task: ItemTask, cache: Cache) -> tuple[Sample | None, int]:
     return (sample, task.start) if sample is not None else (None, 0)
 
 
-def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]:
+def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str], tuple | None]:
     """Read the item, or read its stored values and fold the leading pointwise steps.
 
-    Returns the Sample after link ``start - 1``, ``start``, and the names of the links computed.
+    Returns the Sample after link ``start - 1``, ``start``, the names of the links computed,
+    and when folded (output ``value_range`` expected), the gathered buffer with the bounds of its values.
     """
-    from medflow.engine.fold import fold, pointwise_prefix, read_stored
+    from medflow.engine.fold import Folder, pointwise_prefix, read_stored
     from medflow.sources.series import read_item
 
     item, links = task.item, task.links
@@ -146,18 +148,37 @@ def _read_or_fold(task: ItemTask, cache: Cache) -> tuple[Sample, int, list[str]]
         stored, stored_was_cached = read_stored(
             item, task.reader_params, cache, links[0].key, cache_it=links[0].checkpoint
         )
-        folded = fold(stored, task.steps[:n_fold], apply_step) if stored is not None else None
+        folder = Folder(task.steps[:n_fold], apply_step)
+        folded = folder.apply(stored) if stored is not None else None
+        gather = None
+        if folded is not None and task.expect and task.expect.get("value_range") is not None:
+            gather = (_root(folded.pixels), folder.value_bounds(folder.tables(stored)))
         if folded is not None and stored.label is not None:  # labels ride along the folded pixels
             folded = folded.replace(label=stored.label, segments=stored.segments)
         if folded is not None:
             if links[n_fold].checkpoint:
                 save_sample(cache, links[n_fold].key, folded, item)
             computed = ([] if stored_was_cached else [links[0].name]) + [link.name for link in links[1 : n_fold + 1]]
-            return folded, n_fold + 1, computed
+            return folded, n_fold + 1, computed, gather
     sample = read_item(item, **task.reader_params)
     if links[0].checkpoint:
         save_sample(cache, links[0].key, sample, item)
-    return sample, 1, [links[0].name]
+    return sample, 1, [links[0].name], None
+
+
+def _root(array):
+    """The array owning ``array``'s memory (the buffer a folded gather filled whole)."""
+    while isinstance(array.base, type(array)):
+        array = array.base
+    return array
+
+
+def _gathered_bounds(sample: Sample, gather: tuple | None):
+    if gather is None:
+        return None
+    from medflow.engine.fold import gathered_bounds
+
+    return gathered_bounds(sample.pixels, *gather)
 
 
 def can_stream(task: ItemTask) -> bool:

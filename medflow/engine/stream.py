@@ -103,9 +103,9 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     writer = WriteBehind(WRITE_DEPTH)
     hasher = WriteBehind(WRITE_DEPTH)
     try:
-        for out, stored, release in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
+        for out, stored, release, bounds in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
             if task.expect:
-                check_expectation(out, task.expect)
+                check_expectation(out, task.expect, bounds)
             slab_geometry.add(out)
             meta = meta if meta is not None else out.meta
             for path, rows in out.private_tables.items():
@@ -196,19 +196,24 @@ def _threads(task: ItemTask) -> int:
 
 
 def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress: _Progress, threads: int):
-    """``(final Sample, stored values, release)`` of every slab, in z order.
+    """``(final Sample, stored values, release, bounds)`` of every slab, in z order.
 
     The reading stays on this thread; with ``threads`` > 1 the gathers, which release the
     GIL, run ahead on a pool, at most ``threads`` slabs in flight. Each slab's output goes
     into a pooled buffer; ``release`` hands it (and the stored slab's) back once written.
+    ``bounds`` bound the final pixels when they are the gathered values, viewed (see
+    :func:`medflow.engine.fold.gathered_bounds`), else ``None``.
     """
     rest = task.steps[n_fold:]
     folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest))
     pools: dict[tuple, BufferPool] = {}
     pools_lock = threading.Lock()
 
-    def compute(slab: Sample, release_stored) -> tuple[Sample, np.ndarray, object]:
-        spec = folder.output_spec(slab)
+    check_range = bool(task.expect and task.expect.get("value_range") is not None)
+
+    def compute(slab: Sample, release_stored) -> tuple[Sample, np.ndarray, object, tuple | None]:
+        found = folder.tables(slab)
+        spec = folder.output_spec(slab, found)
         buffer, pool = None, None
         if spec is not None:
             shape, dtype = spec
@@ -219,8 +224,9 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
                         (max(shape[0], slab_slices(slab.pixels.shape[1:], slab.pixels.dtype.itemsize)),) + shape[1:],
                         dtype, threads + WRITE_DEPTH + 1)
             buffer = pool.get()
+        gathered = None if buffer is None else buffer[: len(slab.pixels)]
         try:
-            out = folder.apply(slab, None if buffer is None else buffer[: len(slab.pixels)])
+            out = folder.apply(slab, gathered, found)
             if out is None:
                 raise _Fallback
             for params in rest:
@@ -236,7 +242,8 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
             if release_stored is not None:
                 release_stored()
 
-        return out, slab.pixels, release
+        bounds = folding.gathered_bounds(out.pixels, gathered, folder.value_bounds(found)) if check_range else None
+        return out, slab.pixels, release, bounds
 
     def slab_samples():
         for stored, release_stored in slabs:

@@ -8,6 +8,7 @@ one axis of length 3.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ def apply_lut(indices: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return np.take(lut, indices, axis=0)
 
 
+@functools.cache
 def opencv_colormap_lut(name: str) -> np.ndarray:
     """The 256-entry RGB table of OpenCV colormap ``name`` (``cv2.COLORMAP_<NAME>``).
 
@@ -100,7 +102,7 @@ def opencv_colormap_lut(name: str) -> np.ndarray:
     BGR output to RGB, so ``lut[i]`` is the colour OpenCV gives to gray level ``i``.
 
     Returns:
-        uint8 array of shape (256, 3), columns r, g, b.
+        uint8 array of shape (256, 3), columns r, g, b; read-only, built once per name.
 
     Raises:
         ValueError: unknown name, or a name this OpenCV build does not provide.
@@ -112,9 +114,10 @@ def opencv_colormap_lut(name: str) -> np.ndarray:
         raise ValueError(f"OpenCV {cv2.__version__} has no colormap {name!r}")
     gray = np.arange(256, dtype=np.uint8).reshape(256, 1)
     bgr = cv2.applyColorMap(gray, code).reshape(256, 3)
-    return np.ascontiguousarray(bgr[:, ::-1])
+    return _frozen(np.ascontiguousarray(bgr[:, ::-1]))
 
 
+@functools.cache
 def blue_red_lut() -> np.ndarray:
     """The seed pipeline's blue-to-red map: ``lut[i] = (R, G, B) = (i, 0, 255 - i)``.
 
@@ -123,10 +126,16 @@ def blue_red_lut() -> np.ndarray:
     ramp lands on integers, so no rounding is involved (entry 128 is (128, 0, 127)).
 
     Returns:
-        uint8 array of shape (256, 3), columns r, g, b.
+        uint8 array of shape (256, 3), columns r, g, b; read-only, built once.
     """
     i = np.arange(256, dtype=np.uint8)
-    return np.stack([i, np.zeros_like(i), 255 - i], axis=1)
+    return _frozen(np.stack([i, np.zeros_like(i), 255 - i], axis=1))
+
+
+def _frozen(table: np.ndarray) -> np.ndarray:
+    """``table`` made read-only: a cached table is shared by every caller."""
+    table.setflags(write=False)
+    return table
 
 
 def load_lut_file(path: str | Path) -> np.ndarray:

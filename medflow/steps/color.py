@@ -107,7 +107,7 @@ class ColormapParams(StepParams):
         return params
 
 
-@register("colormap", 1, ColormapParams, pointwise=True)
+@register("colormap", 1, ColormapParams, pointwise=True, reads_only_pixel_description=True)
 def colormap(sample: Sample, params: ColormapParams) -> Sample:
     """Pseudo-colour one channel into RGB through a 256-entry LUT (OpenCV, blue_red, DICOM palette, file)."""
     values, axes = _single_channel(sample)
@@ -115,8 +115,6 @@ def colormap(sample: Sample, params: ColormapParams) -> Sample:
         rgb = _palette_rgb(sample, values, axes, params.output_dtype)
     else:
         lut = _table(params)
-        if params.output_dtype == "float32":
-            lut = lut.astype(np.float32) / np.float32(255)
         lo, hi = params.input_range
         rgb = apply_lut(quantize_to_uint8(values, lo, hi), lut)
     meta = dict(sample.meta)
@@ -141,7 +139,7 @@ class ColorSpaceParams(StepParams):
     )
 
 
-@register("color_space", 2, ColorSpaceParams, pointwise=True)
+@register("color_space", 2, ColorSpaceParams, pointwise=True, reads_only_pixel_description=True)
 def color_space(sample: Sample, params: ColorSpaceParams) -> Sample:
     """Convert between RGB and YCbCr (Y, Cb, Cr), YCrCb (Y, Cr, Cb), HSV, Lab or gray."""
     source = colorspace.space_of(sample.channels)
@@ -188,26 +186,52 @@ def _single_channel(sample: Sample) -> tuple[np.ndarray, str]:
 
 
 def _table(params: ColormapParams) -> np.ndarray:
-    if params.map == "blue_red":
-        return blue_red_lut()
+    """The map's 256 x 3 table in ``output_dtype`` (uint8 entries, or entry / 255 as float32).
+
+    Read-only and built once per map (per version of a LUT file): the engine describes
+    every streamed slab with this step.
+    """
     if params.map == "file":
         assert params.path is not None  # the params validator requires it
-        return _lut_from_file(params.path)
-    return opencv_colormap_lut(params.map)
+        return _output_table(("file", *_file_version(params.path)), params.output_dtype)
+    return _output_table((params.map,), params.output_dtype)
+
+
+@lru_cache(maxsize=32)
+def _output_table(source: tuple, output_dtype: str) -> np.ndarray:
+    name = source[0]
+    if name == "file":
+        lut = _cached_lut(*source[1:])
+    elif name == "blue_red":
+        lut = blue_red_lut()
+    else:
+        lut = opencv_colormap_lut(name)
+    if output_dtype == "float32":
+        lut = lut.astype(np.float32) / np.float32(255)
+        lut.setflags(write=False)
+    return lut
 
 
 def _lut_from_file(path: str) -> np.ndarray:
-    """The validated table of a LUT file, re-read when the file's size or mtime changes."""
+    """The validated table of a LUT file (read-only), re-read when the file's size or mtime changes."""
+    return _cached_lut(*_file_version(path))
+
+
+def _file_version(path: str) -> tuple[str, int, int]:
+    """(resolved path, mtime, size) of a LUT file; InputError naming it when it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError:
-        return load_lut_file(path)  # raises InputError naming the file
-    return _cached_lut(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size).copy()
+        load_lut_file(path)  # raises InputError naming the file
+        raise
+    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
 
 
 @lru_cache(maxsize=16)
 def _cached_lut(path: str, mtime_ns: int, size: int) -> np.ndarray:
-    return load_lut_file(path)
+    table = load_lut_file(path)
+    table.setflags(write=False)
+    return table
 
 
 def _palette_rgb(sample: Sample, values: np.ndarray, axes: str, output_dtype: str) -> np.ndarray:

@@ -342,8 +342,12 @@ class WindowParams(StepParams):
             params["preset_resolved"] = {"center": preset.center, "width": preset.width, "source": preset.source}
         return params
 
+    def reads_only_pixel_description(self) -> bool:
+        # from_header also reads an enhanced image's functional groups (5200,9229)/(5200,9230)
+        return not self.from_header
 
-@register("window", 2, WindowParams, pointwise=True)
+
+@register("window", 2, WindowParams, pointwise=True, reads_only_pixel_description=True)
 def window(sample: Sample, params: WindowParams) -> Sample:
     """Map intensities through a VOI window (recipe, preset or header) to float32 in output_range.
 
@@ -407,7 +411,7 @@ def _modality_key(header: dict[str, Any]) -> tuple | None:
             _number(header, "00281053", 1.0), _number(header, "00281052", 0.0))
 
 
-@register("modality_lut", 1, ModalityLutParams, pointwise=True)
+@register("modality_lut", 1, ModalityLutParams, pointwise=True, reads_only_pixel_description=True)
 def modality_lut(sample: Sample, params: ModalityLutParams) -> Sample:
     """Apply a Modality LUT Sequence (0028,3000) the reader did not; else a no-op with a note.
 
@@ -538,7 +542,7 @@ class MultiWindowParams(StepParams):
         return {**super().canonical_params(), "windows_resolved": self.resolved()}
 
 
-@register("multi_window", 1, MultiWindowParams)
+@register("multi_window", 1, MultiWindowParams, reads_only_pixel_description=True)
 def multi_window(sample: Sample, params: MultiWindowParams) -> Sample:
     """Stack several VOI windows (e.g. brain/subdural/soft tissue) as channels, axes zyx -> zyxc.
 

@@ -39,7 +39,7 @@ class LayoutParams(StepParams):
         return self.layout in ("NCHW", "NHWC")
 
 
-@register("layout", 1, LayoutParams)
+@register("layout", 1, LayoutParams, reads_only_pixel_description=True)
 def layout(sample: Sample, params: LayoutParams) -> Sample:
     """Reorder axes to a tensor layout (NCHW, NHWC, NCDHW...) and cast the dtype."""
     tensor = to_layout(sample.pixels, sample.axes, params.layout)

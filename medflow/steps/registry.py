@@ -59,6 +59,19 @@ class StepParams(BaseModel):
         """
         return False
 
+    def reads_only_pixel_description(self) -> bool:
+        """With these params, is the step blind to everything per slice but its pixel description?
+
+        ``True`` promises: apart from the pixels, the step's output (meta, axes, channels) depends
+        only on these params, the input's meta, axes and channels, and the headers' pixel-description
+        attributes (group 0028, PS3.3 C.7.6.3), never on pixel values; and it keeps the input's
+        headers, geometry, source files, private tables and labels as they are. The engine may then
+        describe a streamed slab from an earlier slab's description (the same rescale and pixel
+        description per slice) instead of running the chain again. Defaults to the registered flag
+        (``False`` unless declared).
+        """
+        return get_step(self.step).reads_only_pixel_description
+
     def deidentifies(self) -> bool:
         """Does this step de-identify the item? The engine then keeps identity out of what it writes."""
         return False
@@ -94,6 +107,9 @@ class StepSpec:
         reads_pixels: the step looks at ``Sample.pixels``. A chain whose steps and writers
             all say ``False`` (de-identify -> DICOM) never decodes pixel data: each input
             file is its own item, read once and written with its pixel data as stored.
+        reads_only_pixel_description: of a slice, the step reads only its pixels and its
+            headers' group 0028, and changes no header, geometry or file list (see
+            :meth:`StepParams.reads_only_pixel_description`).
     """
 
     name: str
@@ -104,6 +120,7 @@ class StepSpec:
     pointwise: bool = False
     checkpoint: bool = False
     reads_pixels: bool = True
+    reads_only_pixel_description: bool = False
 
 
 _REGISTRY: dict[str, StepSpec] = {}
@@ -117,6 +134,7 @@ def register(
     pointwise: bool = False,
     checkpoint: bool = False,
     reads_pixels: bool = True,
+    reads_only_pixel_description: bool = False,
 ) -> Callable[[StepFunction], StepFunction]:
     """Decorator registering ``function`` as step ``name`` at ``version``.
 
@@ -138,7 +156,8 @@ def register(
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         if not summary:
             raise ValueError(f"step {name!r}: the function needs a docstring (its first line is the summary)")
-        _REGISTRY[name] = StepSpec(name, version, params, function, summary, pointwise, checkpoint, reads_pixels)
+        _REGISTRY[name] = StepSpec(name, version, params, function, summary, pointwise, checkpoint, reads_pixels,
+                                   reads_only_pixel_description)
         return function
 
     return decorate

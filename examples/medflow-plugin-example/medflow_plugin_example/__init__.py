@@ -19,7 +19,9 @@ class InvertParams(StepParams):
     high: float = Field(1.0, description="Upper end of the range (output units of the previous step).")
 
 
-@register("invert", 1, InvertParams, pointwise=True)
+# reads_only_pixel_description: the step reads no header and keeps headers, geometry and files as
+# they are, so a streamed series reuses one slab's description for the next (medflow.engine.fold)
+@register("invert", 1, InvertParams, pointwise=True, reads_only_pixel_description=True)
 def invert(sample: Sample, params: InvertParams) -> Sample:
     """Mirror intensities inside [low, high] (e.g. after a window: dark becomes bright)."""
     pixels = np.asarray(sample.pixels, dtype=np.float32)
