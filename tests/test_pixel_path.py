@@ -159,20 +159,27 @@ def test_two_workers_on_one_series_thread_its_slabs(tmp_path, monkeypatch):
     assert one_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-two").rglob("*.npy")}
 
 
-def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("raw_scanner", [True, False], ids=["raw-scanner", "pydicom-discovery"])
+def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch, raw_scanner):
     """Discovery keeps what reading needs (positions, rescale, pixel layout, photometric, units): the reader
-    parses no header at all, and no header becomes JSON unless a step reads it."""
+    parses no header at all, and no header becomes JSON unless a step reads it. Discovery reads these
+    plain files' headers with the raw scanner (medflow.sources.rawheader), not pydicom; with the
+    scanner declining, it parses each with pydicom, once."""
     import medflow.sources.discovery as discovery
+    import medflow.sources.rawheader as rawheader
     import medflow.sources.series as series
 
     write_ct_series(tmp_path / "data", 1, n_slices=7, size=16)
-    parsed = []
-    original = discovery.read_image_header
+    parsed, scanned = [], []
+    original, scan = discovery.read_image_header, rawheader.scan_file
     monkeypatch.setattr(discovery, "read_image_header", lambda *a, **k: parsed.append(a[0]) or original(*a, **k))
     monkeypatch.setattr(series, "read_image_header", discovery.read_image_header)
+    monkeypatch.setattr(rawheader, "scan_file", lambda p: scanned.append(p) or (scan(p) if raw_scanner else None))
     report = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
     assert report.exit_code == 0
-    assert sorted(parsed) == sorted((tmp_path / "data").rglob("*.dcm"))  # discovery's one parse per file
+    assert len(scanned) == 7
+    files = sorted((tmp_path / "data").rglob("*.dcm"))
+    assert sorted(parsed) == ([] if raw_scanner else files)  # discovery's one parse per file, or none
 
 
 def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):

@@ -452,20 +452,38 @@ def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInf
             has_position=cached["has_position"],
             sop_class=cached.get("sop_class", ""),
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
-            ds = read_image_header(path)
-            info = _file_info(rel, ds)
-            read = _read_facts(ds) if info.n_frames == 1 else None
-    except HeaderProblem as problem:
-        memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
-        raise
-    facts = dataclasses.asdict(info)
-    del facts["rel"]
-    facts["read"] = read  # what reading the file needs (see read_facts_of): no second parse
+    raw = _raw_header_facts(path)
+    if raw is not None:
+        fields, read = raw
+        info = _FileInfo(rel=rel, **fields)
+        facts = {**fields, "read": read}  # dataclasses.asdict(info) without "rel", as below
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
+                ds = read_image_header(path)
+                info = _file_info(rel, ds)
+                read = _read_facts(ds) if info.n_frames == 1 else None
+        except HeaderProblem as problem:
+            memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
+            raise
+        facts = dataclasses.asdict(info)
+        del facts["rel"]
+        facts["read"] = read  # what reading the file needs (see read_facts_of): no second parse
     memo.set_extra(path, _HEADER_MEMO, facts)
     return info
+
+
+def _raw_header_facts(path: Path):
+    """``(_FileInfo fields, reading facts)`` from the header bytes, without pydicom, or ``None``.
+
+    :func:`medflow.sources.rawheader.scan_file` returns the very facts of the pydicom path
+    below for the plain native files it is sure of (their pixel key is of another kind, see
+    there) and declines every other file, which pydicom then reads and judges.
+    """
+    from medflow.sources.rawheader import scan_file
+
+    return scan_file(path)
 
 
 def _read_facts(ds: Dataset):

@@ -304,7 +304,10 @@ class LazyHeaders(Sequence):
         """A key equal for two slices whose group-0028 attributes are equal, without building the header.
 
         ``None`` when the slice's source is an already built dict: the caller then reads it.
-        Keys of the two kinds never collide.
+        A key is ``"ds:"`` + a digest of pydicom's description (:func:`header_pixel_key`) or
+        discovery's ``"raw:"`` + a digest of the group's bytes (:mod:`medflow.sources.rawheader`);
+        the prefixes keep the two kinds apart, so equal keys always mean equal descriptions (equal
+        descriptions with keys of different kinds only cost a second table).
         """
         if self._keys[index] is not None:
             return self._keys[index]
