@@ -352,28 +352,35 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
     except Exception as exc:  # pydicom raises many types on malformed headers
         raise HeaderProblem(f"unreadable header: {_one_line(exc)}") from exc
 
-    if not has_marker and "SOPClassUID" not in ds and "Rows" not in ds:
-        raise HeaderProblem("not a DICOM file")
-    media_class = str(getattr(meta, "MediaStorageSOPClassUID", ""))
-    if media_class == MEDIA_STORAGE_DIRECTORY_UID or "DirectoryRecordSequence" in ds:
-        raise HeaderProblem("DICOM media directory (DICOMDIR), not an image")
-    if next_tag in _FLOAT_PIXEL_DATA_TAG_BYTES:
-        raise HeaderProblem("float pixel data (7FE0,0008/0009) is not supported")
-    if next_tag not in _PIXEL_DATA_TAG_BYTES:
-        truncated = _truncation(ds, size)
-        if truncated:
-            raise HeaderProblem(truncated, str(ds.get("SeriesInstanceUID", "")) or None)
-        sop_class = ds.get("SOPClassUID")
-        name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
-        if name.endswith("Image Storage"):
-            # An image SOP class always carries pixel data: this file was cut short.
-            raise HeaderProblem(
-                f"truncated: file ends at byte {size} before the pixel data of a {name} instance",
-                str(ds.get("SeriesInstanceUID", "")) or None,
-            )
-        raise HeaderProblem(f"no pixel data ({name})")
-    if problem:
-        raise HeaderProblem(problem, str(ds.get("SeriesInstanceUID", "")) or None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not has_marker and "SOPClassUID" not in ds and "Rows" not in ds:
+                raise HeaderProblem("not a DICOM file")
+            media_class = str(getattr(meta, "MediaStorageSOPClassUID", ""))
+            if media_class == MEDIA_STORAGE_DIRECTORY_UID or "DirectoryRecordSequence" in ds:
+                raise HeaderProblem("DICOM media directory (DICOMDIR), not an image")
+            if next_tag in _FLOAT_PIXEL_DATA_TAG_BYTES:
+                raise HeaderProblem("float pixel data (7FE0,0008/0009) is not supported")
+            if next_tag not in _PIXEL_DATA_TAG_BYTES:
+                truncated = _truncation(ds, size)
+                if truncated:
+                    raise HeaderProblem(truncated, str(ds.get("SeriesInstanceUID", "")) or None)
+                sop_class = ds.get("SOPClassUID")
+                name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
+                if name.endswith("Image Storage"):
+                    # An image SOP class always carries pixel data: this file was cut short.
+                    raise HeaderProblem(
+                        f"truncated: file ends at byte {size} before the pixel data of a {name} instance",
+                        str(ds.get("SeriesInstanceUID", "")) or None,
+                    )
+                raise HeaderProblem(f"no pixel data ({name})")
+            if problem:
+                raise HeaderProblem(problem, str(ds.get("SeriesInstanceUID", "")) or None)
+    except HeaderProblem:
+        raise
+    except Exception as exc:  # the values judged here are converted now: a malformed one raises anything
+        raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
     return ds
 
 
@@ -416,8 +423,16 @@ def _file_info(rel: str, ds: Dataset) -> _FileInfo:
             has_position=bool(ds.get("ImagePositionPatient")),
             sop_class=str(ds.get("SOPClassUID") or "").strip(),
         )
-    except (TypeError, ValueError) as exc:
-        raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}") from exc
+    except Exception as exc:  # pydicom converts values lazily and raises many types on malformed ones
+        raise HeaderProblem(f"unreadable header attribute: {_one_line(exc)}", _series_uid_or_none(ds)) from exc
+
+
+def _series_uid_or_none(ds: Dataset) -> str | None:
+    """The file's SeriesInstanceUID when it can be read (its series then fails naming the file), else None."""
+    try:
+        return str(ds.get("SeriesInstanceUID") or "").strip() or None
+    except Exception:
+        return None
 
 
 # Bump when the facts read from a header, or the rules that read them, change.
@@ -491,8 +506,8 @@ def _read_facts(ds: Dataset):
 
     try:
         return read_facts(ds)
-    except (TypeError, ValueError, AttributeError):
-        return None  # the reader parses the file and names the problem
+    except Exception:  # any malformed value: the reader parses the file and names the problem
+        return None
 
 
 def read_facts_of(path: Path, memo: FingerprintMemo):

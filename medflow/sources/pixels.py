@@ -245,11 +245,24 @@ def decode_error(path: Path, exc: Exception) -> InputError:
 
 
 def header_pixel_key(ds: Dataset) -> str:
-    """A key equal for two headers whose group-0028 attributes (pixel description) are equal."""
+    """A key equal for two headers whose group-0028 attributes (pixel description) are equal.
+
+    An element whose value pydicom cannot convert (a damaged VR, say) enters by its raw VR and
+    bytes: equal keys still mean equal elements, and the steps that never read it still run.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parts = [(int(tag), ds[tag].VR, repr(ds[tag].value)) for tag in ds.keys() if tag >> 16 == 0x0028]
+        parts = [_element_key(ds, tag) for tag in ds.keys() if tag >> 16 == 0x0028]
     return "ds:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]  # short: the memo keeps one per file
+
+
+def _element_key(ds: Dataset, tag) -> tuple:
+    try:
+        element = ds[tag]
+        return int(tag), element.VR, repr(element.value)
+    except Exception:  # noqa: BLE001 - pydicom raises many types converting a malformed value
+        raw = ds.get_item(tag)
+        return int(tag), "unconverted", str(getattr(raw, "VR", "")), bytes(getattr(raw, "value", b"") or b"")
 
 
 class LazyHeaders(Sequence):

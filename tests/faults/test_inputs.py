@@ -63,3 +63,43 @@ def test_a_slice_of_another_size_fails_its_series_naming_file_and_sizes(tmp_path
     [line] = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
     assert "s1/slice002.dcm" in line and "Rows x Columns 8x8 differ from the 16x16" in line
     assert not list((tmp_path / "out").rglob("*.npy"))  # never a silently shorter or split volume
+
+
+def _with_vr(path: Path, tag_bytes: bytes, old_vr: bytes, new_vr: bytes) -> None:
+    """Rewrite one explicit-VR element's VR in place (a damaged file pydicom parses but cannot convert)."""
+    data = path.read_bytes()
+    at = data.index(tag_bytes + old_vr)
+    path.write_bytes(data[:at + 4] + new_vr + data[at + 6:])
+
+
+def test_a_value_of_unknown_vr_fails_its_own_series_naming_the_file_and_the_rest_is_built(tmp_path):
+    """pydicom raises NotImplementedError converting a value of unknown VR: one such file must not
+    abort discovery (it did: a traceback, nothing built), but fail its series, named; another series builds."""
+    for series in (1, 2):
+        write_ct_series(tmp_path / "src", series, n_slices=3, size=16)
+    damaged = sorted((tmp_path / "src" / "s1").glob("*.dcm"))[1]
+    _with_vr(damaged, b"\x08\x00\x60\x00", b"CS", b"ZZ")  # Modality (0008,0060)
+    done = _run(tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and str(damaged) in failed[0] and "Unknown Value Representation 'ZZ'" in failed[0], out
+    assert "1/2 items ok, 1 failed" in out
+    assert len(list((tmp_path / "out").rglob("*.npy"))) == 1
+
+
+def test_an_unconvertible_pixel_description_value_the_recipe_never_reads_does_not_fail_the_series(tmp_path):
+    """HighBit (0028,0102) with a damaged VR: the pixel description keys it by its raw bytes, and the
+    series builds with the very values of an undamaged copy (it failed, naming no file)."""
+    for name in ("damaged", "clean"):
+        write_ct_series(tmp_path / name / "src", 1, n_slices=3, size=16)
+    _with_vr(sorted((tmp_path / "damaged" / "src" / "s1").glob("*.dcm"))[1], b"\x28\x00\x02\x01", b"US", b"ZZ")
+    arrays = {}
+    for name in ("damaged", "clean"):
+        done = _run(tmp_path / name)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [npy] = (tmp_path / name / "out").rglob("*.npy")
+        arrays[name] = np.load(npy)
+    assert arrays["damaged"].shape == (3, 16, 16)
+    assert np.array_equal(arrays["damaged"], arrays["clean"])
