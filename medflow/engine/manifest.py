@@ -51,7 +51,11 @@ _VERSION_LINE = re.compile(r"^Version:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
 
 
 def environment() -> dict[str, Any]:
-    """Versions of medflow, Python, the libraries, and every installed plugin step or writer."""
+    """Versions of medflow, Python, the libraries, and the plugin steps and writers loaded.
+
+    Plugins load when a recipe names a step or writer medflow does not ship (then every
+    installed one is listed); a recipe of built-in steps and writers loads and lists none.
+    """
     from medflow.plugins import PROVENANCE
 
     return {

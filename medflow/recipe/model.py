@@ -17,7 +17,7 @@ import functools
 import math
 import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -332,17 +332,22 @@ class Registered:
     discriminator: str
     names: Callable[[], list[str]]
     model: Callable[[str], type[BaseModel]]
+    builtin: Callable[[], Collection[str]] = tuple
+
+    def knows(self, tag: str) -> bool:
+        """Is ``tag`` a member? A built-in tag is, without loading the plugins :attr:`names` loads."""
+        return tag in self.builtin() or tag in self.names()
 
     def member(self, value: Any) -> type[BaseModel] | None:
         """The params model ``value``'s tag names, or None (no mapping, no tag, unknown tag)."""
         tag = value.get(self.discriminator) if isinstance(value, dict) else None
-        return self.model(tag) if isinstance(tag, str) and tag in self.names() else None
+        return self.model(tag) if isinstance(tag, str) and self.knows(tag) else None
 
     def validate(self, value: Any, info: ValidationInfo) -> BaseModel:
         key = self.discriminator
         if isinstance(value, BaseModel) and isinstance(getattr(value, key, None), str):
             tag = getattr(value, key)
-            if tag in self.names() and isinstance(value, self.model(tag)):
+            if self.knows(tag) and isinstance(value, self.model(tag)):
                 return value
             value = value.model_dump(by_alias=True)
         if not isinstance(value, dict):
@@ -354,8 +359,9 @@ class Registered:
                 "union_tag_not_found", "Unable to extract tag using discriminator {discriminator}",
                 {"discriminator": f"'{key}'"},
             )
-        tag, names = str(value[key]), self.names()
-        if tag not in names:
+        tag = str(value[key])
+        if not self.knows(tag):
+            names = self.names()
             raise PydanticCustomError(
                 "union_tag_invalid",
                 "Input tag '{tag}' found using {discriminator} does not match any of the expected tags: "
@@ -397,8 +403,9 @@ def registered_of(annotation: Any) -> Registered | None:
     return None
 
 
-def _registered(discriminator: str, names: Callable[[], list[str]], model: Callable[[str], type[BaseModel]]):
-    marker = Registered(discriminator, names, model)
+def _registered(discriminator: str, names: Callable[[], list[str]], model: Callable[[str], type[BaseModel]],
+                builtin: Callable[[], Collection[str]]):
+    marker = Registered(discriminator, names, model, builtin)
     return Annotated[Any, PlainValidator(marker.validate), marker]
 
 
@@ -466,6 +473,18 @@ def _step_names() -> list[str]:
     return step_names()
 
 
+def _builtin_steps() -> Collection[str]:
+    from medflow.steps import BUILTIN
+
+    return BUILTIN
+
+
+def _builtin_writers() -> Collection[str]:
+    from medflow.writers import BUILTIN
+
+    return BUILTIN
+
+
 def _writer_kinds() -> list[str]:
     from medflow.writers.registry import writer_kinds
 
@@ -485,8 +504,8 @@ def recipe_model() -> type[BaseModel]:
     kind's model is imported when a recipe names it (:class:`Deferred`)."""
     source = _source({tag: kind if isinstance(kind, type) else _deferred(tag, _source_tag, kind)
                       for tag, kind in _SOURCE_KINDS.items()})
-    return _build(source, _registered("step", _step_names, _step_model),
-                  _registered("kind", _writer_kinds, _writer_model))
+    return _build(source, _registered("step", _step_names, _step_model, _builtin_steps),
+                  _registered("kind", _writer_kinds, _writer_model, _builtin_writers))
 
 
 @functools.cache

@@ -165,10 +165,10 @@ def register(
 
 def get_step(name: str) -> StepSpec:
     """The registered step ``name``; KeyError if unknown. Imports only the module registering it."""
+    if name in BUILTIN and name not in _REGISTRY:  # medflow's own: no plugin can own it, none is loaded
+        importlib.import_module(f"{__package__}.{BUILTIN[name]}")
     if name not in _REGISTRY:
         _load_plugins()
-        if name in BUILTIN:
-            importlib.import_module(f"{__package__}.{BUILTIN[name]}")
         if name not in _REGISTRY:  # a step missing from BUILTIN: look in every module
             _ensure_loaded()
     return _REGISTRY[name]

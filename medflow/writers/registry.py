@@ -122,10 +122,10 @@ def register_writer(
 
 def get_writer(kind: str) -> WriterSpec:
     """The registered writer ``kind``; KeyError if unknown. Imports only the module registering it."""
+    if kind in BUILTIN and kind not in _WRITERS:  # medflow's own: no plugin can own it, none is loaded
+        importlib.import_module(f"{__package__}.{BUILTIN[kind]}")
     if kind not in _WRITERS:
         _load_plugins()
-        if kind in BUILTIN:
-            importlib.import_module(f"{__package__}.{BUILTIN[kind]}")
         if kind not in _WRITERS:  # a kind missing from BUILTIN: look in every module
             _ensure_loaded()
     return _WRITERS[kind]
