@@ -108,6 +108,18 @@ def test_plan_and_a_one_worker_run_import_no_joblib_and_no_unused_library(recipe
         assert result["loaded"] == [], args[0]
 
 
+def test_text_files_beside_the_series_are_skipped_without_importing_pydicom(recipe):
+    """Real exports carry a LICENSE, a citation or a JSON sidecar beside the images: judging them
+    "not a DICOM file" reads their first bytes only, so the run still imports no pydicom."""
+    source = recipe.parent / "dicom"
+    (source / "LICENSE.txt").write_text("Creative Commons Attribution 4.0\n")
+    (source / "series.json").write_text('{"PatientName": "x"}\n')
+    result = _command("run", str(recipe))
+    assert result["code"] == 0, result["out"]
+    assert "2 skipped" in result["out"]
+    assert result["loaded"] == []
+
+
 def test_builtin_tables_name_every_registered_step_and_writer_and_its_module():
     """``medflow.steps.BUILTIN`` / ``medflow.writers.BUILTIN`` are how a name finds its module without
     importing the others: they must list exactly what the modules register, where they register it."""

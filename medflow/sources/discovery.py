@@ -311,9 +311,6 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             (integer) pixel data, or (``check_pixel_data``) pixel data that cannot hold
             the declared image; ``reason`` says which, on one line.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     problem = None
     try:
         with open(path, "rb") as fp, warnings.catch_warnings():
@@ -323,7 +320,11 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             fp.seek(0)
             has_marker = len(head) == 132 and head[128:132] == b"DICM"
             if not has_marker and not head.startswith(_RAW_DATASET_STARTS):
+                # before importing pydicom: a README or LICENSE beside the series costs no import
                 raise HeaderProblem("not a DICOM file")
+            import pydicom
+            from pydicom.errors import InvalidDicomError
+
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_marker)
             except InvalidDicomError as exc:
