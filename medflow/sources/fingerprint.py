@@ -38,6 +38,10 @@ class FingerprintMemo:
         self._dirty = False
         self._lock = threading.Lock()
         self._folders: dict[str, str] = {}  # absolute folder -> its realpath (see _realpath)
+        # One build asks about a file several times (its header facts, its digest for the item,
+        # its digest for the plan): the path is resolved and stat'ed once per build (see _looked_up).
+        self._looked: dict[str, tuple[str, str, os.stat_result]] = {}
+        self._digests: dict[str, str] = {}  # path as asked -> its digest, this build
         if memo_path is not None and memo_path.is_file():
             try:
                 data = json.loads(memo_path.read_text())
@@ -61,7 +65,25 @@ class FingerprintMemo:
                 self._dirty = True
             return entry
 
-    def _key(self, path: Path) -> tuple[str, str]:
+    def _looked_up(self, path: Path) -> tuple[str, str, os.stat_result]:
+        """(memo key, resolved path, stat) of ``path``, looked up once in this memo's life.
+
+        The memo lives for one build. A file changed later in the build is caught by the next
+        build (its size or mtime then differs from the entry's), as when the change falls
+        between a stat and the hash that follows it; files medflow writes go through
+        :meth:`remember`, which stats afresh.
+
+        Raises:
+            OSError: as :func:`os.stat` (a failure is not kept).
+        """
+        name = os.fspath(path)
+        found = self._looked.get(name)
+        if found is None:
+            key, resolved = self._key(name)
+            found = self._looked[name] = (key, resolved, os.stat(resolved))
+        return found
+
+    def _key(self, path: Path | str) -> tuple[str, str]:
         """(memo key, resolved path) of ``path``."""
         resolved = self._realpath(os.fspath(path))
         if self._secret is None:
@@ -91,14 +113,18 @@ class FingerprintMemo:
 
     def digest(self, path: Path) -> str:
         """Hex digest (:func:`medflow.hashing.file_digest`) of ``path``'s bytes."""
-        key, resolved = self._key(path)
-        entry = self._entry(key, os.stat(resolved))
+        known = self._digests.get(os.fspath(path))
+        if known is not None:
+            return known
+        key, resolved, stat = self._looked_up(path)
+        entry = self._entry(key, stat)
         digest = entry.get(ALGORITHM)
         if digest is None:
             digest = file_digest(resolved)
             with self._lock:
                 entry[ALGORITHM] = digest
                 self._dirty = True
+        self._digests[os.fspath(path)] = digest
         return digest
 
     def remember(self, path: Path, digest: str) -> None:
@@ -109,6 +135,8 @@ class FingerprintMemo:
         """
         key, resolved = self._key(path)
         stat = os.stat(resolved)
+        self._looked[os.fspath(path)] = (key, resolved, stat)
+        self._digests[os.fspath(path)] = digest
         with self._lock:
             self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest}
             self._dirty = True
@@ -120,15 +148,15 @@ class FingerprintMemo:
         """
         if self._secret is not None:
             return None
-        key, resolved = self._key(path)
-        return self._entry(key, os.stat(resolved)).get(name)
+        key, _, stat = self._looked_up(path)
+        return self._entry(key, stat).get(name)
 
     def set_extra(self, path: Path, name: str, value) -> None:
         """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify)."""
         if self._secret is not None:
             return
-        key, resolved = self._key(path)
-        entry = self._entry(key, os.stat(resolved))
+        key, _, stat = self._looked_up(path)
+        entry = self._entry(key, stat)
         with self._lock:
             entry[name] = value
             self._dirty = True
