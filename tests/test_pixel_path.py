@@ -274,3 +274,49 @@ def test_an_item_placed_from_discovery_facts_has_the_meta_and_headers_of_one_pla
     assert placed.geometry == parsed.geometry
     assert list(placed.headers) == list(parsed.headers)
     assert placed.pixels.dtype == parsed.pixels.dtype
+
+
+FROM_HEADER = ("steps:\n  - step: window\n    from_header: true\n"
+               "  - step: layout\n    layout: NCHW\n    dtype: float32\n")
+
+
+def _item_records(report) -> list:
+    items = report.manifest["items"]
+    items = items if isinstance(items, list) else list(items.values())
+    return [(item["meta"], item["outputs"]) for item in items]
+
+
+def test_slices_with_their_own_windows_get_the_records_of_the_whole_volume_path(tmp_path, monkeypatch):
+    """window from_header on slices whose headers differ: the manifest lists every slice's window, as
+    the plain path does, not the first slab's window for the whole item (same tensor bytes either way)."""
+    import pydicom
+
+    import medflow.engine.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    files = write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.WindowCenter, ds.WindowWidth = (40, 400) if index < 3 else (-600, 1500)
+        ds.save_as(path)
+    streamed = build(load_recipe(_recipe(tmp_path, "s", FROM_HEADER)), show_progress=False)
+    plain = build(load_recipe(_recipe(tmp_path, "p", FROM_HEADER), overrides=["engine.stream=false"]),
+                  show_progress=False)
+    assert streamed.exit_code == plain.exit_code == 0
+    assert _item_records(streamed) == _item_records(plain)
+    (meta, _), = _item_records(streamed)
+    assert [(w["center"], w["width"]) for w in meta["window"]["per_slice"]] == [(40, 400)] * 3 + [(-600, 1500)] * 3
+
+
+def test_real_series_with_per_slice_windows_stream_to_the_plain_path_records(tmp_path, shared_data):
+    """dcm_qa_ct's series carry a window per slice: streamed and plain builds record the same meta."""
+    source = shared_data / "dcm_qa_ct"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"medflow: 1\nname: r\nsource:\n  dicom: {source}\n{FROM_HEADER}outputs:\n  dir: out-r\n"
+                      "engine:\n  workers: 1\n")
+    streamed = build(load_recipe(recipe, overrides=["outputs.dir=out-s"]), show_progress=False)
+    plain = build(load_recipe(recipe, overrides=["outputs.dir=out-p", "engine.stream=false"]), show_progress=False)
+    assert streamed.exit_code == plain.exit_code == 0
+    records = _item_records(streamed)
+    assert records == _item_records(plain)
+    assert any("per_slice" in meta["window"] for meta, _ in records)

@@ -107,7 +107,12 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             if task.expect:
                 check_expectation(out, task.expect, bounds)
             slab_geometry.add(out)
-            meta = meta if meta is not None else out.meta
+            if meta is None:
+                meta = out.meta
+            elif not _same_record(out.meta, meta):
+                # a step's record varies along the item (e.g. window from_header, slices with their own
+                # windows): only the whole volume gives the item's record, as the plain path writes it
+                raise _Fallback
             for path, rows in out.private_tables.items():
                 if rows:
                     headers.setdefault(path, list(rows[0]))
@@ -142,6 +147,14 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     meta = {**(meta or {}), **slab_geometry.record()}  # geometry with every output
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=meta, computed=computed,
                       private_tables=tables)
+
+
+def _same_record(one: dict, other: dict) -> bool:
+    """Are two slabs' meta records equal (a value that cannot compare counts as different)?"""
+    try:
+        return bool(one == other)
+    except Exception:  # noqa: BLE001 - e.g. an array in a plugin step's meta
+        return False
 
 
 def _split_jobs(streams, out: Sample, stored_writer, stored: np.ndarray):
@@ -283,7 +296,7 @@ def _abort(streams, stored_writer) -> None:
 
 
 class _Fallback(Exception):
-    """A slab's table would be too large: build the item on the whole-volume path."""
+    """A slab's table would be too large, or the slabs' records differ: build the item on the whole-volume path."""
 
 
 def _slab(skeleton: Sample, stored, start: int) -> Sample:
