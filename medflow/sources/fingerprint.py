@@ -40,7 +40,7 @@ class FingerprintMemo:
         self._folders: dict[str, str] = {}  # absolute folder -> its realpath (see _realpath)
         # One build asks about a file several times (its header facts, its digest for the item,
         # its digest for the plan): the path is resolved and stat'ed once per build (see _looked_up).
-        self._looked: dict[str, tuple[str, str, os.stat_result]] = {}
+        self._looked: dict[str, tuple[str, str, int, int]] = {}  # path -> key, resolved, size, mtime_ns
         self._digests: dict[str, str] = {}  # path as asked -> its digest, this build
         if memo_path is not None and memo_path.is_file():
             try:
@@ -50,23 +50,23 @@ class FingerprintMemo:
             except (ValueError, KeyError, OSError):
                 self._entries = {}  # a damaged memo only costs a rehash
 
-    def _entry(self, key: str, stat: os.stat_result) -> dict:
-        """The memo entry of ``key`` if it is still valid for ``stat``, else a fresh one."""
+    def _entry(self, key: str, size: int, mtime_ns: int) -> dict:
+        """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``, else a fresh one."""
         with self._lock:
             entry = self._entries.get(key)
             if (
                 self._verify
                 or not isinstance(entry, dict)
-                or entry.get("size") != stat.st_size
-                or entry.get("mtime_ns") != stat.st_mtime_ns
+                or entry.get("size") != size
+                or entry.get("mtime_ns") != mtime_ns
             ):
-                entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                entry = {"size": size, "mtime_ns": mtime_ns}
                 self._entries[key] = entry
                 self._dirty = True
             return entry
 
-    def _looked_up(self, path: Path) -> tuple[str, str, os.stat_result]:
-        """(memo key, resolved path, stat) of ``path``, looked up once in this memo's life.
+    def _looked_up(self, path: Path) -> tuple[str, str, int, int]:
+        """(memo key, resolved path, size, mtime_ns) of ``path``, looked up once in this memo's life.
 
         The memo lives for one build. A file changed later in the build is caught by the next
         build (its size or mtime then differs from the entry's), as when the change falls
@@ -80,7 +80,8 @@ class FingerprintMemo:
         found = self._looked.get(name)
         if found is None:
             key, resolved = self._key(name)
-            found = self._looked[name] = (key, resolved, os.stat(resolved))
+            stat = os.stat(resolved)
+            found = self._looked[name] = (key, resolved, stat.st_size, stat.st_mtime_ns)
         return found
 
     def _key(self, path: Path | str) -> tuple[str, str]:
@@ -116,8 +117,8 @@ class FingerprintMemo:
         known = self._digests.get(os.fspath(path))
         if known is not None:
             return known
-        key, resolved, stat = self._looked_up(path)
-        entry = self._entry(key, stat)
+        key, resolved, size, mtime_ns = self._looked_up(path)
+        entry = self._entry(key, size, mtime_ns)
         digest = entry.get(ALGORITHM)
         if digest is None:
             digest = file_digest(resolved)
@@ -135,7 +136,7 @@ class FingerprintMemo:
         """
         key, resolved = self._key(path)
         stat = os.stat(resolved)
-        self._looked[os.fspath(path)] = (key, resolved, stat)
+        self._looked[os.fspath(path)] = (key, resolved, stat.st_size, stat.st_mtime_ns)
         self._digests[os.fspath(path)] = digest
         with self._lock:
             self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest}
@@ -148,15 +149,15 @@ class FingerprintMemo:
         """
         if self._secret is not None:
             return None
-        key, _, stat = self._looked_up(path)
-        return self._entry(key, stat).get(name)
+        key, _, size, mtime_ns = self._looked_up(path)
+        return self._entry(key, size, mtime_ns).get(name)
 
     def set_extra(self, path: Path, name: str, value) -> None:
         """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify)."""
         if self._secret is not None:
             return
-        key, _, stat = self._looked_up(path)
-        entry = self._entry(key, stat)
+        key, _, size, mtime_ns = self._looked_up(path)
+        entry = self._entry(key, size, mtime_ns)
         with self._lock:
             entry[name] = value
             self._dirty = True
