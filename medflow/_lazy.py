@@ -25,3 +25,9 @@ def lazy_import(name: str) -> ModuleType:
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+def is_loaded(name: str) -> bool:
+    """Whether ``name`` has been imported for real (a module bound by :func:`lazy_import` and never used has not)."""
+    module = sys.modules.get(name)
+    return module is not None and not isinstance(module, importlib.util._LazyModule)

@@ -230,7 +230,11 @@ def test_anonymize_folds_with_the_pixel_steps(tmp_path, monkeypatch):
     _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=False)
 
 
-def test_ich_multi_window_folds_and_streams_bit_identically(tmp_path, monkeypatch):
+@pytest.mark.parametrize("padded", [True, False], ids=["padded-gather", "whole-pixel-gather"])
+def test_ich_multi_window_folds_and_streams_bit_identically(tmp_path, monkeypatch, padded):
+    import medflow.engine.gather as gather_module
+
+    monkeypatch.setattr(gather_module, "_padding_pays", lambda n_pixels: padded)
     for series in range(2):
         write_ct_series(tmp_path / "data", series, n_slices=3, size=16)
     steps = ("steps:\n  - step: multi_window\n    windows: [brain, subdural, {level: 40, width: 380, name: soft}]\n"
@@ -256,9 +260,14 @@ _CHAINS = {
 }
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["padded-gather", "whole-pixel-gather"])
 @pytest.mark.parametrize("name", sorted(_CHAINS))
-def test_every_pointwise_chain_is_bit_identical(tmp_path, monkeypatch, name):
+def test_every_pointwise_chain_is_bit_identical(tmp_path, monkeypatch, name, padded):
+    """Both interleaved gathers (3 channels padded to 4, or whole pixels: :mod:`medflow.engine.gather`)."""
+    import medflow.engine.gather as gather_module
     import medflow.engine.stream as stream_module
+
+    monkeypatch.setattr(gather_module, "_padding_pays", lambda n_pixels: padded)
 
     lut = tmp_path / "mine.csv"
     lut.write_text("".join(f"{i},{(i * 7) % 256},{255 - i}\n" for i in range(256)))

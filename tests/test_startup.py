@@ -108,6 +108,14 @@ def test_plan_and_a_one_worker_run_import_no_joblib_and_no_unused_library(recipe
         assert result["loaded"] == [], args[0]
 
 
+def test_a_small_channels_last_run_imports_no_opencv(recipe):
+    """A 3-channel NHWC gather pads its pixels only once OpenCV pays for its import (medflow.engine.gather)."""
+    recipe.write_text(recipe.read_text().replace("layout: NCHW", "layout: NHWC"))
+    result = _command("run", "-q", str(recipe))
+    assert result["code"] == 0, result["out"]
+    assert result["loaded"] == []
+
+
 def test_text_files_beside_the_series_are_skipped_without_importing_pydicom(recipe):
     """Real exports carry a LICENSE, a citation or a JSON sidecar beside the images: judging them
     "not a DICOM file" reads their first bytes only, so the run still imports no pydicom."""

@@ -42,6 +42,7 @@ from numpy.lib.array_utils import byte_bounds
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.checkpoint import load_sample, sample_from_header, sample_header, save_sample
+from medflow.engine.gather import padded_table, take_interleaved
 from medflow.errors import CacheError, StepError
 from medflow.ops.intensity import rescale
 from medflow.sample import Sample
@@ -176,6 +177,11 @@ class _Table:
         return self.lut.view(np.dtype((np.void, self.n_channels * self.dtype.itemsize))).reshape(-1)
 
     @functools.cached_property
+    def padded(self) -> np.ndarray | None:
+        # 3 channels as 4: gathered in one move per pixel (see medflow.engine.gather)
+        return padded_table(self.lut)
+
+    @functools.cached_property
     def bounds(self) -> tuple[Any, Any] | None:
         """(smallest, largest) entry, ``None`` when an entry is NaN: every gathered value lies within."""
         if np.issubdtype(self.dtype, np.floating) and np.isnan(self.lut).any():
@@ -286,9 +292,8 @@ class Folder:
                 for c in range(n_channels):
                     np.take(table.channels[c], rows, out=out[z, c], mode="clip")
             return self._finish(described, out)
-        pixels = out.view(tables[0].interleaved.dtype)[..., 0]  # (z, y, x): one whole pixel per element
         for z, table in enumerate(tables):
-            np.take(table.interleaved, index[z], out=pixels[z], mode="clip")
+            take_interleaved(table.interleaved, table.padded, index[z], out[z])
         return described.replace(pixels=out[..., 0] if described.pixels.ndim == 3 else out)
 
     # --- tables ---------------------------------------------------------------------------
