@@ -100,6 +100,22 @@ def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatc
     assert not list((tmp_path / ".medflow" / "cache" / "objects").rglob("*.mfc"))  # no stored-values entry
 
 
+def test_a_build_and_its_rebuild_never_wait_for_the_disk(tmp_path, monkeypatch):
+    """No fsync anywhere: on ext4 fsyncing the manifest waited for every output to reach the disk."""
+    import os
+
+    def forbidden(fd):
+        raise AssertionError("fsync called")
+
+    monkeypatch.setattr(os, "fsync", forbidden)
+    monkeypatch.setattr(os, "fdatasync", forbidden)
+    write_ct_series(tmp_path / "data", 1, n_slices=3, size=16)
+    first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    again = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].level=-500"]), show_progress=False)
+    assert first.exit_code == again.exit_code == 0
+    assert (tmp_path / "out-r" / "manifest.json").is_file() and list((tmp_path / "out-r").rglob("*.npy"))
+
+
 def test_write_behind_keeps_order_releases_every_buffer_and_reports_the_first_failure():
     done, released = [], []
     writer = WriteBehind(depth=1)

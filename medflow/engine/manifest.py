@@ -70,7 +70,7 @@ def environment() -> dict[str, Any]:
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> str:
     """Write ``manifest.json`` atomically (sorted keys, stable bytes); returns its content digest."""
     data = manifest_text(manifest).encode("utf-8")
-    return atomic_write_bytes(Path(out_dir) / MANIFEST_NAME, data, durable=True)
+    return atomic_write_bytes(Path(out_dir) / MANIFEST_NAME, data)
 
 
 #: json's C encoder (``indent=None``): one call per entry instead of Python's indenting encoder,
