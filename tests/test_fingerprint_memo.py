@@ -89,25 +89,29 @@ def test_a_memo_of_sha256_digests_is_never_read_as_blake3(tmp_path):
 
 
 def test_a_build_stats_each_file_once_and_a_file_it_writes_anew(tmp_path, monkeypatch):
-    """Header facts, the item's digest and the plan's digest of one file cost one stat per build;
-    a file medflow writes during the build is recorded from a fresh stat (remember)."""
+    """Header facts, the item's digest and the plan's digest of one file cost one stat per build
+    (the lstat that resolves its path, for a file that is no symbolic link); a file medflow writes
+    during the build is recorded from a fresh stat (remember)."""
     files = write_ct_series(tmp_path / "data", 1, n_slices=3)
     memo = FingerprintMemo(tmp_path / "memo.json")
     discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     memo.save()
     memo = FingerprintMemo(tmp_path / "memo.json")
     stats: list[str] = []
-    real_stat = os.stat
 
-    def counting_stat(path, *args, **kwargs):
-        stats.append(os.fspath(path))
-        return real_stat(path, *args, **kwargs)
+    def counting(real):
+        def stat(path, *args, **kwargs):
+            stats.append(os.fspath(path))
+            return real(path, *args, **kwargs)
+        return stat
 
-    monkeypatch.setattr("medflow.sources.fingerprint.os.stat", counting_stat)
+    monkeypatch.setattr("medflow.sources.fingerprint.os.stat", counting(os.stat))
+    monkeypatch.setattr("medflow.sources.fingerprint.os.lstat", counting(os.lstat))
     found = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     digests = [memo.digest(tmp_path / "data" / rel) for rel in found.items[0].files]  # as prepare asks
     assert digests == [_blake3(path) for path in sorted(files)]
-    dicom_stats = sorted(p for p in stats if p.endswith(".dcm"))  # os.stat is patched for every caller
+    monkeypatch.undo()
+    dicom_stats = sorted(os.path.realpath(p) for p in stats if p.endswith(".dcm"))  # patched for every caller
     assert dicom_stats == sorted(os.fspath(path.resolve()) for path in files)
 
     files[0].write_bytes(b"rewritten by this build")

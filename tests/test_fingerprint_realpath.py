@@ -40,3 +40,15 @@ def test_a_folder_that_became_a_link_is_resolved_afresh_by_a_new_memo(tmp_path):
     os.symlink(tmp_path / "b", tmp_path / "current")
     # the folders a memo remembers live as long as it (one build): the next build sees the change
     assert FingerprintMemo(None)._realpath(path) == os.fspath(tmp_path / "b" / "f.dcm")
+
+
+def test_a_file_is_looked_up_with_its_own_size_and_mtime_and_a_linked_file_with_its_targets(tmp_path):
+    """The lstat that resolves a plain file is its stat; a linked file's lstat is the link's, so it is stat'ed."""
+    (tmp_path / "a.dcm").write_bytes(b"0123456789" * 10)
+    os.utime(tmp_path / "a.dcm", ns=(1_000_000_000, 2_000_000_123))
+    os.symlink(tmp_path / "a.dcm", tmp_path / "b.dcm")
+    memo = FingerprintMemo(None)
+    for name in ("a.dcm", "b.dcm"):
+        key, resolved, size, mtime_ns = memo._looked_up(tmp_path / name)
+        assert resolved == os.path.realpath(tmp_path / "a.dcm")
+        assert (size, mtime_ns) == (100, 2_000_000_123), name

@@ -195,7 +195,7 @@ def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch, raw_scanner
     assert report.exit_code == 0
     assert len(scanned) == 7
     files = sorted((tmp_path / "data").rglob("*.dcm"))
-    assert sorted(parsed) == ([] if raw_scanner else files)  # discovery's one parse per file, or none
+    assert sorted(map(Path, parsed)) == ([] if raw_scanner else files)  # discovery's one parse per file, or none
 
 
 def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):

@@ -440,7 +440,7 @@ def _series_uid_or_none(ds: Dataset) -> str | None:
 _HEADER_MEMO = "discovery-header-v5"
 
 
-def _memoized_file_info(rel: str, path: Path, memo: FingerprintMemo) -> _FileInfo:
+def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo) -> _FileInfo:
     """The file's header facts, from the memo while the file is unchanged (no re-parse on rebuilds).
 
     Raises:
@@ -521,7 +521,7 @@ def read_facts_of(path: Path, memo: FingerprintMemo):
 
 
 def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
-    """Yield ``(relative POSIX path, absolute path)`` of candidate files, in sorted order."""
+    """Yield ``(relative POSIX path, absolute path as a str)`` of candidate files, in sorted order."""
 
     def unreadable(error: OSError) -> None:
         where = Path(error.filename).relative_to(root).as_posix() if error.filename else "."
@@ -543,7 +543,7 @@ def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
             elif name.upper() in MEDIA_DIRECTORY_NAMES:
                 skipped.append((rel, "DICOM media directory (DICOMDIR), not an image"))
             else:
-                yield rel, Path(dirpath) / name
+                yield rel, os.path.join(dirpath, name)  # a str: pathlib costs more than the memo look-up
 
 
 def _select(info: _FileInfo, flt: SeriesFilter) -> str | None:
@@ -601,14 +601,15 @@ def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], no
     infos = sorted(infos, key=lambda i: i.rel)
     first = infos[0]
     files = tuple(i.rel for i in infos)
+    base = os.fspath(root)
     return ItemRef(
         item_id=make_item_id(first.modality, *id_parts),
-        root=os.fspath(root),
+        root=base,
         files=files,
         kind=kind,
         modality=first.modality,
         series_description=first.description,
-        fingerprint=item_fingerprint([(rel, memo.digest(root / rel)) for rel in files]),
+        fingerprint=item_fingerprint([(rel, memo.digest(os.path.join(base, rel))) for rel in files]),
         notes=tuple(notes),
     )
 

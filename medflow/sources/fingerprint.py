@@ -79,38 +79,47 @@ class FingerprintMemo:
         name = os.fspath(path)
         found = self._looked.get(name)
         if found is None:
-            key, resolved = self._key(name)
-            stat = os.stat(resolved)
-            found = self._looked[name] = (key, resolved, stat.st_size, stat.st_mtime_ns)
+            resolved, stat = self._resolve(name)
+            stat = stat or os.stat(resolved)
+            found = self._looked[name] = (self._key_of(resolved), resolved, stat.st_size, stat.st_mtime_ns)
         return found
 
     def _key(self, path: Path | str) -> tuple[str, str]:
         """(memo key, resolved path) of ``path``."""
         resolved = self._realpath(os.fspath(path))
+        return self._key_of(resolved), resolved
+
+    def _key_of(self, resolved: str) -> str:
         if self._secret is None:
-            return resolved, resolved
+            return resolved
         mac = hmac.new(self._secret, b"memo-path\x00" + resolved.encode("utf-8", "surrogateescape"), hashlib.sha256)
-        return "hmac:" + mac.hexdigest(), resolved
+        return "hmac:" + mac.hexdigest()
 
     def _realpath(self, path: str) -> str:
-        """``os.path.realpath(path)``, with one lstat instead of one per component.
+        """``os.path.realpath(path)``, with one lstat instead of one per component (see :meth:`_resolve`)."""
+        return self._resolve(path)[0]
+
+    def _resolve(self, path: str) -> tuple[str, os.stat_result | None]:
+        """``os.path.realpath(path)``, with one lstat instead of one per component, and that lstat.
 
         realpath(folder/name) is realpath(folder)/name when name is no symbolic link; the
         resolved folders of absolute paths are kept for this memo's life (one build), so the
-        files of a folder cost one lstat each. Never raises (os.stat then does, as before).
+        files of a folder cost one lstat each, which is also their stat (``None`` for a
+        symbolic link or when not looked at). Never raises (os.stat then does, as before).
         """
         folder, name = os.path.split(path)
         if not os.path.isabs(folder) or name in ("", ".", ".."):
-            return os.path.realpath(path)
+            return os.path.realpath(path), None
         try:
-            if S_ISLNK(os.lstat(path).st_mode):
-                return os.path.realpath(path)
+            stat = os.lstat(path)
         except OSError:
-            return os.path.realpath(path)
+            return os.path.realpath(path), None
+        if S_ISLNK(stat.st_mode):
+            return os.path.realpath(path), None
         real = self._folders.get(folder)
         if real is None:
             real = self._folders[folder] = os.path.realpath(folder)
-        return os.path.join(real, name)
+        return os.path.join(real, name), stat
 
     def digest(self, path: Path) -> str:
         """Hex digest (:func:`medflow.hashing.file_digest`) of ``path``'s bytes."""
