@@ -52,7 +52,8 @@ def discover_instances(root: Path, filter: SeriesFilter, memo: FingerprintMemo) 
     :func:`~medflow.sources.discovery.discover_dicom`.
     """
     discovery = Discovery()
-    for rel, path in _walk(root, filter, discovery.skipped):
+    for rel, name in _walk(root, filter, discovery.skipped):
+        path = Path(name)
         if not path.is_file():
             reason = "cannot read: dangling or looping symbolic link" if path.is_symlink() else "not a regular file"
             discovery.skipped.append((rel, reason))
