@@ -31,3 +31,12 @@ def shared_data_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """The ../shared/data folder (skip or fail when absent, see module docstring)."""
     return shared_data_path()
+
+
+@pytest.fixture(autouse=True)
+def _full_range_tables_for_small_series(monkeypatch):
+    """Test series are small (a few 16 x 16 slices): they fold through full-range tables here, as a
+    real series does in a build (tests/test_fold.py's small-item test turns this off again)."""
+    import medflow.engine.fold
+
+    monkeypatch.setattr(medflow.engine.fold, "FULL_RANGE_MIN_FRACTION", 0.0)

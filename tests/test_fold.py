@@ -373,3 +373,39 @@ def test_only_a_channels_first_layout_after_the_fold_gets_a_planar_gather():
     assert fold_module.channels_first_next(rest({"step": "layout", "layout": "CHW"}))
     assert not fold_module.channels_first_next(rest({"step": "layout", "layout": "NHWC"}))
     assert not fold_module.channels_first_next([])
+
+
+@pytest.mark.parametrize("steps", [SEED_STEPS, _CHAINS["sigmoid_window_nhwc_uint8"]], ids=["seed", "sigmoid-nhwc"])
+def test_a_small_item_folds_through_tables_of_the_values_it_holds(tmp_path, monkeypatch, steps):
+    """Fewer pixels than a full-range table has entries: no 65,536-entry table, the same bytes."""
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 1.0)  # the default (tests/conftest.py lowers it)
+    built, ranged = [], []
+    original_build, original_ranged = fold_module.Folder._build, fold_module.Folder._apply_ranged
+    monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(1) or original_build(self, *a))
+    monkeypatch.setattr(fold_module.Folder, "_apply_ranged",
+                        lambda self, *a: ranged.append(1) or original_ranged(self, *a))
+    for series in range(2):
+        write_ct_series(tmp_path / "data", series, n_slices=3, size=16)  # 768 pixels, values spread over ~4,000
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+    assert ranged and not built
+
+
+def test_tables_over_the_held_values_take_the_distinct_values_when_fewer_than_the_range(monkeypatch):
+    """A slab of a few pixels spread over a wide range: the chain runs on its distinct values only."""
+    from medflow.sample import Sample
+
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 1.0)
+
+    seen = []
+
+    def apply_step(params, sample):
+        seen.append(sample.pixels.size)
+        return sample.replace(pixels=np.sqrt(np.abs(sample.pixels)).astype(np.float32))
+
+    stored = np.array([[[-30000, 5], [5, 30000]], [[7, 7], [-30000, 12]]], dtype=np.int16)
+    sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, 0.0], [2.0, -1.0]]})
+    folder = fold_module.Folder([object()], apply_step, item_slices=2)
+    out = folder.apply(sample)
+    expected = np.stack([np.sqrt(np.abs(stored[0] * 1.0 + 0.0)), np.sqrt(np.abs(stored[1] * 2.0 - 1.0))]).astype(np.float32)
+    assert np.array_equal(out.pixels, expected)
+    assert max(seen) <= 2 * 5  # 2 slices x 5 distinct values, not 2 x 60,001 values of the range

@@ -218,7 +218,8 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
     :func:`medflow.engine.fold.gathered_bounds`), else ``None``.
     """
     rest = task.steps[n_fold:]
-    folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest))
+    folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest),
+                            item_slices=len(skeleton.pixels))
     pools: dict[tuple, BufferPool] = {}
     pools_lock = threading.Lock()
 
