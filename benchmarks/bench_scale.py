@@ -8,7 +8,8 @@ Run by hand (never a unit test)::
 It writes ``--series`` CT series of ``--slices`` 16 x 16 slices (deterministic UIDs, ~1 KB per
 file) and measures, as child processes, whole process, median of the repeats:
 
-* discovery + planning (``medflow plan``): files/s;
+* discovery + planning (``medflow plan``) with 1 and 2 workers: files/s (new files' headers
+  and digests are read on the workers, :mod:`medflow.sources.prescan`);
 * a cold build (HU -> window -> NCHW float32 .npy) with 1 and 2 workers: files/s, and the
   parent's peak RSS at a tenth of the series and at all of them (flat in the number of files
   means the ratio stays near 1);
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     files = args.series * args.slices
     rows = []
     small_recipe, large_recipe = recipe(work, small, "small"), recipe(work, large, "large")
-    rows.append(measure("plan (discovery + planning)", medflow("plan", str(large_recipe)), work, args.repeats))
+    for workers in (1, 2):  # plan writes no memo: every plan discovers from scratch
+        rows.append(measure(f"plan (discovery + planning), {workers} worker(s)",
+                            medflow("plan", str(large_recipe), "--workers", str(workers)), work, args.repeats))
     for workers in (1, 2):
         rows.append(measure(f"run cold, {workers} worker(s)", medflow("run", str(large_recipe), "-q", "--workers",
                             str(workers)), work, args.repeats, clean=work / "out-large"))
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['label']} | {row['wall']:.2f} | {files / row['wall']:.0f} | {row['rss']:.0f} | {row['tree']:.0f} |")
     ones = next(r for r in rows if r["label"] == "run cold, 1 worker(s)")
     twos = next(r for r in rows if r["label"] == "run cold, 2 worker(s)")
-    print(f"\n2 workers vs 1: {ones['wall'] / twos['wall']:.2f}x; parent peak RSS at {args.series} vs {tenth} series: "
+    plans = [r["wall"] for r in rows if r["label"].startswith("plan")]
+    print(f"\nplan, 2 workers vs 1: {plans[0] / plans[1]:.2f}x")
+    print(f"2 workers vs 1: {ones['wall'] / twos['wall']:.2f}x; parent peak RSS at {args.series} vs {tenth} series: "
           f"{ones['rss']:.0f} / {small_row['rss']:.0f} MiB = {ones['rss'] / small_row['rss']:.2f}x "
           "(flat in the number of files: ~1.0x)")
     return 0

@@ -459,6 +459,12 @@ def supervise_worker(run_id: str, parent_pid: int) -> None:
     threading.Thread(target=_watch, args=(parent_pid,), name="medflow-parent-watch", daemon=True).start()
 
 
+def supervised_call(function, arg, run_id: str, parent_pid: int):
+    """In a worker: ``function(arg)`` under :func:`supervise_worker` (this module is light to import)."""
+    supervise_worker(run_id, parent_pid)
+    return function(arg)
+
+
 def _watch(parent_pid: int) -> None:
     while True:
         time.sleep(WATCH_SECONDS)

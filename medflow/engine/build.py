@@ -99,7 +99,7 @@ def _build_claimed(
     backend = backend or recipe.engine.backend
     address = address or recipe.engine.address
 
-    prepared = prepare(loaded, verify=verify)
+    prepared = prepare(loaded, verify=verify, workers=n_workers if backend == "local" else 1)
     stats_were_cached, notes = _dataset_stats_pass(prepared, verify, n_workers, backend, address)
     results = _run_items(prepared, n_workers, backend, address, keep_going, progress or Progress(enabled=show_progress))
     resolve_shared_outputs(prepared, results)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from medflow.engine.run import run_item
 from medflow.engine.task import ItemResult, ItemTask
-from medflow.workspace import current_run_id, supervise_worker
+from medflow.workspace import current_run_id, supervise_worker, supervised_call
 
 
 def resolve_workers(workers: int | str) -> int:
@@ -71,6 +72,22 @@ def execute(
         return
     for results in parallel(delayed(_supervised_run_items)(chunk, run_id, parent, progress_dir) for chunk in chunks):
         yield from results
+
+
+def map_on_workers(function: Callable[[Any], Any], args: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``function(arg)`` for every one of ``args`` on loky's worker processes, results in any order.
+
+    ``args`` is taken lazily, a few ahead of the workers (another thread may still add to it).
+    The same reusable workers (and supervision: they stop when this process dies) as the
+    items' of a build with ``workers`` workers: discovery's prescan wakes them, the items then
+    run on them warm. ``function`` must be importable by name in a worker.
+    """
+    from joblib import Parallel, delayed
+
+    _fresh_workers_if_environment_changed()
+    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered", pre_dispatch="2*n_jobs")
+    run_id, parent = current_run_id(), os.getpid()
+    yield from parallel(delayed(supervised_call)(function, arg, run_id, parent) for arg in args)
 
 
 #: Instance items (one file each, a few milliseconds) go to workers in chunks of at most this many.

@@ -84,11 +84,13 @@ def reads_no_pixels(recipe: Any) -> bool:
     return any(spec.per_item for spec in specs) and not any(spec.reads_pixels for spec in specs)
 
 
-def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) -> Prepared:
+def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True, workers: int = 1) -> Prepared:
     """Check secrets, discover the items, fingerprint them and plan every item against the cache.
 
     ``record=False`` (``plan``, ``--dry-run``, ``preview``) keeps the fingerprints in memory:
     those commands write nothing of their own (the embedded sample is still materialized).
+    ``workers`` > 1: many new files are read on that many worker processes
+    (:mod:`medflow.sources.prescan`), the ones the build's items then run on.
 
     Raises:
         UsageError: a de-identifying recipe's key is missing or too short (nothing is read).
@@ -124,10 +126,12 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
     if reads_no_pixels(recipe):
         from medflow.sources.instances import discover_instances
 
-        discovery = discover_instances(root, source.filter, memo)
+        discovery = discover_instances(root, source.filter, memo, _chunk_map(workers))
         reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
     else:
-        discovery = discover_dicom(root, source.filter, memo, getattr(source, "mismatched_size", "fail"))
+        discovery = discover_dicom(
+            root, source.filter, memo, getattr(source, "mismatched_size", "fail"), _chunk_map(workers)
+        )
     if fetched is not None:
         discovery = fetched.apply(discovery)  # instances not fetched fail their items
     if isinstance(source, SampleSource):
@@ -163,6 +167,15 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True) 
         prepared.facts = plan_facts(loaded, prepared.items, memo, secret)
     plan_all(prepared, verify)
     return prepared
+
+
+def _chunk_map(workers: int):
+    """Discovery's worker processes (:func:`medflow.engine.execute.map_on_workers`), or None for one worker."""
+    if workers <= 1:
+        return None
+    from medflow.engine.execute import map_on_workers
+
+    return lambda function, chunks: map_on_workers(function, chunks, workers)
 
 
 def _instance_filter(flt: Any) -> dict[str, Any]:

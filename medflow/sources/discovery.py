@@ -51,13 +51,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medflow.errors import InputError
-from medflow.recipe.model import SeriesFilter
 from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
 from medflow.sources.filters import description_selected, modality_selected, path_selected
 from medflow.sources.fingerprint import FingerprintMemo
+from medflow.sources.prescan import SERIES, ChunkMap, prescan
 
 if TYPE_CHECKING:  # pydicom is imported where a header is parsed: memoized discovery never needs it
     from pydicom.dataset import Dataset
+
+    from medflow.recipe.model import SeriesFilter  # pydantic: not for a worker that only reads headers
 
 _DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 MEDIA_DIRECTORY_NAMES = frozenset({"DICOMDIR", "DIRFILE"})
@@ -440,54 +442,67 @@ def _series_uid_or_none(ds: Dataset) -> str | None:
 _HEADER_MEMO = "discovery-header-v5"
 
 
-def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo) -> _FileInfo:
+def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo, scanned: dict | None = None) -> _FileInfo:
     """The file's header facts, from the memo while the file is unchanged (no re-parse on rebuilds).
+
+    ``scanned``: the facts :func:`header_facts` gave for the file as it is now (a prescan on
+    worker processes, :mod:`medflow.sources.prescan`), used as the memo's would be.
 
     Raises:
         HeaderProblem: as :func:`read_image_header`; also for a file that cannot even be
             looked at (dangling or looping symbolic link, permission denied).
     """
-    try:
-        cached = memo.get_extra(path, _HEADER_MEMO)
-    except OSError as exc:
-        raise HeaderProblem(f"cannot read file: {_os_reason(exc)}") from None
-    if cached is not None:
-        if "problem" in cached:
-            raise HeaderProblem(cached["problem"], cached.get("series_uid"))
-        return _FileInfo(
-            rel=rel,
-            modality=cached["modality"],
-            series_uid=cached["series_uid"],
-            sop_uid=cached["sop_uid"],
-            description=cached["description"],
-            image_type=tuple(cached["image_type"]),
-            n_frames=cached["n_frames"],
-            orientation=tuple(cached["orientation"]) if cached["orientation"] is not None else None,
-            size=tuple(cached["size"]),
-            echo=cached["echo"],
-            has_position=cached["has_position"],
-            sop_class=cached.get("sop_class", ""),
-        )
+    cached = scanned
+    if cached is None:
+        try:
+            cached = memo.get_extra(path, _HEADER_MEMO)
+        except OSError as exc:
+            raise HeaderProblem(f"cannot read file: {_os_reason(exc)}") from None
+    if cached is None:
+        cached = header_facts(path)
+        memo.set_extra(path, _HEADER_MEMO, cached)
+    if "problem" in cached:
+        raise HeaderProblem(cached["problem"], cached.get("series_uid"))
+    return _FileInfo(
+        rel=rel,
+        modality=cached["modality"],
+        series_uid=cached["series_uid"],
+        sop_uid=cached["sop_uid"],
+        description=cached["description"],
+        image_type=tuple(cached["image_type"]),
+        n_frames=cached["n_frames"],
+        orientation=tuple(cached["orientation"]) if cached["orientation"] is not None else None,
+        size=tuple(cached["size"]),
+        echo=cached["echo"],
+        has_position=cached["has_position"],
+        sop_class=cached.get("sop_class", ""),
+    )
+
+
+def header_facts(path: str | Path) -> dict:
+    """What discovery keeps of a file's header (JSON-able, memoized), read once.
+
+    Either the :class:`_FileInfo` fields (without ``rel``) and ``read``, what reading the file
+    needs (:func:`read_facts_of`; ``None`` for multi-frame files), or ``{"problem": reason,
+    "series_uid": uid or None}`` for a file that is not a readable image (the reason of
+    :class:`HeaderProblem`). Never raises for a file's content or an unreadable file.
+    """
     raw = _raw_header_facts(path)
     if raw is not None:
         fields, read = raw
-        info = _FileInfo(rel=rel, **fields)
-        facts = {**fields, "read": read}  # dataclasses.asdict(info) without "rel", as below
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
-                ds = read_image_header(path)
-                info = _file_info(rel, ds)
-                read = _read_facts(ds) if info.n_frames == 1 else None
-        except HeaderProblem as problem:
-            memo.set_extra(path, _HEADER_MEMO, {"problem": problem.reason, "series_uid": problem.series_uid})
-            raise
-        facts = dataclasses.asdict(info)
-        del facts["rel"]
-        facts["read"] = read  # what reading the file needs (see read_facts_of): no second parse
-    memo.set_extra(path, _HEADER_MEMO, facts)
-    return info
+        return {**fields, "read": read}  # dataclasses.asdict(_FileInfo) without "rel", as below
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # values are converted here: invalid ones would flood a big scan
+            ds = read_image_header(path)
+            info = _file_info("", ds)
+            read = _read_facts(ds) if info.n_frames == 1 else None
+    except HeaderProblem as problem:
+        return {"problem": problem.reason, "series_uid": problem.series_uid}
+    facts = dataclasses.asdict(info)
+    del facts["rel"]
+    facts["read"] = read
+    return facts
 
 
 def _raw_header_facts(path: Path):
@@ -615,7 +630,8 @@ def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], no
 
 
 def discover_dicom(
-    root: Path, filter: SeriesFilter, memo: FingerprintMemo, mismatched_size: str = "fail"  # noqa: A002
+    root: Path, filter: SeriesFilter, memo: FingerprintMemo, mismatched_size: str = "fail",  # noqa: A002
+    map_chunks: ChunkMap | None = None,
 ) -> Discovery:
     """Find the image items of a DICOM folder (rules in the module docstring).
 
@@ -625,6 +641,8 @@ def discover_dicom(
         memo: the files' content digests (memoized) the items' fingerprints are made of.
         mismatched_size: files of one series (and orientation, echo) with other Rows/Columns than
             most: ``"fail"`` the item naming them, or ``"split"`` into one item per size.
+        map_chunks: worker processes to read many new files on (:mod:`medflow.sources.prescan`);
+            the result is the same without.
 
     Returns:
         A :class:`Discovery` with the items sorted by ``item_id`` and every skipped
@@ -640,9 +658,11 @@ def discover_dicom(
     series: dict[str, list[_FileInfo]] = defaultdict(list)
     multiframe: dict[str, _FileInfo] = {}
     broken: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for rel, path in _walk(root, filter, skipped):
+    candidates = list(_walk(root, filter, skipped))
+    scanned = prescan([path for _, path in candidates], memo, map_chunks, SERIES, _HEADER_MEMO)
+    for rel, path in candidates:
         try:
-            info = _memoized_file_info(rel, path, memo)
+            info = _memoized_file_info(rel, path, memo, scanned.get(path))
         except HeaderProblem as problem:
             if problem.series_uid:
                 broken[problem.series_uid].append((rel, problem.reason))

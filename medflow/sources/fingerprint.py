@@ -137,6 +137,46 @@ class FingerprintMemo:
         self._digests[os.fspath(path)] = digest
         return digest
 
+    def known_digest(self, path: str | Path) -> str | None:
+        """The digest the memo already holds for ``path`` as it is now, or None (nothing is hashed).
+
+        Raises:
+            OSError: ``path`` cannot be looked at.
+        """
+        known = self._digests.get(os.fspath(path))
+        if known is not None or self._verify:
+            return known
+        key, _, size, mtime_ns = self._looked_up(path)
+        with self._lock:
+            entry = self._entries.get(key)
+        if isinstance(entry, dict) and entry.get("size") == size and entry.get("mtime_ns") == mtime_ns:
+            return entry.get(ALGORITHM)
+        return None
+
+    def prime(self, path: str, size: int, mtime_ns: int, digest: str | None, extras: dict) -> bool:
+        """Take what another process read of ``path`` when its size and mtime were ``size``, ``mtime_ns``.
+
+        ``digest``: its content digest (or None); ``extras``: values for :meth:`set_extra`.
+        Taken only while the file still has that size and mtime (else ``False``, and nothing
+        changes: the caller reads the file itself); with a secret the extras are not kept.
+        """
+        try:
+            key, _, now_size, now_mtime_ns = self._looked_up(path)
+        except OSError:
+            return False
+        if (now_size, now_mtime_ns) != (size, mtime_ns):
+            return False
+        entry = self._entry(key, size, mtime_ns)
+        with self._lock:
+            if digest is not None:
+                entry[ALGORITHM] = digest
+            if self._secret is None:
+                entry.update(extras)
+            self._dirty = True
+        if digest is not None:
+            self._digests[os.fspath(path)] = digest
+        return True
+
     def remember(self, path: Path, digest: str) -> None:
         """Record ``digest`` as the content digest of ``path`` as it is now (its size and mtime).
 

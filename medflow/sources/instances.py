@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from medflow.recipe.model import SeriesFilter
 from medflow.sources.base import ItemRef, item_fingerprint
 from medflow.sources.discovery import _RAW_DATASET_STARTS, Discovery, _walk
 from medflow.sources.fingerprint import FingerprintMemo
+from medflow.sources.prescan import INSTANCES, ChunkMap, prescan
+
+if TYPE_CHECKING:
+    from medflow.recipe.model import SeriesFilter
 
 INSTANCE_PREFIX = "dcm"
 
@@ -44,15 +48,20 @@ def dicom_kind(path: Path) -> str | None:
     return "not a DICOM file"
 
 
-def discover_instances(root: Path, filter: SeriesFilter, memo: FingerprintMemo) -> Discovery:  # noqa: A002
+def discover_instances(
+    root: Path, filter: SeriesFilter, memo: FingerprintMemo, map_chunks: ChunkMap | None = None  # noqa: A002
+) -> Discovery:
     """Every DICOM file under ``root`` as its own item (kind ``"instance"``), sorted by item id.
 
     ``skipped`` lists the files left out here (not DICOM, hidden, DICOMDIR, unlistable
     folders) with their reason; path-glob filtering happens before and is silent, as in
-    :func:`~medflow.sources.discovery.discover_dicom`.
+    :func:`~medflow.sources.discovery.discover_dicom`. ``map_chunks``: worker processes that
+    hash many new files (:mod:`medflow.sources.prescan`); the result is the same without.
     """
     discovery = Discovery()
-    for rel, name in _walk(root, filter, discovery.skipped):
+    candidates = list(_walk(root, filter, discovery.skipped))
+    prescan([name for _, name in candidates], memo, map_chunks, INSTANCES)
+    for rel, name in candidates:
         path = Path(name)
         if not path.is_file():
             reason = "cannot read: dangling or looping symbolic link" if path.is_symlink() else "not a regular file"
