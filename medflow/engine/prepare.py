@@ -148,8 +148,9 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True, 
             (dataclasses.replace(item, item_id=keyed_item_id(item.item_id, secret)) for item in discovery.items),
             key=lambda item: item.item_id,
         )
+    base = os.fspath(root)  # str paths, as discovery asked the memo (pathlib parsing cost ~10 us a file)
     file_hashes = {
-        item.item_id: {rel: memo.digest(root / rel) for rel in item.files} for item in discovery.items
+        item.item_id: {rel: memo.digest(os.path.join(base, rel)) for rel in item.files} for item in discovery.items
     }
     if record:
         memo.save()

@@ -170,7 +170,7 @@ def assemble_manifest(
     recipe = prepared.loaded.recipe
     return {
         "manifest_version": MANIFEST_VERSION,
-        "environment": environment(),
+        "environment": environment(prepared.cache.root),
         "recipe": {
             "name": recipe.name,
             "hash": keys.hash_json(prepared.loaded.resolved),
