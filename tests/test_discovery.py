@@ -278,3 +278,27 @@ def test_read_headers_for_returns_headers_and_names_a_vanished_file(mixed_folder
     with pytest.raises(InputError) as caught:
         read_headers_for(item)
     assert caught.value.file == os.fspath(mixed_folder.resolve() / "z" / "img.dcm")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_beside_a_series_is_skipped_not_opened(tmp_path, kind):
+    """Opening a FIFO blocks until a writer comes (forever, in a build); a device never ends."""
+    import threading
+
+    from tests.dicom_factory import write_ct_slice
+
+    for i in range(2):
+        write_ct_slice(tmp_path / f"{i}.dcm", series=1, index=i, z=float(i))
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe")
+    else:
+        os.symlink("/dev/zero", tmp_path / "pipe")
+    found = []
+    scan = threading.Thread(target=lambda: found.append(discover_dicom(tmp_path, SeriesFilter(), FingerprintMemo(None))),
+                            daemon=True)
+    scan.start()
+    scan.join(60)
+    assert not scan.is_alive(), "discovery blocked on a non-regular file"
+    [discovery] = found
+    assert [item.files for item in discovery.items] == [("0.dcm", "1.dcm")]
+    assert ("pipe", "not a regular file") in discovery.skipped

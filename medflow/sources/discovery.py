@@ -48,6 +48,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from medflow.errors import InputError
@@ -487,6 +488,12 @@ def header_facts(path: str | Path) -> dict:
     "series_uid": uid or None}`` for a file that is not a readable image (the reason of
     :class:`HeaderProblem`). Never raises for a file's content or an unreadable file.
     """
+    try:
+        regular = S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        return {"problem": f"cannot read file: {_os_reason(exc)}", "series_uid": None}
+    if not regular:  # a FIFO would block the open forever, a device never end
+        return {"problem": "not a regular file", "series_uid": None}
     raw = _raw_header_facts(path)
     if raw is not None:
         fields, read = raw
