@@ -51,3 +51,26 @@ def test_pinned_key_scheme():
     assert read == expected_read
     # 3: cached Samples name their source files by index, not path; 4: entries checked with BLAKE3
     assert keys.CACHE_FORMAT_VERSION == 4
+
+
+nested_params = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    max_leaves=12,
+)
+field_values = st.one_of(st.text(max_size=70), st.just(keys.KeyTemplate._SLOT), st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
+
+
+@given(st.dictionaries(st.text(max_size=6), nested_params, max_size=6), field_values, st.text(max_size=10))
+def test_a_key_template_gives_the_key_hash_json_gives(params, value, name):
+    step = keys.step_key_template(name, 3, params)
+    assert step.key(value) == keys.step_key(value, name, 3, params)
+    read = keys.read_key_template(name, 2, params)
+    assert read.key(value) == keys.read_key(value, name, 2, params)
+
+
+def test_params_holding_the_slot_text_fall_back_to_the_plain_hash():
+    params = {"note": keys.KeyTemplate._SLOT, "nested": [keys.KeyTemplate._SLOT]}
+    template = keys.step_key_template("window", 1, params)
+    assert template._parts is None
+    assert template.key("a" * 64) == keys.step_key("a" * 64, "window", 1, params)

@@ -61,3 +61,22 @@ def test_plan_and_dry_run_write_nothing(tmp_path, capsys):
     assert main(["run", str(recipe), "--dry-run"]) == 0
     assert "1 items: 0 up to date, 1 to build" in capsys.readouterr().out
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_links_from_a_chain_template_are_the_links_made_item_by_item():
+    """plan_all makes the recipe's chain once (chain_template); every item's links must be those
+    item_links makes on its own: same names, versions, params, checkpoints and keys."""
+    from medflow.engine.plan import chain_template, item_links
+    from medflow.recipe.loader import load_recipe
+    from medflow.sources.base import ItemRef
+    from tests.conftest import REPO_ROOT
+
+    recipes = sorted((REPO_ROOT / "pipelines").glob("*.yaml"))
+    assert len(recipes) >= 8
+    for path in recipes:
+        steps = list(load_recipe(path).recipe.steps)
+        reader_params = {"duplicates": "first"}
+        template = chain_template(reader_params, steps)
+        for fingerprint in ("0" * 64, "f" * 64):
+            item = ItemRef(item_id="ct-1", root="/", files=("a.dcm",), kind="series", fingerprint=fingerprint)
+            assert item_links(item, reader_params, steps, None, template) == item_links(item, reader_params, steps)

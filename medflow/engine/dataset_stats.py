@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from medflow.engine.execute import execute
-from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, resume_index
+from medflow.engine.plan import ItemPlan, chain_template, item_links, needs_dataset_stats, resume_index
 from medflow.engine.prepare import Prepared, make_task, stats_inputs_key
 
 
@@ -26,8 +26,9 @@ def compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addres
         if not needs_dataset_stats(params) or index in prepared.dataset_stats:
             continue
         tasks = []
+        template = chain_template(prepared.reader_params, steps[:index], prepared.dataset_stats)
         for item in prepared.items:
-            links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats)
+            links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats, template)
             base = make_task(prepared, ItemPlan(item, links, "", 0, True))
             tasks.append(dataclasses.replace(base, steps=steps[:index], writers=[], expect=None,
                                              start=resume_index(prepared.cache, links), accumulate=params))

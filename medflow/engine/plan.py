@@ -67,11 +67,46 @@ def needs_dataset_stats(params: Any) -> bool:
     return bool(getattr(params, "needs_dataset_stats", lambda: False)())
 
 
+@dataclass(frozen=True)
+class ChainTemplate:
+    """What the chains of every item of one recipe share: each link's name, version, params,
+    checkpoint flag, and its key's template (:class:`medflow.engine.keys.KeyTemplate`).
+
+    Made once per build (:func:`chain_template`): canonicalizing and serializing the same
+    params for every item cost ~0.25 ms per item, a third of planning 10,000 tiny series.
+    """
+
+    links: tuple[tuple[str, int, dict[str, Any], bool, keys.KeyTemplate], ...]
+
+
+def chain_template(
+    reader_params: dict[str, Any], steps: list[Any], dataset_stats: dict[int, Any] | None = None
+) -> ChainTemplate:
+    """The chain of the recipe's ``steps`` (params models) after the read (see :func:`item_links`)."""
+    dataset_stats = dataset_stats or {}
+    # Nothing before a de-identifying step is cached: those Samples carry the original headers.
+    first_private = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
+    links = [(READER_NAME, READER_VERSION, reader_params, first_private == 0,
+              keys.read_key_template(READER_NAME, READER_VERSION, reader_params))]
+    for index, params in enumerate(steps):
+        spec = get_step(params.step)
+        canonical = params.canonical_params()
+        if index in dataset_stats:
+            canonical = {**canonical, "dataset_stats": dataset_stats[index]}
+        last = index == len(steps) - 1
+        before_stats = index + 1 < len(steps) and needs_dataset_stats(steps[index + 1])
+        checkpoint = (spec.checkpoint or last or before_stats) and index + 1 >= first_private
+        links.append((spec.name, spec.version, canonical, checkpoint,
+                      keys.step_key_template(spec.name, spec.version, canonical)))
+    return ChainTemplate(tuple(links))
+
+
 def item_links(
     item: ItemRef,
     reader_params: dict[str, Any],
     steps: list[Any],
     dataset_stats: dict[int, Any] | None = None,
+    template: ChainTemplate | None = None,
 ) -> list[Link]:
     """The chain of links of ``item`` for the recipe's ``steps`` (params models).
 
@@ -79,22 +114,14 @@ def item_links(
     join that step's key (new items change the statistics, hence every output).
     The link before a dataset-statistics step is checkpointed: both passes need it.
     Links before a de-identifying step are never checkpointed (their headers are original).
+    ``template``: :func:`chain_template` of the same arguments, made once for many items
+    (the links' params dicts are then shared: read them, never change them).
     """
-    dataset_stats = dataset_stats or {}
-    # Nothing before a de-identifying step is cached: those Samples carry the original headers.
-    first_private = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
-    key = keys.read_key(item.fingerprint, READER_NAME, READER_VERSION, reader_params)
-    links = [Link(READER_NAME, READER_VERSION, reader_params, key, first_private == 0)]
-    for index, params in enumerate(steps):
-        spec = get_step(params.step)
-        canonical = params.canonical_params()
-        if index in dataset_stats:
-            canonical = {**canonical, "dataset_stats": dataset_stats[index]}
-        key = keys.step_key(key, spec.name, spec.version, canonical)
-        last = index == len(steps) - 1
-        before_stats = index + 1 < len(steps) and needs_dataset_stats(steps[index + 1])
-        checkpoint = (spec.checkpoint or last or before_stats) and index + 1 >= first_private
-        links.append(Link(spec.name, spec.version, canonical, key, checkpoint))
+    template = template or chain_template(reader_params, steps, dataset_stats)
+    links, key = [], item.fingerprint
+    for name, version, params, checkpoint, key_template in template.links:
+        key = key_template.key(key)
+        links.append(Link(name, version, params, key, checkpoint))
     return links
 
 
@@ -121,6 +148,7 @@ def plan_item(
     file_hashes: dict[str, str] | None = None,
     outputs_memo: FingerprintMemo | None = None,
     previous_algorithm: str = ALGORITHM,
+    template: ChainTemplate | None = None,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, the previous manifest entry.
 
@@ -128,9 +156,10 @@ def plan_item(
     exactly which input files changed, appeared or disappeared; ``previous_algorithm`` is the
     algorithm of the previous manifest's input digests (sha256 in a build of an older medflow:
     not comparable). ``outputs_memo`` knows the digests of the outputs as they were written (see
-    :func:`_missing_outputs`); ``verify`` is the memo's.
+    :func:`_missing_outputs`); ``verify`` is the memo's. ``template``: the recipe's
+    :func:`chain_template`, made once for every item.
     """
-    links = item_links(item, reader_params, steps, dataset_stats)
+    links = item_links(item, reader_params, steps, dataset_stats, template)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
     record = _manifest_record(previous, out_key) if item.kind == "instance" else cache.get_record(out_key)
     missing = _missing_outputs(record, out_dir, outputs_memo) if record else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.manifest import previous_items, read_manifest
-from medflow.engine.plan import ItemPlan, item_links, needs_dataset_stats, plan_item
+from medflow.engine.plan import ItemPlan, chain_template, item_links, needs_dataset_stats, plan_item
 from medflow.engine.privacy import keyed_item_id, recipe_secret
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
@@ -193,11 +193,13 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
     manifest = read_manifest(prepared.out_dir)
     previous = previous_items(manifest)
     algorithm = manifest_input_algorithm(manifest) if manifest else ALGORITHM
+    steps = list(recipe.steps)
+    template = chain_template(prepared.reader_params, steps, prepared.dataset_stats)
     prepared.plans = [
-        plan_item(item, prepared.reader_params, list(recipe.steps), item_writers(prepared, item.item_id),
+        plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
                   prepared.cache,
                   prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
-                  prepared.file_hashes[item.item_id], prepared.memo, algorithm)
+                  prepared.file_hashes[item.item_id], prepared.memo, algorithm, template)
         for item in prepared.items
     ]
 
@@ -205,8 +207,9 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
 def stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:
     """Identifies a dataset statistic: the step's stats key and every item's key entering that step."""
     steps = list(prepared.loaded.recipe.steps)
+    template = chain_template(prepared.reader_params, steps[:index], stats)
     entering = sorted(
-        item_links(item, prepared.reader_params, steps[:index], stats)[-1].key for item in prepared.items
+        item_links(item, prepared.reader_params, steps[:index], stats, template)[-1].key for item in prepared.items
     )
     return keys.hash_json({"stats_key": steps[index].stats_key(), "step_index": index, "inputs": entering})
 
