@@ -52,3 +52,27 @@ def test_a_file_is_looked_up_with_its_own_size_and_mtime_and_a_linked_file_with_
         key, resolved, size, mtime_ns = memo._looked_up(tmp_path / name)
         assert resolved == os.path.realpath(tmp_path / "a.dcm")
         assert (size, mtime_ns) == (100, 2_000_000_123), name
+
+
+def test_nested_folders_resolve_as_realpath_does_whatever_links_lie_between(tmp_path):
+    """Folders are resolved from their parents (one lstat each): links at any depth, relative
+    links, links to links and '..' after a link must give what os.path.realpath gives."""
+    deep = tmp_path / "data" / "p1" / "s1"
+    deep.mkdir(parents=True)
+    (deep / "a.dcm").write_bytes(b"x")
+    os.symlink("data/p1", tmp_path / "rel")  # relative target
+    os.symlink(tmp_path / "rel", tmp_path / "chain")  # a link to a link
+    os.symlink("..", deep / "up")  # a link to the parent
+    (tmp_path / "data" / "p2").mkdir()
+    os.symlink("../p1/s1", tmp_path / "data" / "p2" / "s1")  # a series folder that is a link
+    memo = FingerprintMemo(None)
+    for path in (
+        tmp_path / "data" / "p1" / "s1" / "a.dcm",
+        tmp_path / "rel" / "s1" / "a.dcm",
+        tmp_path / "chain" / "s1" / "a.dcm",
+        tmp_path / "chain" / "s1" / "up" / "s1" / "a.dcm",
+        tmp_path / "data" / "p2" / "s1" / "a.dcm",
+        f"{tmp_path}/chain/s1/../s1/a.dcm",
+        f"{tmp_path}/data/p2/s1/../s1/a.dcm",
+    ):
+        assert memo._realpath(os.fspath(path)) == os.path.realpath(path), path

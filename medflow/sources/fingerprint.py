@@ -116,10 +116,29 @@ class FingerprintMemo:
             return os.path.realpath(path), None
         if S_ISLNK(stat.st_mode):
             return os.path.realpath(path), None
+        return os.path.join(self._real_folder(folder), name), stat
+
+    def _real_folder(self, folder: str) -> str:
+        """``os.path.realpath(folder)`` of an absolute folder, memoized with its parents.
+
+        realpath(parent/name) is realpath(parent)/name when name is no symbolic link: a new
+        folder costs one lstat once its parent is known (a series per folder: 10,000 folders
+        cost a full realpath walk each before, ~0.1 ms).
+        """
         real = self._folders.get(folder)
-        if real is None:
-            real = self._folders[folder] = os.path.realpath(folder)
-        return os.path.join(real, name), stat
+        if real is not None:
+            return real
+        parent, name = os.path.split(folder)
+        if name in ("", ".", "..") or parent == folder:
+            real = os.path.realpath(folder)
+        else:
+            try:
+                link = S_ISLNK(os.lstat(folder).st_mode)
+            except OSError:
+                link = True  # realpath says what it resolves to
+            real = os.path.realpath(folder) if link else os.path.join(self._real_folder(parent), name)
+        self._folders[folder] = real
+        return real
 
     def digest(self, path: Path) -> str:
         """Hex digest (:func:`medflow.hashing.file_digest`) of ``path``'s bytes."""
