@@ -90,11 +90,12 @@ def medflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "medflow", *args]
 
 
-def measure(label: str, command: list[str], work: Path, repeats: int, clean: Path | None = None) -> dict:
+def measure(label: str, command: list[str], work: Path, repeats: int, clean: tuple[Path, ...] = ()) -> dict:
+    """Median of ``repeats`` runs of ``command``; ``clean`` (outputs and cache) is removed before each run."""
     runs = []
     for r in range(repeats):
-        if clean is not None:
-            shutil.rmtree(clean, ignore_errors=True)
+        for folder in clean:
+            shutil.rmtree(folder, ignore_errors=True)
         done = run(command, work / "logs" / f"{label.replace(' ', '_')}-{r}.log")
         if done.returncode != 0:
             raise SystemExit(f"{label} failed (exit {done.returncode}); see {done.log}")
@@ -125,14 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     files = args.series * args.slices
     rows = []
     small_recipe, large_recipe = recipe(work, small, "small"), recipe(work, large, "large")
-    for workers in (1, 2):  # plan writes no memo: every plan discovers from scratch
+    # both recipes keep their cache beside the outputs (work/.medflow/cache): a cold run starts without
+    # it (else the second run restores every item from the first one's cache and reads no header)
+    cache = work / ".medflow"
+    cold = (work / "out-large", cache)
+    for workers in (1, 2):  # plan writes no memo; without a cache every plan discovers from scratch
         rows.append(measure(f"plan (discovery + planning), {workers} worker(s)",
-                            medflow("plan", str(large_recipe), "--workers", str(workers)), work, args.repeats))
+                            medflow("plan", str(large_recipe), "--workers", str(workers)), work, args.repeats,
+                            clean=cold))
     for workers in (1, 2):
         rows.append(measure(f"run cold, {workers} worker(s)", medflow("run", str(large_recipe), "-q", "--workers",
-                            str(workers)), work, args.repeats, clean=work / "out-large"))
+                            str(workers)), work, args.repeats, clean=cold))
     small_row = measure("run cold, 1 worker, a tenth of the series", medflow("run", str(small_recipe), "-q", "--workers", "1"),
-                        work, args.repeats, clean=work / "out-small")
+                        work, args.repeats, clean=(work / "out-small", cache))
     if not args.no_dask:
         try:
             from dask.distributed import LocalCluster
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
                 rows.append(measure("run cold, Dask LocalCluster 2 workers", medflow(
                     "run", str(large_recipe), "-q", "--backend", "dask", "--dask-address", cluster.scheduler_address),
-                    work, args.repeats, clean=work / "out-large"))
+                    work, args.repeats, clean=cold))
     print(f"\n{args.series} series x {args.slices} slices ({files} files, {SIZE}x{SIZE}); {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, median of {args.repeats}; load {os.getloadavg()[0]:.2f}\n")
     print("| what | wall s | files/s | parent peak RSS MiB | tree peak MiB |\n| --- | ---: | ---: | ---: | ---: |")
