@@ -119,3 +119,18 @@ def test_a_build_stats_each_file_once_and_a_file_it_writes_anew(tmp_path, monkey
     assert memo.digest(files[0]) == "0" * 64
     memo.save()
     assert FingerprintMemo(tmp_path / "memo.json").digest(files[0]) == "0" * 64  # the fresh stat was kept
+
+
+def test_the_memo_file_is_the_json_of_its_entries(tmp_path):
+    """save() writes entry by entry (a memo of 20,000 files was the build's memory peak as one
+    string): the file must still be the plain JSON of every entry, read back whole."""
+    import json
+
+    memo = FingerprintMemo(tmp_path / "memo.json")
+    for i in range(1500):  # several write batches
+        memo._entries[f"/data/é{i}\\\"x"] = {"size": i, "mtime_ns": i * 7, "blake3": f"{i:064x}", "facts": {"é": [1.5, None]}}
+    memo._dirty = True
+    memo.save()
+    text = (tmp_path / "memo.json").read_text()
+    assert text == json.dumps({"format": 3, "entries": memo._entries}, separators=(",", ":"))
+    assert FingerprintMemo(tmp_path / "memo.json")._entries == memo._entries

@@ -67,3 +67,24 @@ def test_redaction_replaces_paths_with_quotes_and_backslashes_in_keys_and_values
     redacted = json.dumps(redactor.tree(entry, [rel]), ensure_ascii=False)
     assert "Doe" not in redacted and "MRN" not in redacted
     assert redacted.count("<file:") == 3 and "<source>/<file:" in redacted
+
+
+@given(manifest=st.dictionaries(TEXT, JSON, max_size=6))
+@settings(max_examples=100, deadline=None)
+def test_the_written_manifest_is_its_text_whatever_the_write_pieces(manifest, tmp_path_factory):
+    """write_manifest streams the text in pieces (no whole copy of a big manifest in memory):
+    the file's bytes must be manifest_text's, however the pieces fall."""
+    from medflow.engine import manifest as module
+    from medflow.hashing import digest_bytes
+
+    folder = tmp_path_factory.mktemp("m")
+    previous = module._WRITE_CHUNK
+    try:
+        for piece in (1, 7, previous):
+            module._WRITE_CHUNK = piece
+            digest = module.write_manifest(folder, manifest)
+            written = (folder / module.MANIFEST_NAME).read_bytes()
+            assert written == manifest_text(manifest).encode("utf-8")
+            assert digest == digest_bytes(written)
+    finally:
+        module._WRITE_CHUNK = previous
