@@ -77,7 +77,6 @@ def execute(
 def map_on_workers(function: Callable[[Any], Any], args: Iterable[Any], workers: int) -> Iterator[Any]:
     """``function(arg)`` for every one of ``args`` on loky's worker processes, results in any order.
 
-    ``args`` is taken lazily, a few ahead of the workers (another thread may still add to it).
     The same reusable workers (and supervision: they stop when this process dies) as the
     items' of a build with ``workers`` workers: discovery's prescan wakes them, the items then
     run on them warm. ``function`` must be importable by name in a worker.

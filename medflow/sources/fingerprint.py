@@ -50,18 +50,22 @@ class FingerprintMemo:
             except (ValueError, KeyError, OSError):
                 self._entries = {}  # a damaged memo only costs a rehash
 
+    def _valid_entry(self, key: str, size: int, mtime_ns: int) -> dict | None:
+        """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns`` (never with ``verify``).
+
+        Callers hold ``self._lock``.
+        """
+        entry = self._entries.get(key)
+        if self._verify or not isinstance(entry, dict):
+            return None
+        return entry if entry.get("size") == size and entry.get("mtime_ns") == mtime_ns else None
+
     def _entry(self, key: str, size: int, mtime_ns: int) -> dict:
         """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``, else a fresh one."""
         with self._lock:
-            entry = self._entries.get(key)
-            if (
-                self._verify
-                or not isinstance(entry, dict)
-                or entry.get("size") != size
-                or entry.get("mtime_ns") != mtime_ns
-            ):
-                entry = {"size": size, "mtime_ns": mtime_ns}
-                self._entries[key] = entry
+            entry = self._valid_entry(key, size, mtime_ns)
+            if entry is None:
+                entry = self._entries[key] = {"size": size, "mtime_ns": mtime_ns}
                 self._dirty = True
             return entry
 
@@ -163,14 +167,12 @@ class FingerprintMemo:
             OSError: ``path`` cannot be looked at.
         """
         known = self._digests.get(os.fspath(path))
-        if known is not None or self._verify:
+        if known is not None:
             return known
         key, _, size, mtime_ns = self._looked_up(path)
         with self._lock:
-            entry = self._entries.get(key)
-        if isinstance(entry, dict) and entry.get("size") == size and entry.get("mtime_ns") == mtime_ns:
-            return entry.get(ALGORITHM)
-        return None
+            entry = self._valid_entry(key, size, mtime_ns)
+            return entry.get(ALGORITHM) if entry is not None else None
 
     def prime(self, path: str, size: int, mtime_ns: int, digest: str | None, extras: dict) -> bool:
         """Take what another process read of ``path`` when its size and mtime were ``size``, ``mtime_ns``.
