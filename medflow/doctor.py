@@ -42,7 +42,8 @@ def doctor_lines(loaded: Any | None = None) -> list[str]:
         state = "installed" if all("not installed" not in f for f in found) else "missing"
         lines.append(f"  [{extra}] {state}: {', '.join(found)} -> {purpose}")
     lines.append(f"  {_torch_build()}")
-    lines += ["", "pixel decoders for compressed transfer syntaxes (pydicom):", *decoder_lines()]
+    lines += ["", "pixel decoders for compressed transfer syntaxes (pydicom's plugins, in the order medflow tries them):",
+              *decoder_lines()]
     lines += ["", "environment:", *environment_lines()]
     if loaded is not None:
         lines += ["", f"recipe {loaded.path.name} ({loaded.recipe.name}):", *recipe_lines(loaded)]
@@ -79,9 +80,14 @@ def _torch_build() -> str:
 
 
 def decoder_lines() -> list[str]:
-    """One line per compressed transfer syntax pydicom can decode: the plugins available, or what is missing."""
+    """One line per compressed transfer syntax pydicom can decode: the plugins medflow tries, in order, or what is missing.
+
+    medflow's order (:mod:`medflow.sources.decoders`) comes first; plugins it does not name follow.
+    """
     import pydicom.uid
     from pydicom.pixels.decoders.base import get_decoder
+
+    from medflow.sources.decoders import plugins_for
 
     lines, without = [], []
     for uid in pydicom.uid.AllTransferSyntaxes:
@@ -92,7 +98,8 @@ def decoder_lines() -> list[str]:
         except NotImplementedError:
             without.append(uid.name)
             continue
-        plugins = ", ".join(decoder.available_plugins)
+        ordered = plugins_for(uid)
+        plugins = ", ".join([*ordered, *(name for name in decoder.available_plugins if name not in ordered)])
         if plugins:
             lines.append(f"  {uid.name} ({uid}): {plugins}")
         else:

@@ -27,6 +27,7 @@ tile with the error and ends its row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,11 @@ def _instance_display(sample: Sample) -> Sample | None:
     original = sample.originals[0] if sample.originals else None
     if original is None or "PixelData" not in original:
         return None
-    pixels = np.asarray(original.pixel_array)
+    from pydicom.pixels import pixel_array
+
+    from medflow.sources.decoders import decode_with, transfer_syntax_of
+
+    pixels = np.asarray(decode_with(partial(pixel_array, original), transfer_syntax_of(original)))
     frames = int(original.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         pixels = pixels[0]

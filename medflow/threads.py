@@ -16,6 +16,27 @@ from contextvars import ContextVar
 
 _ITEM_THREADS: ContextVar[int | None] = ContextVar("medflow_item_threads", default=None)
 
+#: Cores a streamed item keeps busy on its own: its reader and its write and hash threads
+#: (measured: ~1.7 cores for a native series, ~1.3 for a JPEG Lossless one, one worker).
+STREAM_CORES = 2
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def gather_threads(threads: int) -> int:
+    """Threads for a streamed item's slab gathers, given its ``threads``: only on cores its own threads leave.
+
+    On 2 cores a gather pool only competed with the write and hash threads: one series with 2
+    workers was 3-30% slower than with 1 (benchmarks/RESULTS-variants.md at 3f99a2f).
+    """
+    return max(1, min(int(threads), usable_cores() - STREAM_CORES + 1))
+
 
 def item_threads() -> int | None:
     """Threads the current item may use; ``None``: not decided (use the library's default)."""

@@ -185,3 +185,32 @@ def test_plan_lists_what_would_be_fetched_and_fetches_nothing(orthanc, tmp_path,
     out = capsys.readouterr().out
     assert f"would fetch {len(files)} instance(s) ({len(files)} new, 0 changed) of 1 series" in out
     assert "fetch CT series" in out
+
+
+@pytest.mark.parametrize("error", ["connection", "cut-short body"])
+def test_a_connection_lost_mid_response_is_retried_then_worded(error):
+    """A server that dies while sending a body raises ChunkedEncodingError, not ConnectionError:
+    it is retried like a refused connection, and after the last try worded in one line."""
+    import requests
+
+    from medflow.sources.dicomweb_http import DicomwebConnection, DicomwebEndpoint, DicomwebError
+
+    exc_type = requests.ConnectionError if error == "connection" else requests.exceptions.ChunkedEncodingError
+    connection = DicomwebConnection(DicomwebEndpoint(url="http://127.0.0.1:9/dicom-web", retries=2,
+                                                     backoff_seconds=0.001))
+    calls = []
+
+    def flaky(client):
+        calls.append(1)
+        if len(calls) < 3:
+            raise exc_type("Connection broken: IncompleteRead(100 bytes read, 400 more expected)")
+        return "instance"
+
+    assert connection.call("WADO-RS retrieve", flaky) == "instance" and len(calls) == 3
+
+    def dead(client):
+        raise exc_type("Connection broken")
+
+    with pytest.raises(DicomwebError, match=r"cannot reach DICOMweb server http://127.0.0.1:9/dicom-web: "
+                                            r"WADO-RS retrieve: connection .* after 3 tries"):
+        connection.call("WADO-RS retrieve", dead)

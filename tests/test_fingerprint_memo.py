@@ -134,3 +134,38 @@ def test_the_memo_file_is_the_json_of_its_entries(tmp_path):
     text = (tmp_path / "memo.json").read_text()
     assert text == json.dumps({"format": 3, "entries": memo._entries}, separators=(",", ":"))
     assert FingerprintMemo(tmp_path / "memo.json")._entries == memo._entries
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["plain-folder", "linked-folder"])
+def test_a_verify_build_hashes_every_input_once_even_through_a_linked_source_folder(tmp_path, monkeypatch, linked):
+    """--verify rehashes what earlier builds hashed, but one build hashes a file only once.
+
+    Discovery asks the memo with the source folder's realpath, the plan with the folder as
+    the recipe names it: through a symbolic link those are two spellings of one file.
+    """
+    from medflow.engine.build import build
+    from medflow.recipe.loader import load_recipe
+
+    files = write_ct_series(tmp_path / "real", 1, n_slices=3)
+    (tmp_path / "data").symlink_to(tmp_path / "real") if linked else (tmp_path / "real").rename(tmp_path / "data")
+    (tmp_path / "recipe.yaml").write_text(
+        "medflow: 1\nname: verify\nsource:\n  dicom: data\nsteps:\n  - step: window\n    level: 40\n"
+        "    width: 400\noutputs:\n  dir: out\n  writers:\n    - kind: npy\nengine:\n  workers: 1\n"
+    )
+    import medflow.sources.fingerprint as fingerprint
+
+    hashed: list[str] = []
+    real_digest = fingerprint.file_digest
+
+    def counting(path, *args):
+        hashed.append(os.path.basename(path))
+        return real_digest(path, *args)
+
+    monkeypatch.setattr(fingerprint, "file_digest", counting)
+    names = sorted(os.path.basename(f) for f in files)
+    for _ in range(2):  # the second build finds the first build's memo and must ignore it
+        hashed.clear()
+        report = build(load_recipe(tmp_path / "recipe.yaml"), verify=True, show_progress=False)
+        assert report.exit_code == 0 and report.ok == 1
+        inputs = sorted(name for name in hashed if name in names)
+        assert inputs == names  # each input exactly once, in each build

@@ -281,7 +281,9 @@ def test_every_pointwise_chain_is_bit_identical(tmp_path, monkeypatch, name, pad
 def test_threads_inside_one_series_give_the_same_bytes(tmp_path, monkeypatch):
     """One series, two workers: its slabs are folded on two threads; the bytes do not change."""
     import medflow.engine.stream as stream_module
+    import medflow.threads
 
+    monkeypatch.setattr(medflow.threads, "usable_cores", lambda: 8)  # gather threads need cores to spare
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
     threads = []
     original = stream_module._threads
@@ -378,7 +380,7 @@ def test_only_a_channels_first_layout_after_the_fold_gets_a_planar_gather():
 @pytest.mark.parametrize("steps", [SEED_STEPS, _CHAINS["sigmoid_window_nhwc_uint8"]], ids=["seed", "sigmoid-nhwc"])
 def test_a_small_item_folds_through_tables_of_the_values_it_holds(tmp_path, monkeypatch, steps):
     """Fewer pixels than a full-range table has entries: no 65,536-entry table, the same bytes."""
-    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 1.0)  # the default (tests/conftest.py lowers it)
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 1.0)  # 768 pixels < 65,536 (tests/conftest.py: 0)
     built, ranged = [], []
     original_build, original_ranged = fold_module.Folder._build, fold_module.Folder._apply_ranged
     monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(1) or original_build(self, *a))
@@ -404,8 +406,53 @@ def test_tables_over_the_held_values_take_the_distinct_values_when_fewer_than_th
 
     stored = np.array([[[-30000, 5], [5, 30000]], [[7, 7], [-30000, 12]]], dtype=np.int16)
     sample = Sample("x", stored, "zyx", meta={"stored_rescale": [[1.0, 0.0], [2.0, -1.0]]})
-    folder = fold_module.Folder([object()], apply_step, item_slices=2)
+    folder = fold_module.Folder([object()], apply_step, item_rescales=[[1.0, 0.0], [2.0, -1.0]])
     out = folder.apply(sample)
     expected = np.stack([np.sqrt(np.abs(stored[0] * 1.0 + 0.0)), np.sqrt(np.abs(stored[1] * 2.0 - 1.0))]).astype(np.float32)
     assert np.array_equal(out.pixels, expected)
     assert max(seen) <= 2 * 5  # 2 slices x 5 distinct values, not 2 x 60,001 values of the range
+
+
+def _series_with_rescales(folder: Path, intercepts: list[float], size: int = 64) -> None:
+    from tests.dicom_factory import write_ct_slice
+
+    for index, intercept in enumerate(intercepts):
+        write_ct_slice(folder / "s0" / f"slice{index:03d}.dcm", series=0, index=index, z=2.0 * index, size=size,
+                       intercept=intercept)
+
+
+@pytest.mark.parametrize("steps", [SEED_STEPS, _CHAINS["sigmoid_window_nhwc_uint8"]], ids=["seed", "sigmoid-nhwc"])
+def test_a_series_whose_every_slice_has_its_own_rescale_builds_no_full_range_table(tmp_path, monkeypatch, steps):
+    """PET-like: each rescale serves one slice, too few pixels for a 65,536-entry table; same bytes."""
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.5)  # a rescale needs 32,768 pixels: 8 slices
+    built, ranged = [], []
+    original_build, original_ranged = fold_module.Folder._build, fold_module.Folder._apply_ranged
+    monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(1) or original_build(self, *a))
+    monkeypatch.setattr(fold_module.Folder, "_apply_ranged",
+                        lambda self, *a: ranged.append(1) or original_ranged(self, *a))
+    _series_with_rescales(tmp_path / "data", [-1024.0 - index for index in range(12)])
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+    assert ranged and not built
+
+
+def test_a_rescale_shared_by_enough_slices_gets_its_full_range_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.5)  # 8 slices of 64 x 64
+    built = []
+    original_build = fold_module.Folder._build
+    monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(1) or original_build(self, *a))
+    _series_with_rescales(tmp_path / "data", [-1024.0] * 12)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch, expect_stream=True)
+    assert built
+
+
+def test_kept_tables_stay_under_their_byte_budget():
+    import threading
+
+    memo: dict = {}
+    lock = threading.Lock()
+    for key in range(40):  # 40 seed-sized tables (0.75 MiB each, and their per-channel copies)
+        fold_module._remember(memo, key, fold_module._Table(np.zeros((65_536, 3), np.float32)), lock)
+    kept = sum(2 * table.lut.nbytes for table in memo.values())
+    assert kept <= fold_module.MAX_TABLE_BYTES and list(memo) == list(range(40 - len(memo), 40))
+    fold_module._remember(memo, "huge", fold_module._Table(np.zeros((1 << 23, 1), np.float32)), lock)
+    assert list(memo) == ["huge"]  # one table over the budget is still kept: the slab needs it

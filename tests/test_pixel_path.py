@@ -152,10 +152,15 @@ def test_buffer_pool_makes_at_most_its_limit_and_waits_for_a_release():
     assert got and got[0] is a and b is not a
 
 
-def test_two_workers_on_one_series_thread_its_slabs(tmp_path, monkeypatch):
-    """A single item with --workers 2 runs its slabs on two threads (same bytes as one worker)."""
+@pytest.mark.parametrize("cores", [8, 2])
+def test_two_workers_on_one_series_thread_its_slabs_on_cores_its_threads_leave(tmp_path, monkeypatch, cores):
+    """A single item with --workers 2 gathers its slabs on two threads when the machine has cores to
+    spare beside its reader, write and hash threads; on 2 cores on one (a pool only competed there).
+    Same bytes as one worker either way."""
     import medflow.engine.stream as stream_module
+    import medflow.threads
 
+    monkeypatch.setattr(medflow.threads, "usable_cores", lambda: cores)
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
     names = set()
     original = stream_module.folding.Folder.apply
@@ -170,7 +175,7 @@ def test_two_workers_on_one_series_thread_its_slabs(tmp_path, monkeypatch):
     one = build(load_recipe(_recipe(tmp_path, "one")), show_progress=False)
     two = build(load_recipe(_recipe(tmp_path, "two"), overrides=["engine.workers=2"]), show_progress=False)
     assert one.exit_code == two.exit_code == 0
-    assert "medflow-slab" in names
+    assert ("medflow-slab" in names) == (cores > 2)
     one_bytes = {p.name: p.read_bytes() for p in (tmp_path / "out-one").rglob("*.npy")}
     assert one_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-two").rglob("*.npy")}
 
@@ -220,6 +225,25 @@ def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):
     _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
     with pytest.raises(InputError, match="slice002.dcm"):
         list(slabs)
+
+
+def test_a_slice_that_cannot_be_read_after_discovery_fails_with_one_line_naming_it(tmp_path):
+    from medflow.errors import InputError
+    from medflow.recipe.model import SeriesFilter
+    from medflow.sources.discovery import discover_dicom
+    from medflow.sources.fingerprint import FingerprintMemo
+    from medflow.sources.series import open_stored_slabs, read_facts
+
+    paths = write_ct_series(tmp_path / "data", 1, n_slices=3, size=16)
+    (item,) = discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None)).items
+    facts = tuple(read_facts(read_image_header(tmp_path / "data" / rel)) for rel in item.files)
+    paths[1].unlink()  # gone between discovery and reading
+    _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    with pytest.raises(InputError) as caught:
+        list(slabs)
+    message = str(caught.value)
+    assert "slice001.dcm" in message and "\n" not in message
+    assert "No such file" in message
 
 
 def test_a_first_step_change_rebuilds_from_the_cached_values_without_parsing_a_header(tmp_path, monkeypatch):

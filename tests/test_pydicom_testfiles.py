@@ -81,9 +81,30 @@ def _pixel_value_transformation(ds: pydicom.Dataset, frame: int) -> tuple[float,
     return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
 
 
+#: Lossy syntaxes: decoders differ by a few values (GDCM vs libjpeg by up to 5 on this corpus).
+#: medflow decodes them as pydicom did before GDCM was installed: pydicom's plugins without GDCM.
+LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+         "1.2.840.10008.1.2.4.203"}
+LOSSY_PLUGINS = ("pylibjpeg", "pillow", "pyjpegls")  # pydicom 3's own order of its plugins, GDCM left out
+
+
+def _decoded(ds: pydicom.Dataset) -> np.ndarray:
+    """``ds.pixel_array``; for lossy syntaxes with the first of LOSSY_PLUGINS that decodes the file."""
+    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) in LOSSY:
+        for plugin in LOSSY_PLUGINS:
+            try:
+                ds.pixel_array_options(decoding_plugin=plugin)
+                return ds.pixel_array
+            except Exception:  # noqa: BLE001 - not installed for this syntax, or cannot decode it
+                continue
+            finally:
+                ds.pixel_array_options(decoding_plugin="")
+    return ds.pixel_array
+
+
 def _pydicom_frames(ds: pydicom.Dataset) -> np.ndarray:
     """pydicom's decoded frames as float32 ``(frames, rows, cols[, 3])``: what medflow must return."""
-    arr = ds.pixel_array
+    arr = _decoded(ds)
     n_frames = int(ds.get("NumberOfFrames") or 1)
     frames = arr if n_frames > 1 else arr[None]
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()

@@ -14,17 +14,25 @@ from typing import Any
 
 from medflow.engine.run import run_item
 from medflow.engine.task import ItemResult, ItemTask
+from medflow.threads import STREAM_CORES, usable_cores
 from medflow.workspace import current_run_id, supervise_worker, supervised_call
 
 
 def resolve_workers(workers: int | str) -> int:
     """``'auto'`` -> number of usable CPU cores; an int >= 1 as is."""
     if workers == "auto":
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:
-            return max(1, os.cpu_count() or 1)
+        return usable_cores()
     return max(1, int(workers))
+
+
+def decode_workers(workers: int) -> int:
+    """Worker processes decoding one item's compressed slices beside it: the cores left by the item's own.
+
+    None on a 2-core machine: there a second process only competed with the item's threads
+    (JPEG Lossless: no faster; RLE: 3.8 -> 4.9 s, the worker's start-up costing more than it
+    decoded).
+    """
+    return max(0, min(workers - 1, usable_cores() - STREAM_CORES))
 
 
 def execute(
@@ -49,6 +57,11 @@ def execute(
         from dataclasses import replace
 
         tasks = [replace(task, threads=workers // len(tasks)) for task in tasks]
+    if workers > 1 and len(tasks) == 1 and decode_workers(workers) > 0:
+        # one item: other workers also decode its compressed slices (decoders hold the GIL)
+        from dataclasses import replace
+
+        tasks = [replace(tasks[0], decode_workers=decode_workers(workers))]
     if workers <= 1 or len(tasks) <= 1:
         with _slab_progress(progress_dir), _fewer_collections():
             for task in tasks:
@@ -87,6 +100,25 @@ def map_on_workers(function: Callable[[Any], Any], args: Iterable[Any], workers:
     parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered", pre_dispatch="2*n_jobs")
     run_id, parent = current_run_id(), os.getpid()
     yield from parallel(delayed(supervised_call)(function, arg, run_id, parent) for arg in args)
+
+
+class WorkerSubmit:
+    """``submit(function, argument)``: a future of ``function(argument)`` on one of ``workers`` loky workers.
+
+    The reusable workers (and supervision) of :func:`map_on_workers`, with futures the caller
+    may cancel while no worker has started them (:mod:`medflow.sources.decode_ahead`).
+    """
+
+    def __init__(self, workers: int):
+        from joblib.externals.loky import get_reusable_executor
+
+        _fresh_workers_if_environment_changed()
+        self.workers = workers
+        self._executor = get_reusable_executor(max_workers=workers)
+        self._run_id, self._parent = current_run_id(), os.getpid()
+
+    def __call__(self, function: Callable[[Any], Any], argument: Any):
+        return self._executor.submit(supervised_call, function, argument, self._run_id, self._parent)
 
 
 #: Instance items (one file each, a few milliseconds) go to workers in chunks of at most this many.

@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import json
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,19 @@ from medflow.sources.base import ItemRef
 
 # A range table bigger than this (rows x values) is not worth it: run the steps directly.
 MAX_TABLE_ENTRIES = 8_000_000
-# Full-range tables (and slab descriptions) kept per item (a series whose every slice has its
-# own rescale, e.g. PET, gets a new table per slice; beyond this many the oldest are dropped).
+# Full-range tables (and slab descriptions) kept per item; beyond this many the oldest are dropped.
 MAX_TABLES = 64
-# An item with fewer pixels than this fraction of a full-range table's entries (65,536 for 16-bit
-# values: e.g. 2 slices of 16 x 16) folds through tables over the values it holds: running the
-# chain on 65,536 values to gather 512 cost ~2 ms per item, most of a tiny series' build.
-FULL_RANGE_MIN_FRACTION = 1.0
+# ... and beyond this many bytes of tables (a seed table is 65,536 x 3 float32, 0.75 MiB, and
+# its per-channel copies as much): 64 of them held 100 MiB.
+MAX_TABLE_BYTES = 24 << 20
+# A rescale (slope, intercept) whose slices in the item hold fewer pixels than this many times
+# a full-range table's entries (65,536 for 16-bit values) folds through tables over the values
+# each slab holds instead: building a full-range table through the seed chain costs ~5 ms, as
+# much as gathering ~4 slices of 512 x 512 through it. Tiny series (2 slices of 16 x 16) and
+# series whose every slice has its own rescale (PET, some MR) then skip 65,536-entry tables: a
+# 200-slice series with 200 rescales took 1.9 s instead of 0.9 s, at 128 x 128 longer than a
+# plain numpy script.
+FULL_RANGE_MIN_FRACTION = 16.0
 # Stored dtype -> the unsigned view that indexes a full-range table directly.
 _INDEX_VIEW = {
     np.dtype(np.uint8): np.dtype(np.uint8), np.dtype(np.int8): np.dtype(np.uint8),
@@ -218,7 +225,8 @@ class Folder:
     and meta: it is reused, and only what belongs to the slab (headers, geometry, files) is its own.
     """
 
-    def __init__(self, steps: list[Any], apply_step, planar: bool = True, item_slices: int | None = None):
+    def __init__(self, steps: list[Any], apply_step, planar: bool = True, item_slices: int | None = None,
+                 item_rescales: list | None = None):
         self.steps = list(steps)
         self.apply_step = apply_step
         self.planar = planar
@@ -226,6 +234,11 @@ class Folder:
         self._full_range = True
         # slices in the item, when a slab is only part of it (else each slab is the whole item)
         self._item_slices = item_slices
+        # slices of the item per (slope, intercept), when a slab is only part of it
+        self._slices_per_rescale = (
+            Counter((float(slope), float(intercept)) for slope, intercept in item_rescales)
+            if item_rescales is not None else None
+        )
         self._memo = bool(self.steps) and all(_reads_only_pixel_description(p) for p in self.steps)
         self._described: dict[tuple, tuple[dict[str, Any], Sample]] = {}
         self._lock = threading.Lock()  # the two memos above: inserts and evictions from gather threads
@@ -235,14 +248,25 @@ class Folder:
         dtype = slab.pixels.dtype
         if not self._full_range or dtype not in _INDEX_VIEW:
             return SlabTables((), None)
-        # an item of fewer pixels than a full-range table has entries (e.g. 2 slices of 16 x 16)
-        # runs the chain on fewer values through tables over the values its slabs hold
-        values = slab.pixels
-        item_pixels = (self._item_slices or values.shape[0]) * (values[0].size if len(values) else 0)
-        if item_pixels < FULL_RANGE_MIN_FRACTION * (1 << (8 * dtype.itemsize)):
+        # rescales whose slices hold few pixels (a tiny item, a rescale per slice) run the chain
+        # on fewer values: through tables over the values each slab holds
+        if self._served_pixels(slab) < FULL_RANGE_MIN_FRACTION * (1 << (8 * dtype.itemsize)):
             return SlabTables((), None)
         keys = _slice_keys(slab)
         return SlabTables(keys, self._slab_tables(slab, keys))
+
+    def _served_pixels(self, slab: Sample) -> int:
+        """The fewest pixels of the item that one of the slab's rescales serves (its slices' pixels)."""
+        values = slab.pixels
+        slice_pixels = values[0].size if len(values) else 0
+        counts = self._slices_per_rescale
+        if counts is None:  # the slab is the whole item
+            counts = Counter((float(slope), float(intercept)) for slope, intercept in slab.meta["stored_rescale"])
+        pairs = {(float(slope), float(intercept)) for slope, intercept in slab.meta["stored_rescale"]}
+        if not pairs:
+            return 0
+        # a slab's rescales unknown to the item's list (none in practice) count as one slice
+        return min(counts.get(pair, 1) for pair in pairs) * slice_pixels
 
     def output_spec(self, slab: Sample, found: SlabTables | None = None) -> tuple[tuple[int, ...], np.dtype] | None:
         """Shape and dtype of the buffer ``apply(slab)`` gathers into: (z, c, y, x) when
@@ -430,11 +454,16 @@ def gathered_bounds(pixels: np.ndarray, region: np.ndarray | None, bounds: tuple
 
 
 def _remember(memo: dict, key, value, lock: threading.Lock) -> None:
-    """``memo[key] = value``, dropping the oldest entry beyond MAX_TABLES."""
+    """``memo[key] = value``, dropping the oldest entries beyond MAX_TABLES or MAX_TABLE_BYTES of tables."""
     with lock:
-        if len(memo) >= MAX_TABLES:
-            memo.pop(next(iter(memo)))
         memo[key] = value
+        while len(memo) > 1 and (len(memo) > MAX_TABLES or sum(_kept_bytes(v) for v in memo.values()) > MAX_TABLE_BYTES):
+            memo.pop(next(iter(memo)))
+
+
+def _kept_bytes(value) -> int:
+    """Bytes a memo entry holds: a table's entries and its per-channel copies (descriptions: none counted)."""
+    return 2 * value.lut.nbytes if isinstance(value, _Table) else 0
 
 
 def _reads_only_pixel_description(params: Any) -> bool:

@@ -184,13 +184,13 @@ def _gathered_bounds(sample: Sample, gather: tuple | None):
 def can_stream(task: ItemTask) -> bool:
     """Can this item go slab by slab from the reader to the writers?
 
-    Needs: a series item; every step slicewise for its params, none checkpointed
+    Needs: a series or multi-frame item; every step slicewise for its params, none checkpointed
     (there is no whole volume to store) and none needing dataset statistics; at least
     one pointwise step to fold; every writer able to stream; not a statistics pass.
     """
     from medflow.engine.fold import pointwise_prefix
 
-    if not (task.stream and task.fold) or task.item.kind != "series" or task.accumulate is not None:
+    if not (task.stream and task.fold) or task.item.kind not in ("series", "multiframe") or task.accumulate is not None:
         return False
     if task.item.broken_files or task.item.labels:
         return False  # the whole-volume path fails the item naming the broken file / reads its labels

@@ -33,6 +33,7 @@ from medflow.engine.writebehind import BufferPool, WriteBehind
 from medflow.errors import CacheError
 from medflow.geometry import SlabGeometry
 from medflow.sample import Sample
+from medflow.threads import gather_threads
 from medflow.writers.registry import get_writer
 
 #: At most this many slices per slab, and about SLAB_BYTES of stored values: a slab's output
@@ -82,7 +83,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             # stored slabs in flight: being gathered (threads), waiting to be written, being read
             skeleton, slabs = open_stored_slabs(
                 task.item, task.reader_params.get("duplicates", "first"), slab_slices, buffers=threads + WRITE_DEPTH + 2,
-                read_facts=task.read_facts,
+                read_facts=task.read_facts, decode_pool=_decode_pool(task),
             )
         except NotStoredValues:
             return None
@@ -204,8 +205,23 @@ class _Progress:
     shape: tuple[int, ...] | None = None
 
 
+def _decode_pool(task: ItemTask):
+    """Makes the ``submit`` of the worker processes decoding this item's compressed slices (None: none)."""
+    workers = int(getattr(task, "decode_workers", 0) or 0)
+    if workers < 1:
+        return None
+
+    def pool():
+        from medflow.engine.execute import WorkerSubmit
+
+        return WorkerSubmit(workers)
+
+    return pool
+
+
 def _threads(task: ItemTask) -> int:
-    return max(1, int(getattr(task, "threads", 1) or 1))
+    """Threads gathering the item's slabs (:func:`medflow.threads.gather_threads` of its ``threads``)."""
+    return gather_threads(max(1, int(getattr(task, "threads", 1) or 1)))
 
 
 def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress: _Progress, threads: int):
@@ -219,7 +235,7 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
     """
     rest = task.steps[n_fold:]
     folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest),
-                            item_slices=len(skeleton.pixels))
+                            item_slices=len(skeleton.pixels), item_rescales=skeleton.meta.get("stored_rescale"))
     pools: dict[tuple, BufferPool] = {}
     pools_lock = threading.Lock()
 
@@ -313,6 +329,7 @@ def _slab(skeleton: Sample, stored, start: int) -> Sample:
         headers=skeleton.headers[start:stop],
         meta=meta,
         geometry=geometry,
-        source_files=skeleton.source_files[start:stop],
+        # a multi-frame item's one file is every slab's
+        source_files=skeleton.source_files[start:stop] if len(skeleton.source_files) > 1 else skeleton.source_files,
         private_tables={},
     )

@@ -39,6 +39,7 @@ class ItemTask:
     dataset_stats: dict[int, Any] = field(default_factory=dict)  # step index -> dataset statistics
     accumulate: Any = None  # first pass: params of the step whose statistics to accumulate (no outputs)
     threads: int = 1  # threads inside the item (streamed slabs), when items are fewer than workers
+    decode_workers: int = 0  # worker processes decoding its compressed slices beside it (one item, more workers)
     split: str | None = None  # the item's split (recipe's splits:); joins no step key (see item_writers)
     read_facts: tuple | None = None  # per file, what discovery learnt for reading it (medflow.sources.pixels)
 

@@ -173,9 +173,12 @@ class DicomwebConnection:
                     pass
                 else:
                     raise self._http_error(what, status, exc) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                # ChunkedEncodingError: the server dropped the connection in the middle of a response
                 if attempt >= self.endpoint.retries:
-                    reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+                    reason = ("timed out" if isinstance(exc, requests.Timeout)
+                              else "connection lost during a response"
+                              if isinstance(exc, requests.exceptions.ChunkedEncodingError) else "connection failed")
                     tries = f" after {attempt + 1} tries" if attempt else ""
                     raise DicomwebError("connect", f"cannot reach DICOMweb server {self.url}: {what}: "
                                                    f"{reason}{tries}") from None

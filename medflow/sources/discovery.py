@@ -333,22 +333,20 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             except InvalidDicomError as exc:
                 raise HeaderProblem("not a DICOM file") from exc
             meta = getattr(ds, "file_meta", None)
+            stream, stream_size = fp, size
             if str(getattr(meta, "TransferSyntaxUID", "")) == _DEFLATED_EXPLICIT_VR_LE:
-                # The data set is inflated into memory, so file positions mean nothing:
-                # read it whole and look for the element instead.
-                full = pydicom.dcmread(path)
-                has_pixels = "PixelData" in full
-                next_tag = next(iter(_PIXEL_DATA_TAG_BYTES)) if has_pixels else b""
-                if check_pixel_data and has_pixels and not full["PixelData"].is_undefined_length:
-                    # Deflate is a native transfer syntax: the inflated value is the pixel data.
-                    problem = _native_length_problem(ds, len(full.PixelData))
-            else:
-                pixel_pos = fp.tell()
-                next_tag = fp.read(4)
-                if check_pixel_data and next_tag in _PIXEL_DATA_TAG_BYTES:
-                    fp.seek(pixel_pos)
-                    little_endian = ds.original_encoding[1] is not False
-                    problem = _pixel_data_problem(fp, size, ds, little_endian)
+                # pydicom inflated the whole data set into memory (ds.buffer) and left it at the
+                # element after the header: positions there are the inflated data set's. Not
+                # kept: the header would hold the whole file, pixels included (~0.5 MB a slice).
+                stream = ds.buffer
+                stream_size = len(stream.getvalue())
+                ds.buffer = None
+            pixel_pos = stream.tell()
+            next_tag = stream.read(4)
+            if check_pixel_data and next_tag in _PIXEL_DATA_TAG_BYTES:
+                stream.seek(pixel_pos)
+                little_endian = ds.original_encoding[1] is not False
+                problem = _pixel_data_problem(stream, stream_size, ds, little_endian)
     except HeaderProblem:
         raise
     except OSError as exc:

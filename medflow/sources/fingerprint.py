@@ -42,6 +42,9 @@ class FingerprintMemo:
         # its digest for the plan): the path is resolved and stat'ed once per build (see _looked_up).
         self._looked: dict[str, tuple[str, str, int, int]] = {}  # path -> key, resolved, size, mtime_ns
         self._digests: dict[str, str] = {}  # path as asked -> its digest, this build
+        # Keys whose entries this build made (``verify`` trusts those: one file reached by two
+        # spellings of its path, the source folder's and its realpath's, is hashed once).
+        self._fresh: set[str] = set()
         if memo_path is not None and memo_path.is_file():
             try:
                 data = json.loads(memo_path.read_text())
@@ -51,12 +54,12 @@ class FingerprintMemo:
                 self._entries = {}  # a damaged memo only costs a rehash
 
     def _valid_entry(self, key: str, size: int, mtime_ns: int) -> dict | None:
-        """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns`` (never with ``verify``).
+        """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``.
 
-        Callers hold ``self._lock``.
+        With ``verify`` only entries made by this build count. Callers hold ``self._lock``.
         """
         entry = self._entries.get(key)
-        if self._verify or not isinstance(entry, dict):
+        if not isinstance(entry, dict) or (self._verify and key not in self._fresh):
             return None
         return entry if entry.get("size") == size and entry.get("mtime_ns") == mtime_ns else None
 
@@ -66,6 +69,7 @@ class FingerprintMemo:
             entry = self._valid_entry(key, size, mtime_ns)
             if entry is None:
                 entry = self._entries[key] = {"size": size, "mtime_ns": mtime_ns}
+                self._fresh.add(key)
                 self._dirty = True
             return entry
 
@@ -210,12 +214,13 @@ class FingerprintMemo:
         self._digests[os.fspath(path)] = digest
         with self._lock:
             self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest}
+            self._fresh.add(key)
             self._dirty = True
 
     def get_extra(self, path: Path, name: str):
         """A value memoized for ``path`` under ``name`` (e.g. its parsed header facts), or None.
 
-        Valid while the file's size and mtime are unchanged; ``verify`` ignores it.
+        Valid while the file's size and mtime are unchanged; ``verify`` ignores earlier builds' values.
         """
         if self._secret is not None:
             return None

@@ -20,12 +20,14 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medflow.errors import InputError
+from medflow.sources.decoders import decode_with, plugins_for, transfer_syntax_of
 
 if TYPE_CHECKING:  # pydicom is imported where it is used: a build of native files never needs it
     from pydicom.dataset import Dataset
@@ -87,7 +89,7 @@ def _whole_dataset(path: Path) -> Dataset:
 
 
 # Native little-endian transfer syntaxes whose Pixel Data is the raw stored values (PS3.5 A.1, A.2).
-_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+NATIVE_LITTLE_ENDIAN = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 
@@ -113,7 +115,7 @@ def native_frame(path: Path, ds: Dataset, out: np.ndarray | None = None) -> np.n
 def _native_spec(ds: Dataset) -> tuple[int, int, np.dtype, int] | None:
     """(Rows, Columns, stored dtype, BitsStored) of a file :func:`read_native` can read, else None."""
     meta = getattr(ds, "file_meta", None)
-    if str(getattr(meta, "TransferSyntaxUID", "")) not in _NATIVE_LE:
+    if str(getattr(meta, "TransferSyntaxUID", "")) not in NATIVE_LITTLE_ENDIAN:
         return None
     try:
         bits = int(ds.get("BitsAllocated") or 0)
@@ -190,25 +192,41 @@ def raw_header_dataset(raw: bytes) -> Dataset:
 
 
 def decode_file(path: Path, ds: Dataset) -> np.ndarray:
-    """All frames of one file as pydicom decodes them (see :func:`iter_frames` for the route)."""
-    from pydicom.pixels import pixel_array
+    """All frames of one file as pydicom decodes them, in native byte order (see :func:`iter_frames` for the route).
 
+    The decoding plugins are medflow's, in its order (:mod:`medflow.sources.decoders`).
+    """
     native = native_frame(path, ds)
     if native is not None:
         return native
-    if _is_deflated(ds):
-        return pixel_array(_whole_dataset(path))
+    return decode_encoded(path, transfer_syntax_of(ds))
+
+
+def decode_encoded(path: Path, transfer_syntax: str) -> np.ndarray:
+    """As :func:`decode_file` for a file in ``transfer_syntax``, without its parsed header (pydicom reads it)."""
+    from pydicom.pixels import pixel_array
+
+    if transfer_syntax == _DEFLATED_EXPLICIT_VR_LE:
+        return in_native_order(decode_with(partial(pixel_array, _whole_dataset(path)), transfer_syntax))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
-            return pixel_array(path)
+            return in_native_order(decode_with(partial(pixel_array, path), transfer_syntax))
     except Exception:  # retried below with pydicom's data set reader
         pass
-    return pixel_array(_whole_dataset(path))
+    return in_native_order(decode_with(partial(pixel_array, _whole_dataset(path)), transfer_syntax))
 
 
-def iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
-    """Decoded frames of one file, in file order, one at a time where pydicom can stream them.
+def in_native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` with the same values in this machine's byte order (pydicom keeps a big endian file's)."""
+    if array.dtype.isnative:
+        return array
+    return array.astype(array.dtype.newbyteorder("="))
+
+
+def iter_frames(path: Path, ds: Dataset, indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+    """Decoded frames of one file, in file order (or those of ``indices``, in their order), one at a time
+    where pydicom can stream them.
 
     pydicom's file-level reader (``iter_pixels(path)``) streams frame by frame, but it does
     not inflate a Deflated Explicit VR Little Endian data set (PS3.5 A.5) and it trusts the
@@ -216,25 +234,36 @@ def iter_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     implicit VR under an explicit VR transfer syntax. So deflated files, and files whose
     streamed read fails before its first frame, are read whole with ``dcmread`` and decoded
     from that data set, exactly as ``Dataset.pixel_array`` does; a failure there is the
-    file's error.
+    file's error. The decoding plugins are medflow's, in its order
+    (:mod:`medflow.sources.decoders`); frames come in native byte order.
     """
+    for frame in _frames(path, ds, None if indices is None else list(indices)):
+        yield in_native_order(frame)
+
+
+def _frames(path: Path, ds: Dataset, indices: list[int] | None) -> Iterator[np.ndarray]:
     from pydicom.pixels import iter_pixels
 
-    if _is_deflated(ds):
-        yield from iter_pixels(_whole_dataset(path))
-        return
-    frames = iter_pixels(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
-            first = next(frames)
-    except StopIteration:
-        return
-    except Exception:  # retried below with pydicom's data set reader
-        yield from iter_pixels(_whole_dataset(path))
-        return
-    yield first
-    yield from frames
+    first_error: Exception | None = None
+    for plugin in plugins_for(transfer_syntax_of(ds)) or ("",):  # "": pydicom's own choice
+        sources = [_whole_dataset] if _is_deflated(ds) else [lambda path: path, _whole_dataset]
+        for source in sources:
+            frames = iter_pixels(source(path), decoding_plugin=plugin, indices=indices)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # this attempt's complaints are not the file's verdict
+                    first = next(frames)
+            except StopIteration:
+                return
+            except Exception as exc:  # retried with pydicom's data set reader, then the next plugin
+                if source is sources[-1]:
+                    first_error = first_error or exc  # the data set reader's verdict is the file's error
+                continue
+            yield first
+            yield from frames
+            return
+    assert first_error is not None
+    raise first_error
 
 
 def decode_error(path: Path, exc: Exception) -> InputError:

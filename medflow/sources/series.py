@@ -43,11 +43,15 @@ from medflow.errors import InputError
 from medflow.ops.intensity import rescale
 from medflow.sample import Geometry, Sample
 from medflow.sources.base import ItemRef
+from medflow.sources.decode_ahead import DecodeAhead, Submit
+from medflow.sources.decoders import transfer_syntax_of
 from medflow.sources.discovery import ORIENTATION_TOLERANCE, HeaderProblem, read_image_header
 from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part of this module's contract
     BULK_DATA_THRESHOLD,
+    NATIVE_LITTLE_ENDIAN,
     BufferPool,
     LazyHeaders,
+    decode_encoded,
     decode_error,
     decode_file,
     header_json,
@@ -606,6 +610,7 @@ def _decode_series(item: ItemRef, opened: _Opened):
 
 def open_stored_slabs(
     item: ItemRef, duplicates: Literal["first", "error"], slab, buffers: int = 4, read_facts=None,
+    decode_pool: Callable[[], Submit] | None = None,
 ) -> tuple[Sample, Iterator[tuple[np.ndarray, Callable[[], None]]]]:
     """A series' stored values slab by slab (z order), for streaming.
 
@@ -615,13 +620,17 @@ def open_stored_slabs(
     most ``buffers`` reused buffers, and the caller calls ``release()`` once done with one
     (the iterator waits for a free buffer). ``slab``: slices per slab, or a function of the
     slice shape and the stored values' itemsize giving it. ``read_facts``: discovery's, one per
-    file (:func:`read_facts`): then only the first file's header is parsed. Raises :class:`NotStoredValues` for multi-frame,
-    color or Modality-LUT-Sequence items.
+    file (:func:`read_facts`): then only the first file's header is parsed. ``decode_pool``: makes
+    a ``submit`` for worker processes; a series of compressed (not native little endian)
+    files is then decoded on them and here at once (:mod:`medflow.sources.decode_ahead`), same
+    values. Raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
     """
     opened = _open(item, duplicates, read_facts)
     dtype = opened.stored_dtype
-    if dtype is None or item.kind != "series":
+    if dtype is None or item.kind not in ("series", "multiframe"):
         raise NotStoredValues(f"item {item.item_id} cannot be streamed as stored values")
+    if item.kind == "multiframe":
+        return _frame_slabs(opened, dtype, slab, buffers)
     facts = None
     if len(opened.headers_by_slice) < len(item.files):  # placed from discovery's facts
         facts = dict(zip(item.files, _usable_facts(item, read_facts), strict=True))
@@ -631,35 +640,132 @@ def open_stored_slabs(
     if callable(slab):
         slab = slab((rows, cols), dtype.itemsize)
 
+    kept = opened.kept
+
+    def decode_here(index: int) -> np.ndarray:
+        slice_path = Path(item.root) / kept[index].rel
+        return _decoded_stored(slice_path, opened.headers_by_slice[kept[index].rel], rows, cols, dtype)
+
     def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
         pool = BufferPool((slab, rows, cols), dtype, buffers)
-        kept = opened.kept
+        ahead = _decode_ahead(item, opened, decode_here, decode_pool)
+        try:
+            for first in range(0, len(kept), slab):
+                buffer = pool.get()
+                part = kept[first : first + slab]
+                for row, s in enumerate(part):
+                    slice_path = Path(item.root) / s.rel
+                    ds = opened.headers_by_slice.get(s.rel)
+                    try:
+                        if ahead is not None:
+                            raw, buffer[row] = None, ahead.take(first + row)
+                        else:
+                            if ds is None:  # placed from discovery's facts
+                                raw = read_native(slice_path, facts[s.rel], buffer[row])
+                                if raw is None:  # not what discovery saw: parse it, the checks name the problem
+                                    ds = _header(slice_path)
+                            if ds is not None:
+                                raw = read_native(slice_path, ds, buffer[row])
+                            if raw is None:
+                                buffer[row] = _decoded_stored(slice_path, ds, rows, cols, dtype)
+                        headers.set_raw(first + row, raw)
+                    except (InputError, NotStoredValues):
+                        pool.put(buffer)
+                        raise
+                    except Exception as exc:  # decoders and reads raise many types
+                        pool.put(buffer)
+                        raise decode_error(slice_path, exc) from exc
+                    except BaseException:
+                        pool.put(buffer)
+                        raise
+                yield buffer[: len(part)], (lambda buffer=buffer: pool.put(buffer))
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    return skeleton, slabs()
+
+
+def _frame_slabs(opened: _Opened, dtype: np.dtype, slab, buffers: int):
+    """:func:`open_stored_slabs` of a multi-frame item: its kept frames decoded one at a time, in z order."""
+    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True)
+    rows, cols = opened.shape[1:3]
+    if callable(slab):
+        slab = slab((rows, cols), dtype.itemsize)
+    path, kept = opened.path, opened.kept
+
+    def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
+        pool = BufferPool((slab, rows, cols), dtype, buffers)
+        frames = iter_frames(path, opened.first, [s.frame for s in kept])
         for first in range(0, len(kept), slab):
             buffer = pool.get()
             part = kept[first : first + slab]
-            for row, s in enumerate(part):
-                slice_path = Path(item.root) / s.rel
-                ds = opened.headers_by_slice.get(s.rel)
-                try:
-                    if ds is None:  # placed from discovery's facts
-                        raw = read_native(slice_path, facts[s.rel], buffer[row])
-                        if raw is None:  # not what discovery saw: parse it, the checks name the problem
-                            ds = _header(slice_path)
-                    if ds is not None:
-                        raw = read_native(slice_path, ds, buffer[row])
-                    if raw is None:
-                        buffer[row] = _stored(_checked(decode_file(slice_path, ds), slice_path, rows, cols),
-                                              slice_path, dtype)
-                    headers.set_raw(first + row, raw)
-                except (InputError, NotStoredValues):
-                    pool.put(buffer)
-                    raise
-                except Exception as exc:  # decoders raise many types
-                    pool.put(buffer)
-                    raise decode_error(slice_path, exc) from exc
+            try:
+                for row in range(len(part)):
+                    frame = next(frames, None)
+                    if frame is None:
+                        expected = int(opened.first.get("NumberOfFrames") or 1)
+                        raise InputError(os.fspath(path), f"decoded {first + row} of the kept frames, NumberOfFrames says {expected}")
+                    buffer[row] = _stored(_checked(frame, path, rows, cols), path, dtype)
+            except (InputError, NotStoredValues):
+                pool.put(buffer)
+                raise
+            except Exception as exc:  # decoders raise many types
+                pool.put(buffer)
+                raise decode_error(path, exc) from exc
             yield buffer[: len(part)], (lambda buffer=buffer: pool.put(buffer))
 
     return skeleton, slabs()
+
+
+def _decoded_stored(slice_path: Path, ds: Dataset | None, rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
+    """A slice's stored values decoded by pydicom and checked against the series (errors name the file)."""
+    try:
+        if ds is None:
+            ds = _header(slice_path)
+        return _stored(_checked(decode_file(slice_path, ds), slice_path, rows, cols), slice_path, dtype)
+    except (InputError, NotStoredValues):
+        raise
+    except Exception as exc:  # decoders raise many types
+        raise decode_error(slice_path, exc) from exc
+
+
+def decode_stored_slice(argument: tuple[str, str, int, int, str]) -> np.ndarray:
+    """On a worker: ``(path, transfer syntax, rows, cols, dtype)`` -> the slice's stored values.
+
+    As :func:`_decoded_stored` for an encoded file, without parsing its header first (the
+    reader parsed it; should the file disagree, the reader decodes it again and says why).
+    """
+    path, transfer_syntax, rows, cols, dtype = argument
+    return _stored(_checked(decode_encoded(Path(path), transfer_syntax), Path(path), rows, cols), Path(path),
+                   np.dtype(dtype))
+
+
+#: Slices submitted to the decoding workers ahead of the one read, per worker.
+DECODE_AHEAD_PER_WORKER = 8
+
+
+def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, decode_pool) -> DecodeAhead | None:
+    """Decoding on worker processes beside this one, for a series of compressed files (else None)."""
+    first = opened.first
+    if (decode_pool is None or first is None or len(opened.kept) < 2 or opened.headers_by_slice is None
+            or not all(_compressed(opened.headers_by_slice[s.rel]) for s in opened.kept)):
+        return None
+    submit = decode_pool()
+    if submit is None:
+        return None
+    rows, cols = opened.shape[1:3]
+    dtype = opened.stored_dtype.str
+    slices = [(os.fspath(Path(item.root) / s.rel), transfer_syntax_of(opened.headers_by_slice[s.rel]))
+              for s in opened.kept]
+    workers = max(1, getattr(submit, "workers", 1))
+    return DecodeAhead(len(slices), decode_here, submit, decode_stored_slice,
+                       lambda index: (*slices[index], rows, cols, dtype), window=DECODE_AHEAD_PER_WORKER * workers)
+
+
+def _compressed(ds: Dataset) -> bool:
+    """Are the file's pixels decoded by pydicom (not read straight from native little-endian bytes)?"""
+    return transfer_syntax_of(ds) not in NATIVE_LITTLE_ENDIAN
 
 
 def _checked(arr: np.ndarray, slice_path: Path, rows: int, cols: int) -> np.ndarray:
