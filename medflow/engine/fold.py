@@ -87,9 +87,10 @@ def pointwise_prefix(steps: list[Any]) -> int:
 
 
 # Version of the stored-values entry's layout (2: headers as raw bytes when known, 3: with
-# their pixel-description keys, see medflow.sources.pixels.LazyHeaders.to_json); joins its
+# their pixel-description keys, see medflow.sources.pixels.LazyHeaders.to_json; 4: a multi-frame
+# item's shared header once, medflow.sources.frame_headers); joins its
 # key, so older entries are not read.
-STORED_FORMAT = 3
+STORED_FORMAT = 4
 
 
 def stored_key(read_key: str) -> str:

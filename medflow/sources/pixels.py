@@ -384,7 +384,13 @@ class LazyHeaders(Sequence):
         return {"headers": list(self)}
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> LazyHeaders | list:
+    def from_json(cls, entry: dict[str, Any]) -> Sequence[dict[str, Any]]:
+        """The headers of a :meth:`to_json` entry, or of a multi-frame item's
+        (:meth:`medflow.sources.frame_headers.FrameHeaders.to_json`)."""
+        if "frame_headers" in entry:
+            from medflow.sources.frame_headers import FrameHeaders
+
+            return FrameHeaders.from_json(entry)
         raw = entry.get("raw_headers")
         if raw is None:
             return entry.get("headers") or []

@@ -46,6 +46,7 @@ from medflow.sources.base import ItemRef
 from medflow.sources.decode_ahead import DecodeAhead, Submit
 from medflow.sources.decoders import transfer_syntax_of
 from medflow.sources.discovery import ORIENTATION_TOLERANCE, HeaderProblem, read_image_header
+from medflow.sources.frame_headers import FrameHeaders
 from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part of this module's contract
     BULK_DATA_THRESHOLD,
     NATIVE_LITTLE_ENDIAN,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:  # pydicom is imported where a header or pixel data is decoded
     from pydicom.dataset import Dataset
 
 DUPLICATE_TOLERANCE_MM = 0.01
-_PER_FRAME_TAG = "52009230"  # PerFrameFunctionalGroupsSequence in the DICOM JSON model
 
 
 def _uid_key(uid: str) -> tuple:
@@ -516,7 +516,9 @@ class _Opened:
         read; from the files, parsed then, for the slices placed from ``facts``)."""
         item, first, kept = self.item, self.first, self.kept
         if item.kind == "multiframe":
-            headers_json = _frame_headers(first, kept)
+            headers_json = FrameHeaders(first, [s.frame for s in kept])
+            if not lazy:
+                headers_json = list(headers_json)
         elif lazy:
             by_slice = self.headers_by_slice
             headers_json = LazyHeaders(
@@ -688,7 +690,7 @@ def open_stored_slabs(
 
 def _frame_slabs(opened: _Opened, dtype: np.dtype, slab, buffers: int):
     """:func:`open_stored_slabs` of a multi-frame item: its kept frames decoded one at a time, in z order."""
-    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True)
+    skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True, lazy=True)
     rows, cols = opened.shape[1:3]
     if callable(slab):
         slab = slab((rows, cols), dtype.itemsize)
@@ -814,25 +816,3 @@ def _fill_frames(
     expected = int(ds.get("NumberOfFrames") or 1)
     if seen != expected:
         raise InputError(os.fspath(path), f"decoded {seen} frames, NumberOfFrames says {expected}")
-
-
-def _frame_headers(ds: Dataset, kept: list[_Slice]) -> list[dict[str, Any]]:
-    """One header per kept frame: the file's header with only that frame's functional groups.
-
-    The shared part is converted once and shared between the frame dicts.
-    """
-    from pydicom.dataset import Dataset
-
-    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
-    base_ds = Dataset()
-    for element in ds:
-        if element.tag != 0x52009230:
-            base_ds.add(element)
-    base = header_json(base_ds)
-    out = []
-    for s in kept:
-        header = dict(base)
-        if per_frame:
-            header[_PER_FRAME_TAG] = {"vr": "SQ", "Value": [header_json(per_frame[s.frame])]}
-        out.append(header)
-    return out
