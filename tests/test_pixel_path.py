@@ -49,6 +49,19 @@ def test_lazy_headers_equal_the_eager_ones_from_a_dataset_and_from_raw_bytes(tmp
     assert LazyHeaders([ds, raw])[1:] == [eager]
 
 
+def test_a_compressed_files_header_bytes_end_at_the_pixel_data_offset_discovery_saw(tmp_path):
+    from medflow.sources.discovery import PIXEL_DATA_OFFSET
+    from medflow.sources.pixels import read_header_bytes
+
+    (path,) = _rle_series(tmp_path, 1)
+    ds = read_image_header(path)
+    offset = getattr(ds, PIXEL_DATA_OFFSET)
+    assert path.read_bytes()[offset : offset + 4] == b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+    raw = read_header_bytes(path, offset)
+    assert LazyHeaders([raw])[0] == header_json(ds) and "7FE00010" not in LazyHeaders([raw])[0]
+    assert read_header_bytes(path, offset - 2) is None  # no Pixel Data element there: the header gets parsed
+
+
 def test_a_pixel_chain_builds_no_header_and_a_rebuild_from_the_cached_values_reads_them(tmp_path, monkeypatch):
     """The seed chain never reads a header (none is converted); the stored-values entry keeps the
     header bytes, so a chain that reads them (window from_header) still gets the same headers."""
@@ -201,6 +214,74 @@ def test_a_cold_build_parses_each_header_once(tmp_path, monkeypatch, raw_scanner
     assert len(scanned) == 7
     files = sorted((tmp_path / "data").rglob("*.dcm"))
     assert sorted(map(Path, parsed)) == ([] if raw_scanner else files)  # discovery's one parse per file, or none
+
+
+def _rle_series(folder: Path, n_slices: int = 5) -> list[Path]:
+    """A CT series in RLE Lossless (pydicom's own encoder), random values."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    rng = np.random.default_rng(8)
+    paths = write_ct_series(folder, 1, n_slices=n_slices, size=16)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PixelData = rng.integers(-1024, 3000, size=(16, 16)).astype(np.int16).tobytes()
+        ds.compress(RLELossless)
+        ds.save_as(path, enforce_file_format=True)
+    return paths
+
+
+def test_a_cold_build_of_compressed_files_parses_each_header_once_and_gives_the_plain_bytes(tmp_path, monkeypatch):
+    """Discovery keeps the transfer syntax with the other reading facts: the reader decodes each
+    compressed file (pydicom reads it to decode) without parsing its header again first."""
+    import pydicom
+
+    import medflow.sources.discovery as discovery
+    import medflow.sources.series as series
+
+    paths = _rle_series(tmp_path / "data", 5)
+    parsed = []
+    original = discovery.read_image_header
+    monkeypatch.setattr(discovery, "read_image_header", lambda *a, **k: parsed.append(a[0]) or original(*a, **k))
+    monkeypatch.setattr(series, "read_image_header", discovery.read_image_header)
+    streamed = build(load_recipe(_recipe(tmp_path, "s")), show_progress=False)
+    assert streamed.exit_code == 0
+    assert sorted(map(Path, parsed)) == sorted(paths)  # discovery's parse, none by the reader
+    monkeypatch.undo()
+    plain = build(load_recipe(_recipe(tmp_path, "p"), overrides=["engine.stream=false", "engine.fold_pointwise=false"]),
+                  show_progress=False)
+    assert plain.exit_code == 0
+    (s_file,), (p_file,) = list((tmp_path / "out-s").rglob("*.npy")), list((tmp_path / "out-p").rglob("*.npy"))
+    assert s_file.read_bytes() == p_file.read_bytes()
+    assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+
+
+def test_stale_facts_of_a_compressed_file_fall_back_to_parsing_and_name_the_file(tmp_path):
+    import pydicom
+
+    from medflow.errors import InputError
+    from medflow.recipe.model import SeriesFilter
+    from medflow.sources.discovery import discover_dicom, header_facts
+    from medflow.sources.fingerprint import FingerprintMemo
+    from medflow.sources.series import _READ_FACT_FIELDS, open_stored_slabs
+
+    paths = _rle_series(tmp_path / "data", 3)
+    (item,) = discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None)).items
+    facts = tuple(header_facts(tmp_path / "data" / rel)["read"] for rel in item.files)  # as the memo keeps them
+    syntax = _READ_FACT_FIELDS.index("syntax")
+    assert all(f[syntax] == pydicom.uid.RLELossless for f in facts)  # the syntax rides with the facts
+    _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    (array, release), = list(slabs)
+    assert np.array_equal(array[2], pydicom.dcmread(paths[2]).pixel_array)
+    ds = pydicom.dcmread(paths[2])  # rewritten after discovery: 8 x 8 now
+    ds.decompress()
+    ds.Rows = ds.Columns = 8
+    ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
+    ds.compress(pydicom.uid.RLELossless)
+    ds.save_as(paths[2])
+    _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)
+    with pytest.raises(InputError, match="slice002.dcm"):
+        list(slabs)
 
 
 def test_stale_reading_facts_fall_back_to_parsing_and_name_the_file(tmp_path):

@@ -296,6 +296,11 @@ def _encapsulated_problem(fp, value_start: int, size: int, ds: Dataset) -> str |
     return None
 
 
+#: Attribute of a data set from :func:`read_image_header`: the file offset of its Pixel Data
+#: element (absent for a deflated file, whose offsets are the inflated data set's).
+PIXEL_DATA_OFFSET = "_medflow_pixel_data_offset"
+
+
 def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
     """Read the header of an image file (everything before Pixel Data), once.
 
@@ -307,7 +312,8 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
             allocated in proportion to the declared size.
 
     Returns:
-        The data set without pixel data (file meta in ``ds.file_meta``).
+        The data set without pixel data (file meta in ``ds.file_meta``; the offset of the
+        Pixel Data element as its :data:`PIXEL_DATA_OFFSET` attribute).
 
     Raises:
         HeaderProblem: not DICOM, a media directory, truncated, unreadable, no
@@ -343,6 +349,8 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
                 ds.buffer = None
             pixel_pos = stream.tell()
             next_tag = stream.read(4)
+            if stream is fp and next_tag in _PIXEL_DATA_TAG_BYTES:
+                setattr(ds, PIXEL_DATA_OFFSET, pixel_pos)
             if check_pixel_data and next_tag in _PIXEL_DATA_TAG_BYTES:
                 stream.seek(pixel_pos)
                 little_endian = ds.original_encoding[1] is not False

@@ -117,6 +117,14 @@ def _native_spec(ds: Dataset) -> tuple[int, int, np.dtype, int] | None:
     meta = getattr(ds, "file_meta", None)
     if str(getattr(meta, "TransferSyntaxUID", "")) not in NATIVE_LITTLE_ENDIAN:
         return None
+    return frame_spec(ds)
+
+
+def frame_spec(ds: Dataset) -> tuple[int, int, np.dtype, int] | None:
+    """(Rows, Columns, stored dtype, BitsStored) of a single-frame 8/16-bit grayscale header, else None.
+
+    The dtype is little endian: a native file's bytes, and what pydicom decodes to here.
+    """
     try:
         bits = int(ds.get("BitsAllocated") or 0)
         if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1 or bits not in (8, 16):
@@ -177,6 +185,16 @@ def read_native(path: Path, ds: Dataset | dict[str, Any], out: np.ndarray) -> by
         if int(out.min()) < lo or int(out.max()) > hi:
             return None
     return header
+
+
+def read_header_bytes(path: Path, pixel_offset: int) -> bytes | None:
+    """The file's bytes before its Pixel Data element at ``pixel_offset`` (what
+    :func:`raw_header_dataset` parses back); ``None`` when no Pixel Data element starts there."""
+    with open(path, "rb") as f:
+        head = f.read(pixel_offset + 4)
+    if len(head) != pixel_offset + 4 or head[pixel_offset:] != _PIXEL_DATA_TAG:
+        return None
+    return head[:pixel_offset]
 
 
 def raw_header_dataset(raw: bytes) -> Dataset:

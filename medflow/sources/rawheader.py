@@ -44,7 +44,7 @@ from struct import Struct
 
 #: Must equal ``medflow.sources.series.READ_FACTS_VERSION`` (checked by a test): this module
 #: produces the same facts list, without importing series (which imports pydicom).
-READ_FACTS_VERSION = 2
+READ_FACTS_VERSION = 3
 PREFIX = 16384  # bytes read first: most headers are a few KiB
 CHUNK = 65536  # bytes read when the walk goes past what was read (long headers)
 
@@ -633,6 +633,8 @@ def _read_facts(h: _Header, fields: dict, ipp, iop) -> list | None:
         _pixel_key(h),
         photometric,
         0x00281053 in h.values or 0x00281052 in h.values,  # "RescaleSlope" in ds: present, even empty
+        "",  # syntax: native (the only files scanned here)
+        None,  # pixel_offset: known to native files' reader
     ]
 
 

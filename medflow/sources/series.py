@@ -45,7 +45,12 @@ from medflow.sample import Geometry, Sample
 from medflow.sources.base import ItemRef
 from medflow.sources.decode_ahead import DecodeAhead, Submit
 from medflow.sources.decoders import transfer_syntax_of
-from medflow.sources.discovery import ORIENTATION_TOLERANCE, HeaderProblem, read_image_header
+from medflow.sources.discovery import (
+    ORIENTATION_TOLERANCE,
+    PIXEL_DATA_OFFSET,
+    HeaderProblem,
+    read_image_header,
+)
 from medflow.sources.frame_headers import FrameHeaders
 from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part of this module's contract
     BULK_DATA_THRESHOLD,
@@ -57,6 +62,7 @@ from medflow.sources.pixels import (  # noqa: F401 - BULK_DATA_THRESHOLD: part o
     decode_file,
     header_json,
     iter_frames,
+    read_header_bytes,
     read_native,
 )
 from medflow.sources.stack_geometry import slice_normal, spacing_findings, tilt_degrees, tilt_findings
@@ -187,7 +193,7 @@ def _series_slices(item: ItemRef) -> tuple[list[_Slice], list[Dataset]]:
 
 
 # Bump when the facts below, or the rules that read them, change (they live in discovery's memo).
-READ_FACTS_VERSION = 2
+READ_FACTS_VERSION = 3
 
 
 def read_facts(ds: Dataset) -> list | None:
@@ -197,12 +203,18 @@ def read_facts(ds: Dataset) -> list | None:
     parses each file once: the reader places the slice and reads its stored values from these
     facts (:func:`medflow.sources.pixels.read_native_facts`), and the header is parsed again only
     when a step reads it. Only native little-endian single-frame grayscale files with plain
-    rescale qualify (the files :func:`medflow.sources.pixels.read_native` reads).
+    rescale qualify: the files :func:`medflow.sources.pixels.read_native` reads, and files of the
+    compressed syntaxes medflow orders decoders for (:data:`medflow.sources.decoders.PLUGIN_ORDER`;
+    ``syntax`` names it, '' for native files), decoded without parsing their header here.
     """
-    from medflow.sources.pixels import _native_spec, header_pixel_key
+    from medflow.sources.decoders import PLUGIN_ORDER
+    from medflow.sources.pixels import _native_spec, frame_spec, header_pixel_key
 
-    spec = _native_spec(ds)
-    if spec is None or "ModalityLUTSequence" in ds:
+    syntax = transfer_syntax_of(ds)
+    encoded = syntax in PLUGIN_ORDER
+    spec = frame_spec(ds) if encoded else _native_spec(ds)
+    pixel_offset = getattr(ds, PIXEL_DATA_OFFSET, None) if encoded else None
+    if spec is None or "ModalityLUTSequence" in ds or (encoded and pixel_offset is None):
         return None
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -223,12 +235,15 @@ def read_facts(ds: Dataset) -> list | None:
         "pixel_key": header_pixel_key(ds),
         "photometric": photometric,
         "rescaled": "RescaleSlope" in ds or "RescaleIntercept" in ds,
+        "syntax": syntax if encoded else "",
+        "pixel_offset": pixel_offset,  # where the header bytes end (compressed files; native ones know)
     }
     return [facts[name] for name in _READ_FACT_FIELDS]  # a list: the memo keeps one per file
 
 
 _READ_FACT_FIELDS = ("v", "rows", "cols", "dtype", "stored_bits", "position", "orientation", "pixel_spacing", "slope",
-                     "intercept", "instance", "sop_uid", "spacing_hints", "tilt", "pixel_key", "photometric", "rescaled")
+                     "intercept", "instance", "sop_uid", "spacing_hints", "tilt", "pixel_key", "photometric", "rescaled", "syntax",
+                     "pixel_offset")
 
 
 def _facts_slices(item: ItemRef, facts: tuple[dict[str, Any], ...]) -> list[_Slice]:
@@ -646,11 +661,14 @@ def open_stored_slabs(
 
     def decode_here(index: int) -> np.ndarray:
         slice_path = Path(item.root) / kept[index].rel
-        return _decoded_stored(slice_path, opened.headers_by_slice[kept[index].rel], rows, cols, dtype)
+        ds = opened.headers_by_slice.get(kept[index].rel)
+        if ds is None:  # placed from discovery's facts
+            return _decoded_from_facts(slice_path, facts[kept[index].rel], rows, cols, dtype)
+        return _decoded_stored(slice_path, ds, rows, cols, dtype)
 
     def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
         pool = BufferPool((slab, rows, cols), dtype, buffers)
-        ahead = _decode_ahead(item, opened, decode_here, decode_pool)
+        ahead = _decode_ahead(item, opened, decode_here, decode_pool, facts)
         try:
             for first in range(0, len(kept), slab):
                 buffer = pool.get()
@@ -660,7 +678,11 @@ def open_stored_slabs(
                     ds = opened.headers_by_slice.get(s.rel)
                     try:
                         if ahead is not None:
-                            raw, buffer[row] = None, ahead.take(first + row)
+                            buffer[row] = ahead.take(first + row)
+                            raw = read_header_bytes(slice_path, facts[s.rel]["pixel_offset"]) if ds is None else None
+                        elif ds is None and facts[s.rel]["syntax"]:  # compressed, placed from discovery's facts
+                            buffer[row] = _decoded_from_facts(slice_path, facts[s.rel], rows, cols, dtype)
+                            raw = read_header_bytes(slice_path, facts[s.rel]["pixel_offset"])
                         else:
                             if ds is None:  # placed from discovery's facts
                                 raw = read_native(slice_path, facts[s.rel], buffer[row])
@@ -720,6 +742,18 @@ def _frame_slabs(opened: _Opened, dtype: np.dtype, slab, buffers: int):
     return skeleton, slabs()
 
 
+def _decoded_from_facts(slice_path: Path, facts: dict[str, Any], rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
+    """A compressed slice's stored values, decoded in the transfer syntax discovery saw (no header parsed here).
+
+    Should the file no longer be what discovery saw, its header is parsed and the checks of
+    :func:`_decoded_stored` name the problem.
+    """
+    try:
+        return decode_stored_slice((os.fspath(slice_path), facts["syntax"], rows, cols, dtype.str))
+    except Exception:  # noqa: BLE001 - decoders raise many types; the parsed header's path says why
+        return _decoded_stored(slice_path, None, rows, cols, dtype)
+
+
 def _decoded_stored(slice_path: Path, ds: Dataset | None, rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
     """A slice's stored values decoded by pydicom and checked against the series (errors name the file)."""
     try:
@@ -747,27 +781,31 @@ def decode_stored_slice(argument: tuple[str, str, int, int, str]) -> np.ndarray:
 DECODE_AHEAD_PER_WORKER = 8
 
 
-def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, decode_pool) -> DecodeAhead | None:
-    """Decoding on worker processes beside this one, for a series of compressed files (else None)."""
-    first = opened.first
-    if (decode_pool is None or first is None or len(opened.kept) < 2 or opened.headers_by_slice is None
-            or not all(_compressed(opened.headers_by_slice[s.rel]) for s in opened.kept)):
+def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, decode_pool, facts) -> DecodeAhead | None:
+    """Decoding on worker processes beside this one, for a series of compressed files (else None).
+
+    ``facts``: discovery's, by file, for the slices placed from them (else None).
+    """
+    by_slice = opened.headers_by_slice
+    if decode_pool is None or len(opened.kept) < 2 or by_slice is None:
+        return None
+
+    def syntax(s: _Slice) -> str:
+        ds = by_slice.get(s.rel)
+        return transfer_syntax_of(ds) if ds is not None else facts[s.rel]["syntax"]  # '' for a native file
+
+    syntaxes = [syntax(s) for s in opened.kept]
+    if any(not ts or ts in NATIVE_LITTLE_ENDIAN for ts in syntaxes):
         return None
     submit = decode_pool()
     if submit is None:
         return None
     rows, cols = opened.shape[1:3]
     dtype = opened.stored_dtype.str
-    slices = [(os.fspath(Path(item.root) / s.rel), transfer_syntax_of(opened.headers_by_slice[s.rel]))
-              for s in opened.kept]
+    slices = [(os.fspath(Path(item.root) / s.rel), ts) for s, ts in zip(opened.kept, syntaxes, strict=True)]
     workers = max(1, getattr(submit, "workers", 1))
     return DecodeAhead(len(slices), decode_here, submit, decode_stored_slice,
                        lambda index: (*slices[index], rows, cols, dtype), window=DECODE_AHEAD_PER_WORKER * workers)
-
-
-def _compressed(ds: Dataset) -> bool:
-    """Are the file's pixels decoded by pydicom (not read straight from native little-endian bytes)?"""
-    return transfer_syntax_of(ds) not in NATIVE_LITTLE_ENDIAN
 
 
 def _checked(arr: np.ndarray, slice_path: Path, rows: int, cols: int) -> np.ndarray:
