@@ -11,7 +11,7 @@ import pytest
 
 import medflow.sources.discovery as discovery
 from medflow.recipe.model import SeriesFilter
-from medflow.sources.fingerprint import FingerprintMemo
+from medflow.sources.fingerprint import MEMO_FORMAT, FingerprintMemo
 from tests.dicom_factory import write_ct_series
 
 
@@ -83,7 +83,7 @@ def test_a_memo_of_sha256_digests_is_never_read_as_blake3(tmp_path):
     assert memo.digest(path) == _blake3(path)
     memo.save()
     saved = json.loads((tmp_path / "memo.json").read_text())
-    assert saved["format"] == 3
+    assert saved["format"] == MEMO_FORMAT
     assert saved["entries"][os.path.realpath(path)]["blake3"] == _blake3(path)
     assert "sha256" not in saved["entries"][os.path.realpath(path)]
 
@@ -132,7 +132,7 @@ def test_the_memo_file_is_the_json_of_its_entries(tmp_path):
     memo._dirty = True
     memo.save()
     text = (tmp_path / "memo.json").read_text()
-    assert text == json.dumps({"format": 3, "entries": memo._entries}, separators=(",", ":"))
+    assert text == json.dumps({"format": MEMO_FORMAT, "entries": memo._entries}, separators=(",", ":"))
     assert FingerprintMemo(tmp_path / "memo.json")._entries == memo._entries
 
 
@@ -169,3 +169,35 @@ def test_a_verify_build_hashes_every_input_once_even_through_a_linked_source_fol
         assert report.exit_code == 0 and report.ok == 1
         inputs = sorted(name for name in hashed if name in names)
         assert inputs == names  # each input exactly once, in each build
+
+
+def test_header_facts_are_kept_as_compact_text_and_read_back_equal(tmp_path):
+    """The memo holds every file's facts for the whole build: as JSON text, not as parsed objects."""
+    import tracemalloc
+
+    from medflow.sources.discovery import header_facts
+
+    paths = write_ct_series(tmp_path / "data", 1, n_slices=3)
+    facts = header_facts(paths[0])
+    assert facts["read"] is not None  # a file the reader places from its facts
+    memo = FingerprintMemo(tmp_path / "memo.json")
+    text = json.dumps(facts)
+    for path in paths:
+        memo.set_extra(path, "facts", facts)
+    names = [tmp_path / f"f{i}" for i in range(500)]
+    for name in names:
+        name.write_bytes(b"x")
+        memo.digest(name)  # the memo's own entry and lookup of the file, before measuring
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for name in names:
+            memo.set_extra(name, "facts", json.loads(text))  # fresh objects per file, as discovery makes them
+        per_file = (tracemalloc.get_traced_memory()[0] - before) / len(names)
+    finally:
+        tracemalloc.stop()
+    assert per_file < 2 * len(text), (per_file, len(text))  # the text and its string object; parsed: ~5x the text
+    memo.save()
+    again = FingerprintMemo(tmp_path / "memo.json")
+    assert again.get_extra(paths[1], "facts") == json.loads(json.dumps(facts))
+    assert again.get_extra(names[7], "facts") == memo.get_extra(names[7], "facts") == json.loads(json.dumps(facts))
