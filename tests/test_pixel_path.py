@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -267,7 +268,7 @@ def test_stale_facts_of_a_compressed_file_fall_back_to_parsing_and_name_the_file
 
     paths = _rle_series(tmp_path / "data", 3)
     (item,) = discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None)).items
-    facts = tuple(header_facts(tmp_path / "data" / rel)["read"] for rel in item.files)  # as the memo keeps them
+    facts = tuple(json.loads(header_facts(tmp_path / "data" / rel)["read"]) for rel in item.files)  # as prepare gives them
     syntax = _READ_FACT_FIELDS.index("syntax")
     assert all(f[syntax] == pydicom.uid.RLELossless for f in facts)  # the syntax rides with the facts
     _, slabs = open_stored_slabs(item, "first", 4, read_facts=facts)

@@ -19,9 +19,10 @@ from stat import S_ISLNK
 from medflow.hashing import ALGORITHM, file_digest
 from medflow.writers.atomic import atomic_write
 
-# 3: BLAKE3 digests (2 held sha256: never read as BLAKE3, the memo starts afresh); 4: extras (header
-# facts) as JSON text, one string a value (:meth:`FingerprintMemo.set_extra`)
-MEMO_FORMAT = 4
+# 3: BLAKE3 digests (2 held sha256: never read as BLAKE3, the memo starts afresh); 4 (27f7da1) kept
+# every extra as JSON text, parsed on each read: a quarter of a no-op rebuild's discovery, so 5
+# keeps values as they are again (discovery keeps its bulky reading facts as text itself)
+MEMO_FORMAT = 5
 
 
 class FingerprintMemo:
@@ -198,7 +199,7 @@ class FingerprintMemo:
             if digest is not None:
                 entry[ALGORITHM] = digest
             if self._secret is None:
-                entry.update({name: _json_text(value) for name, value in extras.items()})
+                entry.update(extras)
             self._dirty = True
         if digest is not None:
             self._digests[os.fspath(path)] = digest
@@ -227,22 +228,16 @@ class FingerprintMemo:
         if self._secret is not None:
             return None
         key, _, size, mtime_ns = self._looked_up(path)
-        text = self._entry(key, size, mtime_ns).get(name)
-        return json.loads(text) if isinstance(text, str) else None
+        return self._entry(key, size, mtime_ns).get(name)
 
     def set_extra(self, path: Path, name: str, value) -> None:
-        """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify).
-
-        Kept as its JSON text (:meth:`get_extra` parses it): a file's header facts are ~0.7 KB so,
-        ~3.6 KB as Python objects, and the memo holds them for every file of the source.
-        """
+        """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify)."""
         if self._secret is not None:
             return
-        text = _json_text(value)
         key, _, size, mtime_ns = self._looked_up(path)
         entry = self._entry(key, size, mtime_ns)
         with self._lock:
-            entry[name] = text
+            entry[name] = value
             self._dirty = True
 
     def save(self) -> None:
@@ -265,7 +260,3 @@ class FingerprintMemo:
 
         atomic_write(self._path, write, mode=0o600)  # input paths: owner only
         self._dirty = False
-
-
-def _json_text(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
