@@ -33,7 +33,7 @@ def gather_threads(threads: int) -> int:
     """Threads for a streamed item's slab gathers, given its ``threads``: only on cores its own threads leave.
 
     On 2 cores a gather pool only competed with the write and hash threads: one series with 2
-    workers was 3-30% slower than with 1 (benchmarks/RESULTS-variants.md at 3f99a2f).
+    workers was 3-30% slower than with 1 (bench_variants.py before this rule; benchmarks/NOTES.md).
     """
     return max(1, min(int(threads), usable_cores() - STREAM_CORES + 1))
 
