@@ -184,3 +184,22 @@ def test_a_first_step_change_restreams_a_multiframe_image_from_its_stored_values
     assert cold.exit_code == 0 and _item_records(rebuilt) == _item_records(cold)
     (r,), (c,) = sorted((tmp_path / "out-s").rglob("*.npy")), sorted((tmp_path / "out-c").rglob("*.npy"))
     assert r.read_bytes() == c.read_bytes()
+
+
+def test_frame_headers_read_from_many_threads_at_once_are_the_headers_read_in_turn(tmp_path):
+    """Gather threads ask for slabs' headers and keys at once (on machines with cores to spare)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medflow.sources.discovery import read_image_header
+    from medflow.sources.frame_headers import FrameHeaders
+
+    path = _enhanced_ct(tmp_path, n_slices=12)
+    frames = list(range(12))
+    expected = list(FrameHeaders(read_image_header(path), frames))
+    keys = {FrameHeaders(read_image_header(path), frames).pixel_description(i) for i in frames}
+    for _ in range(5):
+        shared = FrameHeaders(read_image_header(path), frames)  # a fresh data set: raw elements unconverted
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i, s=shared: (s[i], s.pixel_description(i)), frames * 4))
+        assert [h for h, _ in got] == expected * 4
+        assert {k for _, k in got} == keys

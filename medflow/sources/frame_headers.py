@@ -38,18 +38,19 @@ class _FrameSource:
         self._per_frame_items = None
         self._n_per_frame = n_per_frame
         self._base_key: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def base(self) -> dict[str, Any]:
-        if self._base is None:
-            from pydicom.dataset import Dataset
+        with self._lock:  # gather threads may ask at once; pydicom converts raw elements in place
+            if self._base is None:
+                from pydicom.dataset import Dataset
 
-            shared = Dataset()
-            for element in self._ds:
-                if element.tag != _PER_FRAME:
-                    shared.add(element)
-            self._base = header_json(shared)
-        return self._base
+                shared = Dataset()
+                for element in self._ds:
+                    if element.tag != _PER_FRAME:
+                        shared.add(element)
+                self._base = header_json(shared)
+            return self._base
 
     def n_per_frame(self) -> int:
         if self._n_per_frame is None:
@@ -71,7 +72,10 @@ class _FrameSource:
             items = self._items()
             if frame >= len(items):  # fewer items than frames: the frame has only the shared groups
                 return None
-            item = self._per_frame_json[frame] = header_json(items[frame])
+            with self._lock:
+                item = self._per_frame_json.get(frame)
+                if item is None:
+                    item = self._per_frame_json[frame] = header_json(items[frame])
         return item
 
     def header(self, frame: int) -> dict[str, Any]:
