@@ -710,3 +710,49 @@ def test_deflate_bytes_look_like_nothing_the_scanner_reads(tmp_path: Path):
     path.write_bytes(data[:start] + body)
     assert not _accepts(path)
     assert _disagreement(path) is None
+
+
+def test_reading_facts_as_the_memos_text_read_the_same_series(bench_files, tmp_path: Path):
+    """Tasks carry the memo's JSON texts (parsed when the item runs): same slices and values as parsed facts."""
+    from medflow.engine.prepare import _read_facts
+
+    root = tmp_path / "src"
+    root.mkdir()
+    for i, path in enumerate(bench_files):
+        shutil.copy(path, root / f"{i}.dcm")
+    memo = FingerprintMemo(None)
+    [item] = discovery.discover_dicom(root, SeriesFilter(), memo).items
+    texts = _read_facts(dataclasses.make_dataclass("P", ["memo", "reader_params"])(memo, {}), item)
+    assert texts is not None and all(isinstance(t, str) for t in texts)
+    kept = [memo.get_extra(str(root / rel), discovery._HEADER_MEMO)["read"] for rel in item.files]
+    assert all(t is k for t, k in zip(texts, kept, strict=True))  # the memo's strings, not copies
+    runs = []
+    for facts in (texts, [json.loads(t) for t in texts]):
+        sample, slabs = series.open_stored_slabs(item, "first", 2, read_facts=facts)
+        pixels = []
+        for slab, release in slabs:
+            pixels.append(slab.copy())
+            release()
+        runs.append((sample.geometry, sample.meta, np.concatenate(pixels)))
+    assert runs[0][:2] == runs[1][:2]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+def test_header_facts_keep_repeated_values_once_and_signed_zeros(tmp_path: Path):
+    """Files of one series share their series UID, image type and orientation objects; an
+    orientation that differs only in the sign of a zero is not merged into another."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    paths = [write_ct_slice(tmp_path / f"{i}.dcm", series=7, index=i, z=float(i)) for i in range(3)]
+    signed = write_ct_slice(tmp_path / "signed.dcm", series=7, index=3, z=3.0)
+    ds = pydicom.dcmread(signed)
+    ds.ImageOrientationPatient = ["1", "-0.0", "0", "0", "1", "-0.0"]
+    ds.save_as(signed, enforce_file_format=True)
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    facts = [discovery.header_facts(p) for p in [*paths, signed]]
+    assert facts[0]["series_uid"] is facts[1]["series_uid"] is facts[2]["series_uid"]
+    assert facts[0]["image_type"] is facts[2]["image_type"]
+    assert facts[0]["orientation"] is facts[1]["orientation"]
+    assert facts[3]["orientation"] == facts[0]["orientation"]  # equal as numbers...
+    assert [str(v) for v in facts[3]["orientation"]] == ["1.0", "-0.0", "0.0", "0.0", "1.0", "-0.0"]  # ...kept as written
+    assert facts[0]["sop_uid"] != facts[1]["sop_uid"]

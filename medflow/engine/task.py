@@ -41,7 +41,7 @@ class ItemTask:
     threads: int = 1  # threads inside the item (streamed slabs), when items are fewer than workers
     decode_workers: int = 0  # worker processes decoding its compressed slices beside it (one item, more workers)
     split: str | None = None  # the item's split (recipe's splits:); joins no step key (see item_writers)
-    read_facts: tuple | None = None  # per file, what discovery learnt for reading it (medflow.sources.pixels)
+    read_facts: tuple | None = None  # per file, what discovery learnt for reading it, as JSON text (series._usable_facts)
 
 
 @dataclass

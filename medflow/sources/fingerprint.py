@@ -127,7 +127,8 @@ class FingerprintMemo:
             return os.path.realpath(path), None
         if S_ISLNK(stat.st_mode):
             return os.path.realpath(path), None
-        return os.path.join(self._real_folder(folder), name), stat
+        resolved = os.path.join(self._real_folder(folder), name)
+        return (path if resolved == path else resolved), stat  # one string a file kept, not two
 
     def _real_folder(self, folder: str) -> str:
         """``os.path.realpath(folder)`` of an absolute folder, memoized with its parents.

@@ -31,6 +31,7 @@ Rules (they are the contract of :func:`read_item`):
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -271,8 +272,14 @@ def _facts_slices(item: ItemRef, facts: tuple[dict[str, Any], ...]) -> list[_Sli
 
 
 def _usable_facts(item: ItemRef, read_facts) -> tuple[dict[str, Any], ...] | None:
+    """Discovery's reading facts of the item's files as dicts, or None when they cannot place it.
+
+    ``read_facts``: one per file, :func:`read_facts`'s list or that list as JSON text (as the
+    memo keeps it: a task then carries the memo's strings, parsed only when its item runs).
+    """
     if item.kind != "series" or not read_facts or len(read_facts) != len(item.files):
         return None
+    read_facts = [json.loads(f) if isinstance(f, str) else f for f in read_facts]
     if any(not f or len(f) != len(_READ_FACT_FIELDS) or f[0] != READ_FACTS_VERSION for f in read_facts):
         return None
     read_facts = [dict(zip(_READ_FACT_FIELDS, f, strict=True)) for f in read_facts]
@@ -569,9 +576,9 @@ class _Opened:
         )
 
 
-def _open(item: ItemRef, duplicates: str, read_facts=None) -> _Opened:
-    """The item ordered and placed; with ``read_facts`` (discovery's, one per file) only the
-    first file's header is parsed (``headers_by_slice`` then holds that one)."""
+def _open(item: ItemRef, duplicates: str, facts: tuple[dict[str, Any], ...] | None = None) -> _Opened:
+    """The item ordered and placed; with ``facts`` (discovery's reading facts, one per file, from
+    :func:`_usable_facts`) no header is parsed (``headers_by_slice`` is then empty)."""
     if duplicates not in ("first", "error"):
         raise ValueError(f"duplicates must be 'first' or 'error', got {duplicates!r}")
     if not item.files:
@@ -582,7 +589,7 @@ def _open(item: ItemRef, duplicates: str, read_facts=None) -> _Opened:
         first = _header(path)
         headers_by_slice = None
         slices = _multiframe_slices(item, first)
-    elif (facts := _usable_facts(item, read_facts)) is not None:  # no header parsed
+    elif facts is not None:  # no header parsed
         slices = _facts_slices(item, facts)
         first, headers_by_slice = None, {}
     else:
@@ -642,7 +649,8 @@ def open_stored_slabs(
     files is then decoded on them and here at once (:mod:`medflow.sources.decode_ahead`), same
     values. Raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
     """
-    opened = _open(item, duplicates, read_facts)
+    usable = _usable_facts(item, read_facts)
+    opened = _open(item, duplicates, usable)
     dtype = opened.stored_dtype
     if dtype is None or item.kind not in ("series", "multiframe"):
         raise NotStoredValues(f"item {item.item_id} cannot be streamed as stored values")
@@ -650,7 +658,7 @@ def open_stored_slabs(
         return _frame_slabs(opened, dtype, slab, buffers)
     facts = None
     if len(opened.headers_by_slice) < len(item.files):  # placed from discovery's facts
-        facts = dict(zip(item.files, _usable_facts(item, read_facts), strict=True))
+        facts = dict(zip(item.files, usable, strict=True))
     skeleton = opened.sample(np.empty((len(opened.kept), 0, 0), dtype=dtype), stored=True, lazy=True, facts=facts)
     headers = skeleton.headers
     rows, cols = opened.shape[1:3]
