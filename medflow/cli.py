@@ -248,6 +248,11 @@ def _load(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     from medflow.errors import UsageError
 
+    early_git = None
+    if not args.dry_run:
+        from medflow.engine.provenance import GitStateSoon
+
+        early_git = GitStateSoon.of_recipe(args.recipe)  # git runs while the recipe loads
     loaded = _load(args)
     workers = _workers_arg(args.workers)
     if args.dry_run:
@@ -261,7 +266,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     startup.started()  # the engine's imports (pydicom) are start-up too
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
                    progress=Progress(enabled=not args.quiet), backend=args.backend, address=args.dask_address,
-                   force=args.force, wait=args.wait)
+                   force=args.force, wait=args.wait, git_state=early_git)
     lines = _summary_lines(report)
     _write_logs(args, loaded, report, lines)  # first: a reader that leaves the pipe early loses nothing
     _echo(lines)

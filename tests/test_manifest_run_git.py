@@ -2,7 +2,8 @@
 
 Two builds of one recipe over the same inputs, made from two checkouts (another commit, a dirty
 tree), must give manifests equal outside ``run``; ``medflow diff`` still names the git change.
-The git state is injected (no git command runs here: the repository's own state is not touched).
+The git state is injected in the builds (no git command runs on the project's repository);
+``git_state`` itself is checked on repositories made in a temporary folder.
 """
 
 from __future__ import annotations
@@ -84,3 +85,77 @@ def test_git_state_is_taken_while_the_build_runs_and_waited_for(tmp_path, monkey
     wait = provenance.run_provenance_soon(SimpleNamespace(base_dir=tmp_path))
     with pytest.raises(UnicodeDecodeError):
         wait()
+
+
+def test_git_state_of_a_real_repository(tmp_path):
+    """The commit and the dirty flag as git reports them: none before the first commit or outside a
+    repository; a changed tracked file is dirty, an untracked one is not."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@example.org", "-c", "user.name=t", *args],
+                       check=True, capture_output=True)
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert provenance.git_state(outside) is None
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", str(repo))
+    assert provenance.git_state(repo) is None  # no commit yet
+    (repo / "recipe.yaml").write_text("medflow: 1\n")
+    git("-C", str(repo), "add", "recipe.yaml")
+    git("-C", str(repo), "commit", "-qm", "first")
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert provenance.git_state(repo) == {"commit": head, "dirty": False}
+    (repo / "notes.txt").write_text("untracked\n")
+    assert provenance.git_state(repo) == {"commit": head, "dirty": False}
+    (repo / "recipe.yaml").write_text("medflow: 1\nname: changed\n")
+    assert provenance.git_state(repo) == {"commit": head, "dirty": True}
+    git("-C", str(repo), "checkout", "-q", "--detach")
+    assert provenance.git_state(repo / ".") == {"commit": head, "dirty": True}
+
+
+def test_git_state_asks_an_old_git_with_two_commands(tmp_path, monkeypatch):
+    """A git without ``--porcelain=v2``/``--no-ahead-behind`` (usage error 129) is asked as before."""
+    import subprocess
+
+    calls = []
+
+    def run(args, **kwargs):
+        calls.append(args[3:])
+        if args[3] == "status" and "--porcelain=v2" in args:
+            return subprocess.CompletedProcess(args, 129, "", "error: unknown option `no-ahead-behind'")
+        if args[3] == "rev-parse":
+            return subprocess.CompletedProcess(args, 0, "a" * 40 + "\n", "")
+        return subprocess.CompletedProcess(args, 0, " M recipe.yaml\n", "")
+
+    monkeypatch.setattr(provenance.subprocess, "run", run)
+    assert provenance.git_state(tmp_path) == {"commit": "a" * 40, "dirty": True}
+    assert [c[0] for c in calls] == ["status", "rev-parse", "status"]
+
+
+def test_the_command_line_asks_git_once_before_loading_and_the_build_uses_that(tmp_path, monkeypatch):
+    """``medflow run`` starts the git state of the recipe's folder before the recipe loads; the build
+    records that one and asks no other. An early state of another folder is not used."""
+    from medflow.cli import main
+
+    asked = []
+
+    def recorded(folder):
+        asked.append(Path(folder))
+        return dict(CLEAN)
+
+    monkeypatch.setattr(provenance, "git_state", recorded)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    assert main(["run", str(recipe), "-q"]) == 0
+    assert asked == [tmp_path.resolve()]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["run"]["git"] == CLEAN
+
+    other = provenance.GitStateSoon(tmp_path / "elsewhere")
+    wait = provenance.run_provenance_soon(load_recipe(recipe), other)
+    assert wait() == {"git": CLEAN}
+    other.wait()
+    assert sorted(asked[1:]) == sorted([tmp_path / "elsewhere", tmp_path.resolve()])  # its own, not the other's

@@ -24,7 +24,7 @@ from medflow.engine.plan import needs_dataset_stats
 from medflow.engine.prepare import Prepared, cache_dir, make_task, output_dir, plan_all, prepare
 from medflow.engine.privacy import PathRedactor, path_token, redact_manifest, write_private_tables
 from medflow.engine.progress import Progress
-from medflow.engine.provenance import run_provenance_soon
+from medflow.engine.provenance import GitStateSoon, run_provenance_soon
 from medflow.engine.record import (
     Outcome,
     assemble_manifest,
@@ -89,10 +89,14 @@ def _build_claimed(
     backend: str | None = None,
     address: str | None = None,
     progress: Progress | None = None,
+    git_state: GitStateSoon | None = None,
 ) -> BuildReport:
-    """Build the dataset of ``loaded`` (its workspace claimed); returns the report (the manifest is written)."""
+    """Build the dataset of ``loaded`` (its workspace claimed); returns the report (the manifest is written).
+
+    ``git_state``: the recipe folder's git state, asked for before the recipe loaded (else now).
+    """
     started_wall, started = dt.datetime.now(dt.UTC), time.perf_counter()
-    git = run_provenance_soon(loaded)  # the recipe folder's git state at build time, taken while the build runs
+    git = run_provenance_soon(loaded, git_state)  # the recipe folder's git state, taken while the build runs
     recipe = loaded.recipe
     n_workers = resolve_workers(workers if workers is not None else recipe.engine.workers)
     keep_going = recipe.engine.keep_going if keep_going is None else keep_going
