@@ -756,3 +756,5 @@ def test_header_facts_keep_repeated_values_once_and_signed_zeros(tmp_path: Path)
     assert facts[3]["orientation"] == facts[0]["orientation"]  # equal as numbers...
     assert [str(v) for v in facts[3]["orientation"]] == ["1.0", "-0.0", "0.0", "0.0", "1.0", "-0.0"]  # ...kept as written
     assert facts[0]["sop_uid"] != facts[1]["sop_uid"]
+    discovery.discover_dicom(tmp_path, SeriesFilter(), FingerprintMemo(None))
+    assert not discovery._shared_values  # no value of the source outlives its discovery

@@ -736,6 +736,7 @@ def discover_dicom(
             # without SeriesInstanceUID (0020,000E) a file cannot join a series: an item of its own
             series[info.series_uid or f"(no series)\\{info.sop_uid or rel}"].append(info)
 
+    _shared_values.clear()  # the memo holds what it shared; nothing of the source stays here after
     items = [
         _make_item(root, [info], "multiframe", [info.series_uid, info.sop_uid], (), memo)
         for info in multiframe.values()
