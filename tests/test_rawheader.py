@@ -758,3 +758,31 @@ def test_header_facts_keep_repeated_values_once_and_signed_zeros(tmp_path: Path)
     assert facts[0]["sop_uid"] != facts[1]["sop_uid"]
     discovery.discover_dicom(tmp_path, SeriesFilter(), FingerprintMemo(None))
     assert not discovery._shared_values  # no value of the source outlives its discovery
+
+
+def test_a_workers_chunk_keeps_no_shared_value_and_a_damaged_text_is_not_used(bench_files, tmp_path: Path):
+    """A prescan chunk (run in a reusable worker) empties the shared-values table when it ends; a
+    reading-facts text that is not JSON makes the reader parse the headers, same slices and values."""
+    from medflow.sources.prescan import scan_series_files
+
+    root = tmp_path / "src"
+    root.mkdir()
+    for i, path in enumerate(bench_files):
+        shutil.copy(path, root / f"{i}.dcm")
+    rows = scan_series_files([str(p) for p in sorted(root.iterdir())])
+    assert len(rows) == len(bench_files) and not discovery._shared_values
+    memo = FingerprintMemo(None)
+    [item] = discovery.discover_dicom(root, SeriesFilter(), memo).items
+    texts = [discovery.read_facts_text_of(str(root / rel), memo) for rel in item.files]
+    damaged = [texts[0][:-3], *texts[1:]]
+    runs = []
+    for facts in (texts, damaged):
+        sample, slabs = series.open_stored_slabs(item, "first", 2, read_facts=facts)
+        pixels = []
+        for slab, release in slabs:
+            pixels.append(slab.copy())
+            release()
+        runs.append((sample.geometry, np.concatenate(pixels), sample.headers.pixel_description(0)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert runs[0][2].startswith("raw:") and runs[1][2].startswith("ds:")  # the second parsed its headers

@@ -523,6 +523,11 @@ _SHARED_FIELDS = ("modality", "series_uid", "description", "image_type", "orient
 _shared_values: dict = {}  # value (or packed floats) -> the one object kept for it
 
 
+def forget_shared_values() -> None:
+    """Empty :func:`_shared`'s table: called when a discovery's walk, or a worker's chunk, ends."""
+    _shared_values.clear()
+
+
 def _shared(facts: dict) -> dict:
     """``facts`` with the values files of a series repeat (UIDs, orientation, ...) as one object.
 
@@ -736,7 +741,7 @@ def discover_dicom(
             # without SeriesInstanceUID (0020,000E) a file cannot join a series: an item of its own
             series[info.series_uid or f"(no series)\\{info.sop_uid or rel}"].append(info)
 
-    _shared_values.clear()  # the memo holds what it shared; nothing of the source stays here after
+    forget_shared_values()  # the memo holds what was shared; nothing of the source stays here after
     items = [
         _make_item(root, [info], "multiframe", [info.series_uid, info.sop_uid], (), memo)
         for info in multiframe.values()

@@ -95,14 +95,17 @@ def scan_series_files(paths: list[str]) -> list[tuple[str, int, int, dict, str |
     The digest is taken for files discovery hashes: images, and files that fail inside a
     series (their item then fails naming them); not for files it skips.
     """
-    from medflow.sources.discovery import header_facts
+    from medflow.sources.discovery import forget_shared_values, header_facts
 
     def read(path: str) -> tuple[dict, str | None]:
         facts = header_facts(path)
         hashed = "problem" not in facts or bool(facts.get("series_uid"))
         return facts, _digest(path) if hashed else None
 
-    return _scan(paths, read)
+    try:
+        return _scan(paths, read)  # values shared in the chunk are pickled once
+    finally:
+        forget_shared_values()  # a reusable worker keeps nothing of the source
 
 
 def scan_instance_files(paths: list[str]) -> list[tuple[str, int, int, None, str]]:

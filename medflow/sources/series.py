@@ -279,7 +279,10 @@ def _usable_facts(item: ItemRef, read_facts) -> tuple[dict[str, Any], ...] | Non
     """
     if item.kind != "series" or not read_facts or len(read_facts) != len(item.files):
         return None
-    read_facts = [json.loads(f) if isinstance(f, str) else f for f in read_facts]
+    try:
+        read_facts = [json.loads(f) if isinstance(f, str) else f for f in read_facts]
+    except ValueError:  # a damaged memo text: the reader parses the headers instead
+        return None
     if any(not f or len(f) != len(_READ_FACT_FIELDS) or f[0] != READ_FACTS_VERSION for f in read_facts):
         return None
     read_facts = [dict(zip(_READ_FACT_FIELDS, f, strict=True)) for f in read_facts]
