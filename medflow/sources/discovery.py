@@ -541,13 +541,11 @@ def _shared(facts: dict) -> dict:
         value = facts.get(name)
         if value is None:
             continue
-        key = value
-        if name == "orientation":
-            try:
-                key = struct.pack(f"{len(value)}d", *value)
-            except (struct.error, TypeError):
-                continue
-        facts[name] = _shared_values.setdefault(key, value)
+        try:
+            key = struct.pack(f"{len(value)}d", *value) if name == "orientation" else value
+            facts[name] = _shared_values.setdefault(key, value)
+        except (struct.error, TypeError):  # not floats, or not hashable: kept as it is
+            continue
     return facts
 
 
