@@ -128,7 +128,7 @@ def test_frames_with_their_own_windows_stream_to_the_records_and_bytes_of_the_pl
 
     from medflow.engine.build import build
     from medflow.recipe.loader import load_recipe
-    from tests.test_pixel_path import FROM_HEADER, _recipe
+    from tests.test_pixel_path import FROM_HEADER, _recipe, _streamed_equals_plain
 
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
     path = _enhanced_ct(tmp_path, n_slices=6, shuffle=False)
@@ -138,12 +138,7 @@ def test_frames_with_their_own_windows_stream_to_the_records_and_bytes_of_the_pl
         voi.WindowCenter, voi.WindowWidth = (40, 400) if index < 3 else (-600, 1500)
         item.FrameVOILUTSequence = DicomSequence([voi])
     ds.save_as(path)
-    streamed = build(load_recipe(_recipe(tmp_path, "s", FROM_HEADER)), show_progress=False)
-    plain = build(load_recipe(_recipe(tmp_path, "p", FROM_HEADER), overrides=["engine.stream=false"]),
-                  show_progress=False)
-    assert streamed.exit_code == plain.exit_code == 0
-    assert _item_records(streamed) == _item_records(plain)
-    (meta, _), = _item_records(streamed)
+    meta = _streamed_equals_plain(tmp_path)
     windows = [(w["center"], w["width"]) for w in meta["window"]["per_slice"]]
     assert sorted(windows) == sorted([(40, 400)] * 3 + [(-600, 1500)] * 3)
     assert windows[:3] in ([(40, 400)] * 3, [(-600, 1500)] * 3)  # in z order: neighbours share a window

@@ -408,6 +408,18 @@ def _item_records(report) -> list:
     return [(item["meta"], item["outputs"]) for item in items]
 
 
+def _streamed_equals_plain(tmp_path: Path, steps: str = FROM_HEADER) -> dict:
+    """Build ``tmp_path/data`` streamed (out-s) and on the plain path (out-p); both succeed with the
+    same item records. Returns the meta of the one item."""
+    streamed = build(load_recipe(_recipe(tmp_path, "s", steps)), show_progress=False)
+    plain = build(load_recipe(_recipe(tmp_path, "p", steps), overrides=["engine.stream=false"]),
+                  show_progress=False)
+    assert streamed.exit_code == plain.exit_code == 0
+    assert _item_records(streamed) == _item_records(plain)
+    (meta, _), = _item_records(streamed)
+    return meta
+
+
 def test_slices_with_their_own_windows_get_the_records_of_the_whole_volume_path(tmp_path, monkeypatch):
     """window from_header on slices whose headers differ: the manifest lists every slice's window, as
     the plain path does, not the first slab's window for the whole item (same tensor bytes either way)."""
@@ -421,12 +433,7 @@ def test_slices_with_their_own_windows_get_the_records_of_the_whole_volume_path(
         ds = pydicom.dcmread(path)
         ds.WindowCenter, ds.WindowWidth = (40, 400) if index < 3 else (-600, 1500)
         ds.save_as(path)
-    streamed = build(load_recipe(_recipe(tmp_path, "s", FROM_HEADER)), show_progress=False)
-    plain = build(load_recipe(_recipe(tmp_path, "p", FROM_HEADER), overrides=["engine.stream=false"]),
-                  show_progress=False)
-    assert streamed.exit_code == plain.exit_code == 0
-    assert _item_records(streamed) == _item_records(plain)
-    (meta, _), = _item_records(streamed)
+    meta = _streamed_equals_plain(tmp_path)
     assert [(w["center"], w["width"]) for w in meta["window"]["per_slice"]] == [(40, 400)] * 3 + [(-600, 1500)] * 3
 
 
