@@ -677,6 +677,24 @@ def open_stored_slabs(
             return _decoded_from_facts(slice_path, facts[kept[index].rel], rows, cols, dtype)
         return _decoded_stored(slice_path, ds, rows, cols, dtype)
 
+    def read_slice(index: int, out: np.ndarray, ahead: DecodeAhead | None) -> bytes | None:
+        """Kept slice ``index``'s stored values into ``out``; its header bytes (None: its parsed header is kept)."""
+        s = kept[index]
+        slice_path = Path(item.root) / s.rel
+        ds = opened.headers_by_slice.get(s.rel)
+        if ahead is not None or (ds is None and facts[s.rel]["syntax"]):  # compressed
+            out[...] = ahead.take(index) if ahead is not None else decode_here(index)
+            return None if ds is not None else read_header_bytes(slice_path, facts[s.rel]["pixel_offset"])
+        if ds is None:  # native, placed from discovery's facts
+            raw = read_native(slice_path, facts[s.rel], out)
+            if raw is not None:
+                return raw
+            ds = _header(slice_path)  # not what discovery saw: parse it, the checks name the problem
+        raw = read_native(slice_path, ds, out)
+        if raw is None:
+            out[...] = _decoded_stored(slice_path, ds, rows, cols, dtype)
+        return raw
+
     def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
         pool = BufferPool((slab, rows, cols), dtype, buffers)
         ahead = _decode_ahead(item, opened, decode_here, decode_pool, facts)
@@ -685,31 +703,14 @@ def open_stored_slabs(
                 buffer = pool.get()
                 part = kept[first : first + slab]
                 for row, s in enumerate(part):
-                    slice_path = Path(item.root) / s.rel
-                    ds = opened.headers_by_slice.get(s.rel)
                     try:
-                        if ahead is not None:
-                            buffer[row] = ahead.take(first + row)
-                            raw = read_header_bytes(slice_path, facts[s.rel]["pixel_offset"]) if ds is None else None
-                        elif ds is None and facts[s.rel]["syntax"]:  # compressed, placed from discovery's facts
-                            buffer[row] = _decoded_from_facts(slice_path, facts[s.rel], rows, cols, dtype)
-                            raw = read_header_bytes(slice_path, facts[s.rel]["pixel_offset"])
-                        else:
-                            if ds is None:  # placed from discovery's facts
-                                raw = read_native(slice_path, facts[s.rel], buffer[row])
-                                if raw is None:  # not what discovery saw: parse it, the checks name the problem
-                                    ds = _header(slice_path)
-                            if ds is not None:
-                                raw = read_native(slice_path, ds, buffer[row])
-                            if raw is None:
-                                buffer[row] = _decoded_stored(slice_path, ds, rows, cols, dtype)
-                        headers.set_raw(first + row, raw)
+                        headers.set_raw(first + row, read_slice(first + row, buffer[row], ahead))
                     except (InputError, NotStoredValues):
                         pool.put(buffer)
                         raise
                     except Exception as exc:  # decoders and reads raise many types
                         pool.put(buffer)
-                        raise decode_error(slice_path, exc) from exc
+                        raise decode_error(Path(item.root) / s.rel, exc) from exc
                     except BaseException:
                         pool.put(buffer)
                         raise
