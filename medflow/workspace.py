@@ -11,7 +11,7 @@ This is the one module that knows:
 * **the locks**: ``.medflow-lock`` in the output folder lets one build at a time write it;
   a cache is shared by several builds (entries are content-addressed and published
   atomically by ``os.replace``), and each live run holds ``.medflow-runs/<run id>.lock``
-  in it. They are ``flock`` locks (the ``filelock`` package): the OS releases them when
+  in it. They are ``flock`` locks (:mod:`medflow.locks`): the OS releases them when
   their process dies, so a killed build never blocks the next one.
 * **temp-file naming**: ``.medflow-tmp-<run id>-<random>-<name>``, next to the file being
   written; the run id is 12 hex digits, one per build (workers get their parent's).
@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medflow.errors import WorkspaceError, describe_os_error
+from medflow.locks import FileLock
 
 OUTPUT_MARKER = ".medflow-output"
 CACHE_MARKER = ".medflow-cache"
@@ -250,8 +251,6 @@ def claim_output(
         WorkspaceError: the folder is not medflow's, another build holds it (``wait=False``),
             or it cannot be created, locked or written (the message names the cause).
     """
-    from filelock import FileLock, Timeout
-
     out = Path(os.path.abspath(out_dir))
     cache = Path(os.path.abspath(cache_dir)) if cache_dir is not None else None
     workspace = Workspace(out, cache, new_run_id())
@@ -262,17 +261,15 @@ def claim_output(
         _make_folder(out)
         if top is not None:  # a build that could not start leaves no folder behind
             workspace._created.append((out, top, {OUTPUT_MARKER, LOCK_NAME}))
-        lock = FileLock(str(out / LOCK_NAME), thread_local=False)
+        lock = FileLock(out / LOCK_NAME)
         try:
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            if not lock.acquire(wait=False):
                 if not wait:
                     raise WorkspaceError(
                         str(out), "another medflow build is writing to this folder (run without --no-wait to wait for it)"
                     ) from None
                 notify(f"medflow: another build is writing to {out}; waiting for it to finish (--no-wait to refuse)")
-                lock.acquire()
+                lock.acquire(wait=True)
         except OSError as exc:
             raise WorkspaceError(str(out), f"cannot lock the folder: {describe_os_error(exc)}") from None
         workspace._out_lock = lock
@@ -284,11 +281,12 @@ def claim_output(
             _make_folder(cache / RUNS_FOLDER)
             if top is not None:
                 workspace._created.append((cache, top, {CACHE_MARKER, RUNS_FOLDER}))
-            run_lock = FileLock(str(cache / RUNS_FOLDER / f"{workspace.run_id}.lock"), thread_local=False)
+            run_lock = FileLock(cache / RUNS_FOLDER / f"{workspace.run_id}.lock")
             try:
-                run_lock.acquire(timeout=0)
-            except (OSError, Timeout) as exc:
-                cause = describe_os_error(exc) if isinstance(exc, OSError) else "lock busy"
+                cause = None if run_lock.acquire(wait=False) else "lock busy"
+            except OSError as exc:
+                cause = describe_os_error(exc)
+            if cause is not None:
                 raise WorkspaceError(str(cache), f"cannot register the run in the cache: {cause}") from None
             workspace._run_lock = run_lock
             _mark(cache, CACHE_MARKER, force)
@@ -395,8 +393,6 @@ def _mark(folder: Path, marker: str, force: bool) -> None:
 
 
 def _cleanup_cache(cache: Path, own_run: str) -> list[Path]:
-    from filelock import FileLock, Timeout
-
     by_run: dict[str, list[Path]] = {}
     for path, run_id in temp_entries(cache):
         if run_id != own_run:
@@ -419,11 +415,12 @@ def _cleanup_cache(cache: Path, own_run: str) -> list[Path]:
                 if old and _remove(path):
                     removed.append(path)
             continue
-        probe = FileLock(str(lock_file), thread_local=False)
+        probe = FileLock(lock_file)
         try:
-            probe.acquire(timeout=0)
-        except (Timeout, OSError):
-            continue  # alive (or not ours to judge)
+            if not probe.acquire(wait=False):
+                continue  # alive
+        except OSError:
+            continue  # not ours to judge
         try:
             removed += [path for path in by_run.get(run_id, []) if _remove(path)]
             _unlink_quietly(lock_file)

@@ -15,13 +15,15 @@ decode's error (worded by the reader) is the one raised. Errors surface in slice
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # importing concurrent.futures pulls in logging: start-up of every build
+    from concurrent.futures import Future
+
 #: ``submit(function, argument)`` -> a future of ``function(argument)`` on a worker process.
-Submit = Callable[[Callable[[Any], np.ndarray], Any], Future]
+Submit = Callable[[Callable[[Any], np.ndarray], Any], "Future"]
 
 
 class DecodeAhead:
