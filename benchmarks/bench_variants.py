@@ -3,8 +3,8 @@
     python benchmarks/bench_variants.py [--rounds 2] [--variants NAME ...] [--no-handwritten]
 
 Each variant is made from ``gen200`` (1 x 200 slices of 512 x 512, generated under ``--work``):
-by dcmtk (transfer syntaxes: ``jpeg-lossless`` SV1, ``rle``, ``deflated``, ``big-endian``),
-by pydicom (``rescale-per-slice``: every slice its own slope and intercept, as PET; ``small128``:
+by dcmtk (transfer syntaxes: ``jpeg-lossless`` SV1, ``rle``, ``deflated``, ``big-endian``,
+``jpeg-ls`` lossless), by GDCM (``jpeg-2000``: JPEG 2000 Lossless Only), by pydicom (``rescale-per-slice``: every slice its own slope and intercept, as PET; ``small128``:
 128 x 128 slices, a rescale per slice; ``signed``: int16 values with intercept 0;
 ``big1024``: 50 slices of 1024 x 1024) and by highdicom (``enhanced``: the 200 slices as one
 Legacy Converted Enhanced CT Image, frames in z order). Round by round: medflow with 1 worker
@@ -33,10 +33,10 @@ import measure  # noqa: E402
 from run import PY, REPO, _clean, _manifest_seconds, _medflow_command, _warm  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-VARIANTS = ("jpeg-lossless", "rle", "deflated", "big-endian", "rescale-per-slice", "small128", "signed", "big1024",
-            "enhanced")
+VARIANTS = ("jpeg-lossless", "rle", "deflated", "big-endian", "jpeg-ls", "jpeg-2000", "rescale-per-slice", "small128",
+            "signed", "big1024", "enhanced")
 DCMTK = {"jpeg-lossless": ["dcmcjpeg", "--encode-lossless-sv1"], "rle": ["dcmcrle"], "deflated": ["dcmconv", "+td"],
-         "big-endian": ["dcmconv", "+tb"]}
+         "big-endian": ["dcmconv", "+tb"], "jpeg-ls": ["dcmcjpls", "--encode-lossless"]}
 
 
 def _make(source: Path, target: Path, name: str) -> None:
@@ -63,6 +63,19 @@ name, source, target = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 files = sorted(source.rglob("*.dcm"))
 datasets = []
 for index, path in enumerate(files):
+    if name == "jpeg-2000":
+        import gdcm
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(path))
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEG2000Lossless))
+        assert reader.Read() and (change.SetInput(reader.GetImage()) or change.Change())
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(target / path.name))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        continue
     ds = pydicom.dcmread(path)
     stored = ds.pixel_array.astype(np.int32)
     if name == "rescale-per-slice":

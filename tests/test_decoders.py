@@ -8,6 +8,8 @@ earlier versions), even though GDCM, installed now, decodes them a little differ
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -114,3 +116,48 @@ def test_a_plugin_that_fails_leaves_the_file_to_the_next_and_the_first_error_is_
     with pytest.raises(ValueError, match="gdcm cannot"):
         decode_with(never, "1.2.840.10008.1.2.4.70")
     assert decode_with(lambda **kwargs: kwargs, "1.2.840.10008.1.2.1") == {}  # native: pydicom's own choice
+
+
+def test_every_syntax_of_dcm_qa_ts_reads_as_its_uncompressed_file():
+    """The same slice in nine transfer syntaxes (JPEG-LS and JPEG 2000 Lossless among them): one set of values."""
+    from tests.conftest import shared_data_path
+
+    root = shared_data_path("dcm_qa_ts", "In")
+    reference = pydicom.dcmread(root / "1.dcm").pixel_array  # native little endian: no decoder involved
+    for path in sorted(root.glob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert np.array_equal(decode_file(path, ds), reference), f"{path.name} ({ds.file_meta.TransferSyntaxUID.name})"
+
+
+@pytest.mark.skipif(shutil.which("dcmcjpls") is None, reason="dcmtk's dcmcjpls encodes the JPEG-LS file")
+def test_ct_slices_encoded_by_other_tools_read_as_the_original(tmp_path):
+    """Real 512 x 512 CT slices as dcmtk writes them in JPEG-LS Lossless and GDCM in JPEG 2000 Lossless:
+    the decoders medflow tries first for those syntaxes give the original stored values."""
+    import gdcm
+
+    from tests.conftest import shared_data_path
+
+    originals = sorted(shared_data_path("ct_pancreas_tcia").rglob("*.dcm"))[:3]
+    for original in originals:
+        expected = pydicom.dcmread(original).pixel_array
+        jpeg_ls = tmp_path / f"jls-{original.name}"
+        subprocess.run(["dcmcjpls", "--encode-lossless", str(original), str(jpeg_ls)], check=True, capture_output=True)
+        jpeg_2000 = tmp_path / f"j2k-{original.name}"
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(original))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEG2000Lossless))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(jpeg_2000))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        for encoded, syntax in ((jpeg_ls, "1.2.840.10008.1.2.4.80"), (jpeg_2000, "1.2.840.10008.1.2.4.90")):
+            ds = pydicom.dcmread(encoded, stop_before_pixels=True)
+            assert str(ds.file_meta.TransferSyntaxUID) == syntax
+            assert np.array_equal(decode_file(encoded, ds), expected), f"{encoded.name}"
+            first = plugins_for(syntax)[0]
+            assert np.array_equal(_decode(encoded, first), expected), f"{encoded.name} with {first}"
