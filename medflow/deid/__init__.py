@@ -8,14 +8,39 @@ The public API (the ``anonymize`` step and the DICOM writer wrap it)::
     action = apply_burned_in_policy(result.burned_in_risk, result.burned_in_reason, "quarantine", item)
 """
 
-from medflow.deid.burned_in import apply_burned_in_policy, burned_in_risk
-from medflow.deid.config import DeidConfig, DeidRules
-from medflow.deid.errors import BurnedInTextError, DeidConfigError, DeidKeyError
-from medflow.deid.keys import key_id, load_key
-from medflow.deid.phi import Finding, IdentityValues, detect_patterns, find_identifiers, scrub_text
-from medflow.deid.profile import AuditRecord, DeidResult, deidentify, plan_deidentification
-from medflow.deid.pseudonyms import keyed_uid, patient_pseudonym
-from medflow.deid.table import ALL_OPTIONS, compile_actions, edition, load_table
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module defining it. Imported on first use (PEP 562): the recipe models need
+#: only ``config``, ``table`` and ``keys``, while the core pulls in pydicom (~0.3 s), which
+#: ``medflow validate``, ``steps`` and ``schema`` should not pay.
+_EXPORTS = {
+    "apply_burned_in_policy": "burned_in", "burned_in_risk": "burned_in",
+    "DeidConfig": "config", "DeidRules": "config",
+    "BurnedInTextError": "errors", "DeidConfigError": "errors", "DeidKeyError": "errors",
+    "key_id": "keys", "load_key": "keys",
+    "Finding": "phi", "IdentityValues": "phi", "detect_patterns": "phi", "find_identifiers": "phi",
+    "scrub_text": "phi",
+    "AuditRecord": "profile", "DeidResult": "profile", "deidentify": "profile", "plan_deidentification": "profile",
+    "keyed_uid": "pseudonyms", "patient_pseudonym": "pseudonyms",
+    "ALL_OPTIONS": "table", "compile_actions": "table", "edition": "table", "load_table": "table",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "ALL_OPTIONS",

@@ -18,24 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydicom import Dataset, dcmread
 
-from medflow.deid import (
-    ALL_OPTIONS,
-    BurnedInTextError,
-    DeidConfig,
-    DeidKeyError,
-    DeidRules,
-    apply_burned_in_policy,
-    deidentify,
-    edition,
-    key_id,
-    load_key,
-    plan_deidentification,
-)
-from medflow.deid.burned_in import burned_in_risk
-from medflow.deid.config import BurnedInPolicy, OptionName
-from medflow.deid.pseudonyms import Pseudonymizer
+# The params model needs only these; the de-identification core (and pydicom, ~0.3 s to import)
+# is imported when an item is de-identified, not when a recipe is validated.
+from medflow.deid.config import BurnedInPolicy, DeidConfig, DeidRules, OptionName
+from medflow.deid.errors import BurnedInTextError, DeidKeyError
+from medflow.deid.keys import key_id, load_key
+from medflow.deid.table import ALL_OPTIONS, edition
 from medflow.errors import QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.steps.registry import StepParams, register
@@ -238,6 +227,10 @@ def anonymize(sample: Sample, params: AnonymizeParams) -> Sample:
     config = params.config()
     if sample.originals:
         return _mark_instances(sample, params, config, key)
+    from pydicom import Dataset
+
+    from medflow.deid.profile import deidentify
+
     headers, crosswalk, notes = [], {}, []
     risk, method = None, None
     for header in sample.headers:
@@ -261,6 +254,9 @@ def _mark_instances(sample: Sample, params: AnonymizeParams, config: DeidConfig,
     The ``dicom`` writer de-identifies the originals themselves (once, with this config and key):
     de-identifying them here too would do the work twice.
     """
+    from medflow.deid.burned_in import burned_in_risk
+    from medflow.deid.pseudonyms import Pseudonymizer
+
     risk = None
     for original in sample.originals:
         at_risk, reason = burned_in_risk(original, trust_flag=config.trust_burned_in_annotation)
@@ -280,6 +276,8 @@ def _mark_instances(sample: Sample, params: AnonymizeParams, config: DeidConfig,
 
 def _burned_in_decision(risk: str | None, config: DeidConfig, item_id: str) -> None:
     """Raise per the burned-in policy when an instance of the item is at risk."""
+    from medflow.deid.burned_in import apply_burned_in_policy
+
     try:
         decision = apply_burned_in_policy(risk is not None, risk or "", config.burned_in, item_id)
     except BurnedInTextError as exc:
@@ -322,6 +320,10 @@ def dry_run(params: AnonymizeParams, first_file: str | Path) -> list[str]:
     For ``medflow plan`` / ``medflow run --dry-run``: the core runs with a throwaway key and
     only paths and actions are shown, never a value.
     """
+    from pydicom import dcmread
+
+    from medflow.deid.profile import plan_deidentification
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(first_file, stop_before_pixels=False)

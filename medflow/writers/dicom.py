@@ -24,18 +24,22 @@ import re
 import warnings
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pydicom
 from pydantic import Field
 
-from medflow.deid import DeidConfig, DeidKeyError, apply_burned_in_policy, deidentify, key_id, load_key
-from medflow.deid.encode import NotEncodable, encode_file
-from medflow.deid.errors import BurnedInTextError
+# The params model needs none of pydicom (~0.3 s to import) or the de-identification core: they
+# are imported when an instance is written, not when a recipe is validated.
+from medflow.deid.config import DeidConfig
+from medflow.deid.errors import BurnedInTextError, DeidKeyError
+from medflow.deid.keys import key_id, load_key
 from medflow.errors import InputError, QuarantineItem, StepError
 from medflow.sample import Sample
 from medflow.writers.atomic import atomic_write_bytes
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
+
+if TYPE_CHECKING:
+    import pydicom
 
 WRITER = "writer dicom"
 #: PS3.5 9.1: components of digits separated by dots, at most 64 characters.
@@ -87,6 +91,11 @@ def _write_instance(
     out_dir: Path, item_id: str, seen: set[str], written: list[WrittenFile],
 ) -> None:
     """De-identify one original instance and write it and its audit, appending to ``written``."""
+    import pydicom
+
+    from medflow.deid.burned_in import apply_burned_in_policy
+    from medflow.deid.profile import deidentify
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid values in real files are de-identified anyway
         if original is None:
@@ -121,6 +130,8 @@ def _write_instance(
 def _encoded(ds: pydicom.Dataset, element_bytes: dict[int, dict] | None = None) -> bytes:
     """The file bytes of ``ds``: :func:`medflow.deid.encode.encode_file`, the same bytes as pydicom's
     ``save_as(enforce_file_format=True)`` written directly; pydicom's writer where it refuses."""
+    from medflow.deid.encode import NotEncodable, encode_file
+
     try:
         return encode_file(ds, element_bytes)
     except NotEncodable:  # deflated or private transfer syntax, ambiguous VRs...: see medflow.deid.encode
