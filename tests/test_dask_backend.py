@@ -154,3 +154,23 @@ def test_missing_distributed_is_a_usage_error_naming_the_extra(project, monkeypa
     monkeypatch.setitem(sys.modules, "distributed", None)  # makes `import distributed` raise ImportError
     with pytest.raises(UsageError, match=r"pip install 'medflow\[dask\]'"):
         build(load_recipe(project / "dask" / "recipe.yaml"), show_progress=False, backend="dask", address="tcp://127.0.0.1:9")
+
+
+@needs_dask
+def test_many_quick_items_go_to_the_cluster_several_per_task_and_build_as_locally(tmp_path, cluster):
+    """Tiny series take milliseconds, the scheduler's round trip about as long: joblib's auto-batching
+    sends them several to a Dask task (fewer tasks than items), with the local backend's bytes."""
+    for name in ("local", "dask"):
+        for series in range(80):
+            write_ct_series(tmp_path / name / "data", series, n_slices=2, size=8)
+        (tmp_path / name / "recipe.yaml").write_text(RECIPE)
+    local = build(load_recipe(tmp_path / "local" / "recipe.yaml"), show_progress=False)
+    before = _tasks_run_on_cluster(cluster)
+    remote = build(load_recipe(tmp_path / "dask" / "recipe.yaml"), show_progress=False, backend="dask",
+                   address=cluster.scheduler_address)
+    assert local.exit_code == 0 and remote.exit_code == 0 and remote.computed == 80
+    tasks = _tasks_run_on_cluster(cluster) - before
+    assert 0 < tasks < 80, f"{tasks} Dask tasks for 80 quick items"
+    local_files, remote_files = _files(tmp_path / "local" / "out"), _files(tmp_path / "dask" / "out")
+    assert _stable(json.loads(remote_files.pop("manifest.json"))) == _stable(json.loads(local_files.pop("manifest.json")))
+    assert remote_files == local_files and len([f for f in remote_files if f.endswith(".npy")]) == 80

@@ -67,7 +67,10 @@ def execute_dask(tasks: list[ItemTask], address: str | None, n_workers_hint: int
         _wait_for_workers(client, address)
         check_workers(client, tasks)
         with parallel_config(backend="dask", client=client, wait_for_workers_timeout=WAIT_FOR_WORKERS_S):
-            parallel = Parallel(n_jobs=-1, return_as="generator_unordered", batch_size=1)
+            # joblib's auto-batching sends quick items (tiny series, instances) several to a Dask task
+            # and slow ones one by one: 2,000 two-slice series on a LocalCluster of 2 took 13.9-17.0 s
+            # instead of 28.2-35.6 s one item per task (the scheduler's round trip per task)
+            parallel = Parallel(n_jobs=-1, return_as="generator_unordered", batch_size="auto")
             yield from parallel(delayed(run_item)(task) for task in tasks)
     finally:
         client.close()
