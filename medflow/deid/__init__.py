@@ -42,29 +42,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = [
-    "ALL_OPTIONS",
-    "AuditRecord",
-    "BurnedInTextError",
-    "DeidConfig",
-    "DeidConfigError",
-    "DeidKeyError",
-    "DeidResult",
-    "DeidRules",
-    "Finding",
-    "IdentityValues",
-    "apply_burned_in_policy",
-    "burned_in_risk",
-    "compile_actions",
-    "deidentify",
-    "detect_patterns",
-    "edition",
-    "find_identifiers",
-    "key_id",
-    "keyed_uid",
-    "load_key",
-    "load_table",
-    "patient_pseudonym",
-    "plan_deidentification",
-    "scrub_text",
-]
+__all__ = sorted(_EXPORTS)
