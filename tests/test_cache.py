@@ -170,3 +170,22 @@ def test_a_record_with_a_sha256_checksum_reads_as_absent(tmp_path):
     cache.put_record(key, record)
     assert json.loads(path.read_text())["blake3"] == blake3.blake3(body).hexdigest()
     assert cache.get_record(key) == record
+
+
+def test_slabs_are_verified_beside_the_caller_and_an_early_close_ends_that_thread(tmp_path):
+    import threading
+
+    cache = Cache(tmp_path)
+    key = "ef" * 32
+    array = np.arange(12 * 4 * 4, dtype=np.uint16).reshape(12, 4, 4)
+    cache.put(key, {}, array)
+    before = set(threading.enumerate())
+    _, slabs = cache.get_slabs(key, 2)
+    next(slabs)
+    verifiers = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in verifiers] == ["medflow-write"]  # the digest runs on a thread of its own
+    slabs.close()  # e.g. the item fell back to another path after its first slab
+    verifiers[0].join(timeout=5)
+    assert not verifiers[0].is_alive()
+    _, slabs = cache.get_slabs(key, 5)  # the entry is intact: read whole again, same bytes
+    assert np.array_equal(np.concatenate(list(slabs)), array)

@@ -212,3 +212,59 @@ def test_reading_facts_are_kept_as_text_a_fraction_of_their_objects_and_read_bac
     as_text = held(lambda: json.loads(text))
     as_objects = held(lambda: {**json.loads(text), "read": json.loads(facts["read"])})
     assert as_text < 0.8 * as_objects, (as_text, as_objects)  # measured 0.70 (the other fields stay objects)
+
+
+def test_digest_many_hashes_on_several_threads_what_digest_would_give(tmp_path, monkeypatch):
+    import threading
+
+    import medflow.sources.fingerprint as fingerprint
+
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(os.urandom(3000 + i))
+        paths.append(os.fspath(path))
+    missing = os.fspath(tmp_path / "gone.bin")
+    threads_seen = set()
+    real = fingerprint.file_digest
+
+    def recording(path, *args):
+        threads_seen.add(threading.current_thread().name)
+        return real(path, *args)
+
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(fingerprint, "file_digest", recording)
+    memo = FingerprintMemo(None)
+    memo.digest_many([*paths, missing], threads=3)
+    assert threads_seen == {"medflow-digest"}  # nothing hashed on the calling thread
+    monkeypatch.setattr(fingerprint, "file_digest", lambda *_: pytest.fail("hashed again"))
+    assert [memo.digest(p) for p in paths] == [_blake3(tmp_path / f"f{i}.bin") for i in range(6)]
+    with pytest.raises(OSError):
+        memo.digest(missing)  # what cannot be read is left to digest(), which raises as before
+
+
+def test_digest_many_leaves_a_few_small_files_to_the_calling_thread(tmp_path, monkeypatch):
+    import medflow.sources.fingerprint as fingerprint
+
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"x" * 100)
+    calls = []
+    monkeypatch.setattr(fingerprint, "file_digest", lambda p, *a: calls.append(p) or "0" * 64)
+    memo = FingerprintMemo(None)
+    memo.digest_many([os.fspath(path)] * 2, threads=4)  # far below PARALLEL_MIN_BYTES: no thread started
+    assert calls == []
+    assert memo.digest(os.fspath(path)) == "0" * 64 and len(calls) == 1
+
+
+def test_discovery_hashing_on_threads_gives_the_same_items(tmp_path, monkeypatch):
+    import medflow.sources.fingerprint as fingerprint
+
+    for series in (1, 2, 3):
+        write_ct_series(tmp_path / "data", series, n_slices=4)
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 1 << 62)
+    serial = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None))
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(discovery, "usable_cores", lambda: 2)
+    threaded = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None))
+    assert threaded.items == serial.items
+    assert len(serial.items) == 3

@@ -18,6 +18,7 @@ The cache never decides what is stale: the plan does, by choosing keys.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -35,6 +36,8 @@ _MAGIC = b"MFCACHE3"  # 3: BLAKE3 checksums
 # An entry is: magic, the array's raw bytes, the JSON header, then a trailer (header
 # length, magic). The header comes last so an array can be written slab by slab.
 _TRAILER = struct.Struct("<Q8s")
+#: Slabs read and waiting for the digest thread of :meth:`Cache.get_slabs` (beyond the one it hashes).
+_VERIFY_DEPTH = 4
 
 
 class Cache:
@@ -92,9 +95,10 @@ class Cache:
 
         ``slab``: rows per slab, or a function of the array's (shape, dtype) giving it.
 
-        The array's digest is checked as the slabs go by; a mismatch raises CacheError
-        after the last slab (the entry is deleted), so a caller must not commit what it
-        built from the slabs before the iterator is exhausted.
+        The array's digest is checked as the slabs go by, on a thread of its own (BLAKE3
+        releases the GIL: the caller's work on a slab overlaps the hash of the next); a
+        mismatch raises CacheError after the last slab (the entry is deleted), so a caller
+        must not commit what it built from the slabs before the iterator is exhausted.
         """
         path = self._object_path(key)
         try:
@@ -118,15 +122,23 @@ class Cache:
             slab = slab(shape, dtype)
 
         def slabs() -> Iterator[np.ndarray]:
+            from medflow.engine.writebehind import WriteBehind
+
             digest = new_hasher()
             row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-            with open(path, "rb") as f:
-                f.seek(start)
-                for first in range(0, shape[0], slab):
-                    rows = min(slab, shape[0] - first)
-                    data = f.read(rows * row_bytes)
-                    digest.update(data)
-                    yield np.frombuffer(data, dtype=dtype).reshape((rows,) + shape[1:])
+            verifier = WriteBehind(_VERIFY_DEPTH)  # each slab's bytes object stays alive until hashed
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    for first in range(0, shape[0], slab):
+                        rows = min(slab, shape[0] - first)
+                        data = f.read(rows * row_bytes)
+                        verifier.submit(functools.partial(digest.update, data))
+                        yield np.frombuffer(data, dtype=dtype).reshape((rows,) + shape[1:])
+                verifier.finish()
+            except BaseException:
+                verifier.stop()  # also when the caller closes the iterator early
+                raise
             if digest.hexdigest() != info[ALGORITHM]:
                 self._discard(path)
                 raise CacheError(f"corrupt cache entry {path}: array bytes do not match their {ALGORITHM} digest")

@@ -57,6 +57,7 @@ from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
 from medflow.sources.filters import description_selected, modality_selected, path_selected
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.sources.prescan import SERIES, ChunkMap, prescan
+from medflow.threads import usable_cores
 
 if TYPE_CHECKING:  # pydicom is imported where a header is parsed: memoized discovery never needs it
     from pydicom.dataset import Dataset
@@ -92,6 +93,8 @@ NOT_IMAGES = {
 NOT_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "SR", "PR", "KO"})
 # Direction cosines closer than this (about 0.06 degrees) are the same orientation.
 ORIENTATION_TOLERANCE = 1e-3
+#: Threads hashing a discovery's new files at most (reading from the page cache stops scaling before).
+DIGEST_THREADS = 8
 
 
 class HeaderProblem(Exception):
@@ -740,6 +743,9 @@ def discover_dicom(
             series[info.series_uid or f"(no series)\\{info.sop_uid or rel}"].append(info)
 
     forget_shared_values()  # the memo holds what was shared; nothing of the source stays here after
+    base = os.fspath(root)  # the items' files, hashed on every core before each item asks for its own
+    memo.digest_many([os.path.join(base, info.rel) for group in (*series.values(), multiframe.values())
+                      for info in group], min(usable_cores(), DIGEST_THREADS))
     items = [
         _make_item(root, [info], "multiframe", [info.series_uid, info.sop_uid], (), memo)
         for info in multiframe.values()

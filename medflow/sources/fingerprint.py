@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from stat import S_ISLNK
 
@@ -23,6 +24,8 @@ from medflow.writers.atomic import atomic_write
 # every extra as JSON text, parsed on each read: a quarter of a no-op rebuild's discovery, so 5
 # keeps values as they are again (discovery keeps its bulky reading facts as text itself)
 MEMO_FORMAT = 5
+#: Fewer bytes of files to hash than this: :meth:`FingerprintMemo.digest_many` leaves them to one thread.
+PARALLEL_MIN_BYTES = 16 << 20
 
 
 class FingerprintMemo:
@@ -167,6 +170,58 @@ class FingerprintMemo:
                 self._dirty = True
         self._digests[os.fspath(path)] = digest
         return digest
+
+    def digest_many(self, paths: Iterable[str], threads: int) -> None:
+        """Hash, on up to ``threads`` threads, the files of ``paths`` whose digest the memo lacks.
+
+        :meth:`digest` then answers them from the memo. File reads and BLAKE3 release the GIL,
+        so the files of a cold discovery hash on every core instead of one (200 CT slices of
+        0.5 MB: ~0.08 s on one core of the 2-core benchmark VM). Nothing is done below
+        :data:`PARALLEL_MIN_BYTES` of files to hash or with one thread; a file that cannot be
+        looked at or read is left to :meth:`digest`, which raises as it always did.
+        """
+        todo: list[tuple[str, str, dict]] = []  # (path as asked, resolved, its memo entry)
+        size_sum = 0
+        for path in paths:
+            if path in self._digests:
+                continue
+            try:
+                key, resolved, size, mtime_ns = self._looked_up(path)
+            except OSError:
+                continue
+            entry = self._entry(key, size, mtime_ns)
+            if entry.get(ALGORITHM) is None:
+                todo.append((path, resolved, entry))
+                size_sum += size
+        threads = min(int(threads), len(todo))
+        if threads < 2 or size_sum < PARALLEL_MIN_BYTES:
+            return
+        digests: list[str | None] = [None] * len(todo)
+        indices = iter(range(len(todo)))
+        take = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with take:
+                    index = next(indices, None)
+                if index is None:
+                    return
+                try:
+                    digests[index] = file_digest(todo[index][1])
+                except Exception:  # noqa: BLE001 - nothing printed from a thread (paths may identify):
+                    pass  # digest() reads the file again and raises what it raises
+
+        pool = [threading.Thread(target=work, name="medflow-digest", daemon=True) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        with self._lock:
+            for (path, _, entry), digest in zip(todo, digests, strict=True):
+                if digest is not None:
+                    entry[ALGORITHM] = digest
+                    self._digests[path] = digest
+                    self._dirty = True
 
     def known_digest(self, path: str | Path) -> str | None:
         """The digest the memo already holds for ``path`` as it is now, or None (nothing is hashed).
