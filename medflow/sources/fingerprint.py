@@ -190,9 +190,12 @@ class FingerprintMemo:
             except OSError:
                 continue
             entry = self._entry(key, size, mtime_ns)
-            if entry.get(ALGORITHM) is None:
+            known = entry.get(ALGORITHM)
+            if known is None:
                 todo.append((path, resolved, entry))
                 size_sum += size
+            else:
+                self._digests[path] = known  # digest(path) is then one look-up (a rebuild asks twice)
         threads = min(int(threads), len(todo))
         if threads < 2 or size_sum < PARALLEL_MIN_BYTES:
             return
