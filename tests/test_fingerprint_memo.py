@@ -233,6 +233,7 @@ def test_digest_many_hashes_on_several_threads_what_digest_would_give(tmp_path, 
         return real(path, *args)
 
     monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_FILE_BYTES", 0)
     monkeypatch.setattr(fingerprint, "file_digest", recording)
     memo = FingerprintMemo(None)
     memo.digest_many([*paths, missing], threads=3)
@@ -255,6 +256,14 @@ def test_digest_many_leaves_a_few_small_files_to_the_calling_thread(tmp_path, mo
     assert calls == []
     assert memo.digest(os.fspath(path)) == "0" * 64 and len(calls) == 1
 
+    many = []
+    for i in range(40):  # many tiny files: enough bytes in all, too few in each
+        many.append(tmp_path / f"t{i}.bin")
+        many[-1].write_bytes(b"y" * 1000)
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 1000)
+    FingerprintMemo(None).digest_many([os.fspath(p) for p in many], threads=4)
+    assert len(calls) == 1
+
 
 def test_discovery_hashing_on_threads_gives_the_same_items(tmp_path, monkeypatch):
     import medflow.sources.fingerprint as fingerprint
@@ -264,6 +273,7 @@ def test_discovery_hashing_on_threads_gives_the_same_items(tmp_path, monkeypatch
     monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 1 << 62)
     serial = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None))
     monkeypatch.setattr(fingerprint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(fingerprint, "PARALLEL_MIN_FILE_BYTES", 0)
     monkeypatch.setattr(discovery, "usable_cores", lambda: 2)
     threaded = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None))
     assert threaded.items == serial.items

@@ -24,8 +24,11 @@ from medflow.writers.atomic import atomic_write
 # every extra as JSON text, parsed on each read: a quarter of a no-op rebuild's discovery, so 5
 # keeps values as they are again (discovery keeps its bulky reading facts as text itself)
 MEMO_FORMAT = 5
-#: Fewer bytes of files to hash than this: :meth:`FingerprintMemo.digest_many` leaves them to one thread.
+#: Fewer bytes of files to hash than this, or files smaller than the second on average:
+#: :meth:`FingerprintMemo.digest_many` leaves them to one thread (a tiny file's hash is mostly
+#: Python holding the GIL, which threads would only pass around).
 PARALLEL_MIN_BYTES = 16 << 20
+PARALLEL_MIN_FILE_BYTES = 64 << 10
 
 
 class FingerprintMemo:
@@ -178,7 +181,8 @@ class FingerprintMemo:
         so the files of a cold discovery hash on every core instead of one (200 CT slices of
         0.5 MB: ~0.08 s on one core of the 2-core benchmark VM). Nothing is done below
         :data:`PARALLEL_MIN_BYTES` of files to hash or with one thread; a file that cannot be
-        looked at or read is left to :meth:`digest`, which raises as it always did.
+        looked at or read is left to :meth:`digest`, which raises as it always did. Files of
+        less than :data:`PARALLEL_MIN_FILE_BYTES` on average stay on the calling thread too.
         """
         todo: list[tuple[str, str, dict]] = []  # (path as asked, resolved, its memo entry)
         size_sum = 0
@@ -197,7 +201,7 @@ class FingerprintMemo:
             else:
                 self._digests[path] = known  # digest(path) is then one look-up (a rebuild asks twice)
         threads = min(int(threads), len(todo))
-        if threads < 2 or size_sum < PARALLEL_MIN_BYTES:
+        if threads < 2 or size_sum < PARALLEL_MIN_BYTES or size_sum < PARALLEL_MIN_FILE_BYTES * len(todo):
             return
         digests: list[str | None] = [None] * len(todo)
         indices = iter(range(len(todo)))
