@@ -318,6 +318,37 @@ def test_unsigned_stored_values_fold_through_one_full_range_table(tmp_path, monk
     assert len(built) == 2  # one table per folded build (streamed, whole volume) for 4 slices of one rescale
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_bits_above_high_bit_are_ignored_the_same_on_every_path_of_a_non_square_series(tmp_path, monkeypatch, signed):
+    """Stored values are bits HighBit..0 only (PS3.5 8.1.1): set bits above them (some scanners leave
+    overlay or padding bits there) change nothing, on the streamed, folded and plain paths alike.
+    Golden: the 12 bits masked and sign-extended by numpy, then PS3.3 C.11.2.1.2.1's LINEAR window."""
+    import pydicom
+
+    from tests.dicom_factory import write_ct_slice
+
+    rows, columns, slope, intercept = 13, 7, 0.5, -1000.0
+    rng = np.random.default_rng(7)
+    stored = rng.integers(-2048 if signed else 0, 2048 if signed else 4096, size=(3, rows, columns))
+    for index in range(3):
+        path = write_ct_slice(tmp_path / "data" / f"{index}.dcm", series=5, index=index, z=2.0 * index, size=16)
+        ds = pydicom.dcmread(path)
+        ds.Rows, ds.Columns = rows, columns
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = int(signed), 12, 11
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        junk = rng.integers(0, 16, size=(rows, columns)) << 12  # bits 12-15: not part of the value
+        ds.PixelData = ((stored[index] & 0xFFF) | junk).astype("<u2").tobytes()
+        ds.save_as(path)
+    steps = ("steps:\n  - step: window\n    level: 40\n    width: 400\n    function: LINEAR\n"
+             "  - step: layout\n    layout: NCHW\n    dtype: float32\n")
+    outputs = _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+    (tensor,) = [np.load(tmp_path / "out-plain" / name) for name in outputs]
+    hu = stored.astype(np.float64) * slope + intercept
+    expected = np.clip((hu - (40 - 0.5)) / (400 - 1) + 0.5, 0.0, 1.0)
+    assert tensor.shape == (3, 1, rows, columns)
+    np.testing.assert_allclose(tensor[:, 0], expected, rtol=0, atol=1e-6)
+
+
 def test_fold_falls_back_to_the_held_values_when_the_full_range_overflows(monkeypatch):
     """A step that fails on a value the item never holds: tables over lo..hi, same result."""
     from medflow.errors import StepError
