@@ -43,7 +43,7 @@ RADIOMICS_RECIPE = REPO / "pipelines" / "radiomics.yaml"
 # Radiomics hook: the two contenders of bench_radiomics.py (another engineer's); the section runs
 # only when both files exist, and invokes them as that script does (no import of its internals).
 RADIOMICS_FILES = (BENCH / "bench_radiomics.py", BENCH / "sitk_radiomics.py")
-TORCHIO_SCRIPT = BENCH / "torchio_seed.py"  # hook: `torchio_seed.py DICOM_DIR OUT_DIR`, not written yet
+TORCHIO_SCRIPT = BENCH / "torchio_seed.py"  # `torchio_seed.py SERIES_DIR [SERIES_DIR ...] OUT_DIR`, as MONAI's
 
 # name -> (series, slices); the 10x set is ten times the 200-slice series.
 FULL = {"gen200": (1, 200), "gen20x60": (20, 60), "gen10x": (10, 200), "tiny2": (1, 2)}
@@ -106,7 +106,7 @@ class Bench:
             return self.medflow(f"{name} medflow ich", "ich.yaml", data, target, cache, quiet=quiet)
         scripts = {"handwritten": [BENCH / "handwritten_seed.py", data], "fused": [BENCH / "fused_seed.py", data],
                    "handwritten_ich": [BENCH / "handwritten_ich.py", data],
-                   "monai": [BENCH / "monai_seed.py", *_series_dirs(data)], "torchio": [TORCHIO_SCRIPT, data]}
+                   "monai": [BENCH / "monai_seed.py", *_series_dirs(data)], "torchio": [TORCHIO_SCRIPT, *_series_dirs(data)]}
         return self.run(f"{name} {key.replace('_', ' ')}", [PY, *scripts[key], target], quiet).as_dict()
 
     def enabled(self, key: str) -> bool:
@@ -170,6 +170,8 @@ class Bench:
             best = flipped if flipped.get("n_different", 1) < straight.get("n_different", 1) else straight
             best["monai_slice_order_reversed"] = best is flipped
             checks["seed: medflow vs MONAI"] = best
+        if self.torchio and (out / "torchio").is_dir():
+            checks["seed: medflow vs TorchIO"] = _compare(medflow_seed, _one_npy(out / "torchio"))
         if (out / "medflow_ich").is_dir():
             checks["ich: medflow vs hand-written"] = _compare(_one_npy(out / "medflow_ich"),
                                                              _one_npy(out / "handwritten_ich"), channel_axis="3")
