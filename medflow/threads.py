@@ -5,14 +5,22 @@ least as many items as workers, ``workers // items`` otherwise) and runs the ite
 :func:`threads_for_item`; steps and writers ask :func:`item_threads`. Outside the engine (a
 direct call of a step or op), ``OMP_NUM_THREADS`` limits it when set, else the library's own
 default applies (SimpleITK: every core). Outputs never depend on the thread count.
+
+The cores a process may use are its CPU affinity, capped by a cgroup CPU limit: a container
+(Docker ``--cpus``, a Kubernetes CPU limit) or a systemd ``CPUQuota`` sees every core of the
+host in its affinity but may only keep its quota of them busy, and a build that started one
+worker per host core there would only slow itself down.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 _ITEM_THREADS: ContextVar[int | None] = ContextVar("medflow_item_threads", default=None)
 
@@ -22,11 +30,76 @@ STREAM_CORES = 2
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    """CPU cores this process may keep busy: its affinity (where the OS tells it), capped by a cgroup CPU limit."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return min(cores, limit) if limit is not None else cores
+
+
+@functools.cache
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> int | None:
+    """The CPU limit of this process's cgroup and its ancestors in whole cores (a quota of 1.5 cores is 2), or
+    ``None`` when none is set or the system has no cgroups. Never raises.
+
+    cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD"); v1: ``cpu.cfs_quota_us`` (-1: none) over
+    ``cpu.cfs_period_us`` under the ``cpu`` controller's mount. ``membership`` (``/proc/self/cgroup``) names the
+    process's cgroup; a container sees its own as ``/``. The tightest limit of the cgroup and its parents
+    applies. Read once per process: a limit changed while a build runs is seen by the next one.
+    """
+    try:
+        lines = Path(membership).read_text().splitlines()
+    except OSError:
+        lines = []
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":  # cgroup v2 (the unified hierarchy)
+            limits += _limits_along(Path(root), path, _v2_limit)
+        elif "cpu" in controllers.split(","):
+            mount = next((Path(root) / name for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+                          if (Path(root) / name / "cpu.cfs_quota_us").exists()), None)
+            if mount is not None:
+                limits += _limits_along(mount, path, _v1_limit)
+    if not lines:  # no membership file: the container view of either version at the root
+        limits += [limit for limit in (_v2_limit(Path(root)), _v1_limit(Path(root) / "cpu")) if limit]
+    return min(limits) if limits else None
+
+
+def _limits_along(mount: Path, path: str, read) -> list[int]:
+    """The limits ``read`` finds in the cgroup folder ``mount/path`` and each parent folder up to ``mount``."""
+    folder = mount / path.strip("/") if path.strip("/") else mount
+    found = []
+    while True:
+        limit = read(folder)
+        if limit is not None:
+            found.append(limit)
+        if folder == mount or mount not in folder.parents:
+            return found
+        folder = folder.parent
+
+
+def _v2_limit(folder: Path) -> int | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else _cores_of(int(quota), int(period))
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_limit(folder: Path) -> int | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 else _cores_of(quota, period)
+
+
+def _cores_of(quota: int, period: int) -> int | None:
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
 
 
 def gather_threads(threads: int) -> int:

@@ -225,7 +225,8 @@ class Engine(_Strict):
     """How the build runs."""
 
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="Parallel worker processes; 'auto' = number of CPU cores; 1 = in this process."
+        "auto", description="Parallel worker processes; 'auto' = the CPU cores this process may use (its affinity, "
+        "capped by a container's or cgroup's CPU limit); 1 = in this process."
     )
     cache_dir: str | None = Field(
         None, description="Cache folder, relative to the recipe file; default '.medflow/cache' next to outputs.dir "

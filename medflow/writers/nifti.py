@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import os
 import shutil
 import struct
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from medflow._lazy import lazy_import
 from medflow.errors import FileSystemError, MedflowError
 from medflow.ops.spatial import analyse_stack
 from medflow.sample import Sample
-from medflow.threads import item_threads
+from medflow.threads import item_threads, usable_cores
 from medflow.workspace import create_temp_dir, release_temp
 from medflow.writers.atomic import atomic_write, make_folder
 from medflow.writers.registry import WriterParams, WrittenFile, register_writer
@@ -318,7 +317,7 @@ def _write(layout: _Layout, vector: bool, params: NiftiParams, target: Path, tmp
             if layout.sheared is not None:
                 header = _with_sform_raw(header, layout.sheared)
             pixels = memoryview(np.ascontiguousarray(layout.pixels)).cast("B")
-            threads = item_threads() or _cores()
+            threads = item_threads() or usable_cores()
 
             def write(f: BinaryIO) -> None:
                 with gzip_stream(f, level, params.compressor, threads) as stream:
@@ -338,7 +337,7 @@ def _write(layout: _Layout, vector: bool, params: NiftiParams, target: Path, tmp
             raw = _with_sform_raw(raw, layout.sheared)
         data = memoryview(raw)
         return atomic_write(
-            target, lambda f: _gzip_into(f, data, level, params.compressor, item_threads() or _cores())
+            target, lambda f: _gzip_into(f, data, level, params.compressor, item_threads() or usable_cores())
         )
     if layout.sheared is not None:
         data = _with_sform(tmp_file.read_bytes(), layout.sheared)
@@ -350,10 +349,3 @@ def _write(layout: _Layout, vector: bool, params: NiftiParams, target: Path, tmp
 def _gzip_into(f: BinaryIO, data: memoryview, level: int, compressor: str, threads: int) -> None:
     with gzip_stream(f, level, compressor, threads) as stream:
         _write_chunks(stream, data)
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
