@@ -1,9 +1,10 @@
 """``medflow doctor [RECIPE]``: what this installation can do, and where a recipe would write.
 
 Lines only, no side effect: versions of medflow and what it runs on, the optional extras
-that are installed, pydicom's pixel decoders for each compressed transfer syntax, the
-environment variables medflow reads (never their values when they are secrets), and for a
-recipe: its source, output folder, cache, log and preview locations.
+that are installed, pydicom's pixel decoders for each compressed transfer syntax, the CPU
+cores ``workers: auto`` uses, the environment variables medflow reads (never their values
+when they are secrets), and for a recipe: its source, output folder, cache, log and preview
+locations.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def doctor_lines(loaded: Any | None = None) -> list[str]:
     lines.append(f"  {_torch_build()}")
     lines += ["", "pixel decoders for compressed transfer syntaxes (pydicom's plugins, in the order medflow tries them):",
               *decoder_lines()]
-    lines += ["", "environment:", *environment_lines()]
+    lines += ["", "environment:", cores_line(), *environment_lines()]
     if loaded is not None:
         lines += ["", f"recipe {loaded.path.name} ({loaded.recipe.name}):", *recipe_lines(loaded)]
     return lines
@@ -108,6 +109,19 @@ def decoder_lines() -> list[str]:
     if without:
         lines.append(f"  no pydicom decoder at all (video and others): {len(without)} syntaxes, e.g. {without[0]}")
     return lines
+
+
+def cores_line() -> str:
+    """How many cores ``workers: auto`` and the thread counts use, and what limits them."""
+    from medflow.threads import cgroup_cpu_limit, usable_cores
+
+    try:
+        affinity = f"{len(os.sched_getaffinity(0))} in its affinity"
+    except AttributeError:
+        affinity = f"{os.cpu_count() or 1} in the machine"
+    limit = cgroup_cpu_limit()
+    limited = f"a cgroup CPU limit of {limit}" if limit is not None else "no cgroup CPU limit"
+    return f"  CPU cores: {usable_cores()} used by workers: auto ({affinity}, {limited})"
 
 
 def environment_lines() -> list[str]:

@@ -69,3 +69,11 @@ def test_auto_workers_are_the_cores_the_limit_leaves_not_the_hosts(monkeypatch):
     assert resolve_workers("auto") == 64
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 128)  # a limit above the affinity changes nothing
     assert threads.usable_cores() == 64
+
+
+def test_doctor_says_how_many_cores_auto_uses_and_why(monkeypatch):
+    from medflow.doctor import doctor_lines
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 4)
+    assert "  CPU cores: 4 used by workers: auto (16 in its affinity, a cgroup CPU limit of 4)" in doctor_lines()
