@@ -304,6 +304,8 @@ def _summary_lines(report) -> list[str]:
         lines.append(f"UNREADABLE {file}: {reason}")
     for who, reason in report.quarantined:
         lines.append(f"QUARANTINED {who}: {reason}")
+    for warning in report.warnings:
+        lines.append(f"WARNING: {warning}")
     for path in report.private_files:
         lines.append(f"private file (mode 0600, keep it out of the dataset): {path}")
     return lines

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medflow.engine.cache import cache_is_full
 from medflow.engine.dataset_stats import compute_dataset_stats
 from medflow.engine.execute import execute, resolve_workers
 from medflow.engine.manifest import write_manifest
@@ -34,6 +35,7 @@ from medflow.engine.record import (
     run_dataset_writers,
 )
 from medflow.engine.task import ItemResult
+from medflow.errors import FileSystemError
 from medflow.recipe.loader import LoadedRecipe
 
 __all__ = ["BuildReport", "build", "cache_dir", "output_dir", "prepare"]
@@ -55,6 +57,7 @@ class BuildReport:
     private_files: list[str] = field(default_factory=list)
     filtered: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason): left out by the filter
     accounting: dict[str, Any] = field(default_factory=dict)  # see input_accounting
+    warnings: list[str] = field(default_factory=list)  # what went wrong without failing an item (a full cache)
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +117,7 @@ def _build_claimed(
     private_files, private_errors = write_private_tables(prepared.out_dir, outcome.private_tables)
     outcome.failed.extend(private_errors)
     accounting = input_accounting(prepared, outcome.manifest_items)
+    warnings = _cache_warnings(prepared, results)
     seconds = time.perf_counter() - started
     run = {
         "started": started_wall.isoformat(timespec="seconds"),
@@ -121,13 +125,33 @@ def _build_claimed(
         "seconds": round(seconds, 3),
         "workers": n_workers,
         "dataset_stats_computed": not stats_were_cached,
+        **({"warnings": warnings} if warnings else {}),
         **git(),
     }
     manifest = assemble_manifest(prepared, outcome, results, dataset_outputs, accounting, notes, run)
     report = _report(prepared, outcome, manifest, accounting, private_files, len(results), seconds)
+    report.warnings = warnings
     write_manifest(prepared.out_dir, report.manifest)
-    prepared.memo.save()
+    try:
+        prepared.memo.save()
+    except FileSystemError as exc:
+        if not cache_is_full(exc):
+            raise
+        report.warnings.append(f"the file digests were not kept for the next build, {exc}; it hashes every "
+                               "input again")
     return report
+
+
+def _cache_warnings(prepared: Prepared, results: dict[str, ItemResult]) -> list[str]:
+    """One line when the cache was too full to keep what this build computed (the items were built)."""
+    items = sorted(item_id for item_id, result in results.items() if result.cache_skipped)
+    reasons = [results[item_id].cache_skipped for item_id in items] + [prepared.cache.skipped or ""]
+    reason = next((r for r in reasons if r), None)
+    if reason is None:
+        return []
+    what = f"{len(items)} item(s) were built but not (all) cached" if items else "the dataset's records were not cached"
+    return [f"the cache is full: {what}, {reason}; a rebuild computes them again (free space in "
+            f"{prepared.cache.root} or set engine.cache_dir elsewhere)"]
 
 
 def _dataset_stats_pass(

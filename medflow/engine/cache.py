@@ -14,10 +14,16 @@ keys are not asked for (the cache format version joins every key) and, if it wer
 or its missing ``blake3`` field makes it a corrupt entry, deleted and recomputed.
 
 The cache never decides what is stale: the plan does, by choosing keys.
+
+A cache is an accelerator, never a condition of the build: an entry that cannot be written
+because the cache's file system is full (ENOSPC, or a quota: EDQUOT) is skipped, its temp
+file removed, and :attr:`Cache.skipped` says why; the item is built all the same and a later
+build computes what was not kept. Any other write error is raised as before.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -28,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from medflow.errors import CacheError
+from medflow.errors import CacheError, FileSystemError
 from medflow.hashing import ALGORITHM, digest_bytes, new_hasher
 from medflow.writers.atomic import TempFile, atomic_write_bytes
 
@@ -40,11 +46,25 @@ _TRAILER = struct.Struct("<Q8s")
 _VERIFY_DEPTH = 4
 
 
+#: Write errors that mean "the cache is full": the entry is skipped, the build goes on.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def cache_is_full(exc: FileSystemError) -> bool:
+    """Did a cache write fail because its file system (or the user's quota there) is full?"""
+    return exc.errno in _FULL
+
+
 class Cache:
     """A cache folder (created on first write)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        #: Why the first entry this instance could not keep was skipped (a full disk), else None.
+        self.skipped: str | None = None
+
+    def _skip(self, exc: FileSystemError) -> None:
+        self.skipped = self.skipped or str(exc)
 
     # --- arrays -----------------------------------------------------------------
     def _object_path(self, key: str) -> Path:
@@ -54,7 +74,8 @@ class Cache:
         return self._object_path(key).is_file()
 
     def put(self, key: str, header: dict[str, Any], array: np.ndarray) -> None:
-        """Store ``array`` (any dtype except object) with a JSON-able ``header`` under ``key``."""
+        """Store ``array`` (any dtype except object) with a JSON-able ``header`` under ``key``
+        (skipped when the cache is full, see the module)."""
         writer = self.open_writer(key)
         try:
             writer.write(array)
@@ -64,8 +85,12 @@ class Cache:
             raise
 
     def open_writer(self, key: str) -> ArrayWriter:
-        """Write an array under ``key`` slab by slab (axis 0); it appears only on ``commit``."""
-        return ArrayWriter(self._object_path(key))
+        """Write an array under ``key`` slab by slab (axis 0); it appears only on ``commit``.
+
+        When the cache is full the writer drops the entry, at its first write or later, and
+        takes every further call as a no-op (see the module).
+        """
+        return ArrayWriter(self._object_path(key), on_full=self._skip)
 
     def get(self, key: str) -> tuple[dict[str, Any], np.ndarray] | None:
         """The entry under ``key``, or ``None`` when absent.
@@ -154,7 +179,13 @@ class Cache:
         body = json.dumps(record, sort_keys=True, separators=(",", ":"))
         wrapped = {"record": record, ALGORITHM: digest_bytes(body.encode())}
         # owner-only, like the array entries: records can hold private tables (a crosswalk)
-        atomic_write_bytes(self._record_path(key), json.dumps(wrapped, sort_keys=True, indent=1).encode(), mode=0o600)
+        try:
+            atomic_write_bytes(self._record_path(key), json.dumps(wrapped, sort_keys=True, indent=1).encode(),
+                               mode=0o600)
+        except FileSystemError as exc:
+            if not cache_is_full(exc):
+                raise
+            self._skip(exc)
 
     def get_record(self, key: str) -> dict[str, Any] | None:
         """The record under ``key``, ``None`` when absent.
@@ -203,13 +234,37 @@ def _parse(path: Path, size: int, trailer: bytes, read) -> tuple[dict[str, Any],
 
 
 class ArrayWriter:
-    """An array written slab by slab into a temp file next to its entry, renamed on ``commit``."""
+    """An array written slab by slab into a temp file next to its entry, renamed on ``commit``.
 
-    def __init__(self, path: Path):
-        self._file = TempFile(path)  # a medflow temp name: a killed run's is removed by the next run
-        self._file.write(_MAGIC)
+    ``on_full``: called with the error when the file system is full; the entry is then dropped
+    (its temp file removed) and later writes, hashes and the commit do nothing. Without it the
+    error is raised. Writes and hashes may run on two threads (one each).
+    """
+
+    def __init__(self, path: Path, on_full=None):
+        self._on_full = on_full
+        self._dropped = False
+        self._file: TempFile | None = None
         self._digest = new_hasher()
         self._dtype: np.dtype | None = None
+        self._guarded(self._open, path)
+
+    def _open(self, path: Path) -> None:
+        self._file = TempFile(path)  # a medflow temp name: a killed run's is removed by the next run
+        self._file.write(_MAGIC)
+
+    def _guarded(self, write, *args) -> None:
+        """``write(*args)`` unless the entry was dropped; a full file system drops it (see the class)."""
+        if self._dropped:
+            return
+        try:
+            write(*args)
+        except FileSystemError as exc:
+            if self._on_full is None or not cache_is_full(exc):
+                raise
+            self._dropped = True
+            self.abort()  # the space of the bytes written so far comes back at once
+            self._on_full(exc)
 
     def parts(self, array: np.ndarray) -> list:
         """The bytes ``array`` appends (call in order; then :meth:`write_parts` and :meth:`hash_parts`)."""
@@ -223,10 +278,15 @@ class ArrayWriter:
         return [memoryview(array).cast("B")] if array.size else []
 
     def write_parts(self, parts: list) -> None:
+        self._guarded(self._write_parts, parts)
+
+    def _write_parts(self, parts: list) -> None:
         for data in parts:
             self._file.write(data)
 
     def hash_parts(self, parts: list) -> None:
+        if self._dropped:
+            return
         for data in parts:
             self._digest.update(data)
 
@@ -237,6 +297,9 @@ class ArrayWriter:
 
     def commit(self, header: dict[str, Any], shape: tuple[int, ...]) -> None:
         """Finish the entry: ``shape`` is the whole array's (checked against the bytes written)."""
+        self._guarded(self._commit, header, shape)
+
+    def _commit(self, header: dict[str, Any], shape: tuple[int, ...]) -> None:
         meta = dict(header)
         meta["_array"] = {
             "dtype": (self._dtype or np.dtype(np.float32)).str,
@@ -249,4 +312,5 @@ class ArrayWriter:
         self._file.commit(mode=0o600)
 
     def abort(self) -> None:
-        self._file.abort()
+        if self._file is not None:
+            self._file.abort()

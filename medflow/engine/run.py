@@ -59,6 +59,7 @@ def _run(task: ItemTask) -> ItemResult:
                 "item_id": result.item_id, "outputs": result.outputs, "meta": result.meta,
                 "private_tables": result.private_tables,
             })
+            result.cache_skipped = result.cache_skipped or cache.skipped
             return result
     links = task.links
     sample, start = _resume(task, cache)
@@ -78,7 +79,8 @@ def _run(task: ItemTask) -> ItemResult:
     if task.accumulate is not None:
         accumulator = task.accumulate.new_accumulator()
         accumulator.update(sample.pixels)
-        return ItemResult(task.item.item_id, "ok", computed=computed, stats=accumulator.to_json())
+        return ItemResult(task.item.item_id, "ok", computed=computed, stats=accumulator.to_json(),
+                          cache_skipped=cache.skipped)
     if task.expect:
         check_expectation(sample, task.expect, _gathered_bounds(sample, gather))
     sample = sample.replace(meta={**sample.meta, **output_record(sample)})  # geometry with every output
@@ -96,7 +98,7 @@ def _run(task: ItemTask) -> ItemResult:
     }
     cache.put_record(task.output_key, record)
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=sample.meta, computed=computed,
-                      private_tables=sample.private_tables)
+                      private_tables=sample.private_tables, cache_skipped=cache.skipped)
 
 
 def _run_instance(task: ItemTask) -> ItemResult:

@@ -147,7 +147,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     tables = {path: [headers[path], *sorted(rows)] for path, rows in private.items()}
     meta = {**(meta or {}), **slab_geometry.record()}  # geometry with every output
     return ItemResult(task.item.item_id, "ok", outputs=outputs, meta=meta, computed=computed,
-                      private_tables=tables)
+                      private_tables=tables, cache_skipped=cache.skipped)
 
 
 def _same_record(one: dict, other: dict) -> bool:

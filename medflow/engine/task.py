@@ -57,6 +57,7 @@ class ItemResult:
     seconds: float = 0.0
     private_tables: dict[str, list[list[str]]] = field(default_factory=dict)
     stats: dict[str, Any] | None = None  # first pass: the item's accumulator record
+    cache_skipped: str | None = None  # why an entry of this item was not cached (a full cache), else None
 
 
 def check_expectation(sample: Sample, expect: dict[str, Any], bounds: tuple[Any, Any] | None = None) -> None:
