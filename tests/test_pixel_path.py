@@ -449,3 +449,27 @@ def test_real_series_with_per_slice_windows_stream_to_the_plain_path_records(tmp
     records = _item_records(streamed)
     assert records == _item_records(plain)
     assert any("per_slice" in meta["window"] for meta, _ in records)
+
+
+@pytest.mark.parametrize("stream", ["true", "false"], ids=["streamed", "whole-volume"])
+def test_stored_values_can_be_left_out_of_the_cache(tmp_path, stream):
+    """engine.cache_stored_values: false keeps no copy of the stored values (the cache holds only the
+    small records), gives the same bytes, and a first-step change reads the DICOM files again."""
+    write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
+    kept = build(load_recipe(_recipe(tmp_path, "r"), overrides=[f"engine.stream={stream}", "outputs.dir=out-kept",
+                                                                 f"engine.cache_dir={tmp_path / 'kept-cache'}"]),
+                 show_progress=False)
+    lean = [f"engine.stream={stream}", "engine.cache_stored_values=false", f"engine.cache_dir={tmp_path / 'lean'}"]
+    first = build(load_recipe(_recipe(tmp_path, "r"), overrides=[*lean, "outputs.dir=out-lean"]), show_progress=False)
+    assert kept.exit_code == first.exit_code == 0
+    entries = {name: len(list((tmp_path / name).rglob("*.mfc"))) for name in ("kept-cache", "lean")}
+    assert entries["lean"] == entries["kept-cache"] - 1  # the one item's stored values (whole volumes: the output stays)
+    tensors = {p.name: p.read_bytes() for p in (tmp_path / "out-kept").rglob("*.npy")}
+    assert tensors and tensors == {p.name: p.read_bytes() for p in (tmp_path / "out-lean").rglob("*.npy")}
+
+    again = build(load_recipe(_recipe(tmp_path, "r"), overrides=[*lean, "outputs.dir=out-lean"]), show_progress=False)
+    assert again.from_cache == 1 and again.computed == 0  # the records alone make a no-op rebuild
+    changed = build(load_recipe(_recipe(tmp_path, "r"), overrides=[*lean, "steps[0].level=-550", "outputs.dir=out-2"]),
+                    show_progress=False)
+    (computed,) = changed.manifest["run"]["computed"].values()
+    assert changed.exit_code == 0 and computed[0] == "dicom_read"  # read again: nothing was kept to start from

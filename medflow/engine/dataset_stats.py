@@ -26,7 +26,9 @@ def compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addres
         if not needs_dataset_stats(params) or index in prepared.dataset_stats:
             continue
         tasks = []
-        template = chain_template(prepared.reader_params, steps[:index], prepared.dataset_stats)
+        # the read is kept for the build after this pass when the statistics are the first step's
+        keep = prepared.loaded.recipe.engine.cache_stored_values or index == 0
+        template = chain_template(prepared.reader_params, steps[:index], prepared.dataset_stats, keep_stored=keep)
         for item in prepared.items:
             links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats, template)
             base = make_task(prepared, ItemPlan(item, links, "", 0, True))

@@ -80,13 +80,19 @@ class ChainTemplate:
 
 
 def chain_template(
-    reader_params: dict[str, Any], steps: list[Any], dataset_stats: dict[int, Any] | None = None
+    reader_params: dict[str, Any], steps: list[Any], dataset_stats: dict[int, Any] | None = None,
+    keep_stored: bool = True,
 ) -> ChainTemplate:
-    """The chain of the recipe's ``steps`` (params models) after the read (see :func:`item_links`)."""
+    """The chain of the recipe's ``steps`` (params models) after the read (see :func:`item_links`).
+
+    ``keep_stored``: checkpoint the read (the stored values; ``engine.cache_stored_values``), unless a
+    first step needing dataset statistics reads them twice anyway.
+    """
     dataset_stats = dataset_stats or {}
     # Nothing before a de-identifying step is cached: those Samples carry the original headers.
     first_private = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
-    links = [(READER_NAME, READER_VERSION, reader_params, first_private == 0,
+    keep_read = keep_stored or (bool(steps) and needs_dataset_stats(steps[0]))
+    links = [(READER_NAME, READER_VERSION, reader_params, first_private == 0 and keep_read,
               keys.read_key_template(READER_NAME, READER_VERSION, reader_params))]
     for index, params in enumerate(steps):
         spec = get_step(params.step)

@@ -194,7 +194,8 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
     previous = previous_items(manifest)
     algorithm = manifest_input_algorithm(manifest) if manifest else ALGORITHM
     steps = list(recipe.steps)
-    template = chain_template(prepared.reader_params, steps, prepared.dataset_stats)
+    template = chain_template(prepared.reader_params, steps, prepared.dataset_stats,
+                              keep_stored=recipe.engine.cache_stored_values)
     prepared.plans = [
         plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
                   prepared.cache,

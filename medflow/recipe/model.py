@@ -245,6 +245,12 @@ class Engine(_Strict):
         description="Stream an item slab by slab from the reader to the writers when every step and writer "
         "allows it: same bytes, memory bounded by a few slices. false: whole volumes.",
     )
+    cache_stored_values: bool = Field(
+        True,
+        description="Keep each item's stored pixel values in the cache (about the size of the inputs' pixel "
+        "data) so that a change of a step's parameters rebuilds without reading the DICOM files again. false: "
+        "save that space; such a change reads the inputs again. Never kept before a de-identifying step.",
+    )
     backend: Literal["local", "dask"] = Field(
         "local",
         description="'local': this machine (in-process for 1 worker, else loky processes); 'dask': a Dask "
