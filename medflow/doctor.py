@@ -3,8 +3,8 @@
 Lines only, no side effect: versions of medflow and what it runs on, the optional extras
 that are installed, pydicom's pixel decoders for each compressed transfer syntax, the CPU
 cores ``workers: auto`` uses, the environment variables medflow reads (never their values
-when they are secrets), and for a recipe: its source, output folder, cache, log and preview
-locations.
+when they are secrets), and for a recipe: its source, output folder, cache (with the free space
+of their disks), log and preview locations.
 """
 
 from __future__ import annotations
@@ -151,11 +151,24 @@ def recipe_lines(loaded: Any) -> list[str]:
         source_line = f"  source: dicom folder {os.path.normpath(folder)} ({state})"
     else:
         source_line = f"  source: {kind} {value} (embedded, written as DICOM into the cache)"
-    out = output_dir(loaded)
+    out, cache = output_dir(loaded), cache_dir(loaded)
+    kept = "yes" if loaded.recipe.engine.cache_stored_values else "no"
     return [
         source_line,
-        f"  output: {out}",
+        f"  output: {out} ({_free_space(out)})",
         f"  manifest and build log: {out / 'manifest.json'}, {out / 'build.log'}",
-        f"  cache: {cache_dir(loaded)}",
+        f"  cache: {cache} ({_free_space(cache)}; stored values kept: {kept}, see engine.cache_stored_values)",
         f"  preview: {preview_path(loaded)}",
     ]
+
+
+def _free_space(folder: Path) -> str:
+    """``N GB free`` on the file system that holds (or would hold) ``folder``."""
+    import shutil
+
+    for existing in (folder, *folder.parents):
+        try:
+            return f"{shutil.disk_usage(existing).free / 1e9:,.1f} GB free"
+        except OSError:
+            continue
+    return "free space unknown"
