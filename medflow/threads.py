@@ -55,7 +55,9 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", membership: str = "/proc/self
         lines = []
     limits = []
     for line in lines:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2 (the unified hierarchy)
             limits += _limits_along(Path(root), path, _v2_limit)
         elif "cpu" in controllers.split(","):

@@ -52,6 +52,13 @@ def test_a_v1_cpu_controllers_cfs_quota_over_its_period(tmp_path, quota, expecte
     assert cgroup_cpu_limit(root, membership) == expected
 
 
+def test_lines_that_are_not_cgroup_memberships_are_ignored(tmp_path):
+    root, membership = _tree(tmp_path, {"cpu.max": "100000 100000\n", "job/cpu.max": "max 100000\n"}, "garbage\n\n0::/job\n")
+    assert cgroup_cpu_limit(root, membership) == 1  # the parent's limit, found through the one real line
+    root, membership = _tree(tmp_path / "only-garbage", {"cpu.max": "100000 100000\n"}, "garbage\n")
+    assert cgroup_cpu_limit(root, membership) is None  # no membership named: no cgroup to read
+
+
 def test_no_cgroup_files_mean_no_limit(tmp_path):
     root, membership = _tree(tmp_path, {}, "0::/\n1:cpu:/\n")
     assert cgroup_cpu_limit(root, membership) is None
