@@ -113,15 +113,11 @@ def decoder_lines() -> list[str]:
 
 def cores_line() -> str:
     """How many cores ``workers: auto`` and the thread counts use, and what limits them."""
-    from medflow.threads import cgroup_cpu_limit, usable_cores
+    from medflow.threads import affinity_cores, cgroup_cpu_limit, usable_cores
 
-    try:
-        affinity = f"{len(os.sched_getaffinity(0))} in its affinity"
-    except AttributeError:
-        affinity = f"{os.cpu_count() or 1} in the machine"
     limit = cgroup_cpu_limit()
     limited = f"a cgroup CPU limit of {limit}" if limit is not None else "no cgroup CPU limit"
-    return f"  CPU cores: {usable_cores()} used by workers: auto ({affinity}, {limited})"
+    return f"  CPU cores: {usable_cores()} used by workers: auto ({affinity_cores()} in its affinity, {limited})"
 
 
 def environment_lines() -> list[str]:

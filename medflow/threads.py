@@ -30,13 +30,17 @@ STREAM_CORES = 2
 
 
 def usable_cores() -> int:
-    """CPU cores this process may keep busy: its affinity (where the OS tells it), capped by a cgroup CPU limit."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        cores = max(1, os.cpu_count() or 1)
-    limit = cgroup_cpu_limit()
+    """CPU cores this process may keep busy: :func:`affinity_cores`, capped by a cgroup CPU limit."""
+    cores, limit = affinity_cores(), cgroup_cpu_limit()
     return min(cores, limit) if limit is not None else cores
+
+
+def affinity_cores() -> int:
+    """CPU cores this process may run on: its affinity where the OS tells it, else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 @functools.cache

@@ -145,8 +145,7 @@ def _build_claimed(
 def _cache_warnings(prepared: Prepared, results: dict[str, ItemResult]) -> list[str]:
     """One line when the cache was too full to keep what this build computed (the items were built)."""
     items = sorted(item_id for item_id, result in results.items() if result.cache_skipped)
-    reasons = [results[item_id].cache_skipped for item_id in items] + [prepared.cache.skipped or ""]
-    reason = next((r for r in reasons if r), None)
+    reason = results[items[0]].cache_skipped if items else prepared.cache.skipped
     if reason is None:
         return []
     what = f"{len(items)} item(s) were built but not (all) cached" if items else "the dataset's records were not cached"

@@ -17,20 +17,11 @@ from medflow.errors import FileSystemError
 from medflow.recipe.loader import load_recipe
 from medflow.writers.atomic import TempFile
 from tests.dicom_factory import write_ct_series
-from tests.faults.helpers import medflow, temp_files
+from tests.faults.helpers import QUICK, medflow, temp_files
 
-RECIPE = """\
-medflow: 1
-name: full-cache
-source: {dicom: data}
-steps:
-  - {step: window, level: -600, width: 1500}
-  - {step: layout, layout: NCHW, dtype: float32}
-outputs:
-  dir: out
-engine:
-  workers: 1
-"""
+# the fault suite's recipe on a DICOM folder, in this process (the injected faults reach no worker)
+RECIPE = QUICK.replace("{sample: ct-phantom}", "{dicom: data}").replace("workers: 2", "workers: 1")
+assert "{dicom: data}" in RECIPE and "workers: 1" in RECIPE
 
 
 def _data(folder: Path) -> None:
