@@ -85,19 +85,15 @@ def item_paths(prepared: Prepared) -> dict[str, list[str]]:
 def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
     written = []
-    npy_files = [
-        (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))  # None (older medflow): rewritten
-        for entry in manifest_items
-        if entry["status"] == "ok"
-        for out in entry["outputs"]
-        if out["path"].endswith(".npy")
-    ]
+    npy_files = None  # made for the first writer that reads them: a Path per item, ~1 KB an item otherwise kept
     for params in prepared.loaded.recipe.outputs.writers:
         spec = get_writer(params.kind)
         if spec.per_item and spec.finalize is None:
             continue
         reads_records = spec.per_item or getattr(spec.params_model, "dataset_input", "npy") == "records"
         records = DatasetRecords.of(manifest_items, prepared.facts) if reads_records else None
+        if not reads_records and npy_files is None:
+            npy_files = _npy_files(prepared, manifest_items)
         key = keys.hash_json(
             {"kind": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
              "inputs": records.to_json() if records else [[item_id, sha] for item_id, _, sha in npy_files]}
@@ -114,6 +110,16 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
         written.extend(outputs)
     return written
 
+
+def _npy_files(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[tuple[str, Any, str | None]]:
+    """``(item id, path, digest)`` of every ``.npy`` output of the built items (the digest None for an older medflow's)."""
+    return [
+        (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))
+        for entry in manifest_items
+        if entry["status"] == "ok"
+        for out in entry["outputs"]
+        if out["path"].endswith(".npy")
+    ]
 
 
 @dataclass
