@@ -53,7 +53,7 @@ SEED_FIRST_STEP_CHANGE = "steps[0].level=-550"  # the window level (HU) of seed.
 
 # Which contenders run on which data set (in this order, round by round).
 SEED = ("medflow", "handwritten", "fused", "monai", "torchio")
-ICH = ("medflow_ich", "handwritten_ich")
+ICH = ("medflow_ich", "handwritten_ich", "fused_ich")
 PLAN = {
     "ct_pancreas_tcia": (*SEED, *ICH),
     "gen200": ("medflow", "medflow_2w", "handwritten", "fused", "monai", "torchio", *ICH),
@@ -105,7 +105,7 @@ class Bench:
         if key == "medflow_ich":
             return self.medflow(f"{name} medflow ich", "ich.yaml", data, target, cache, quiet=quiet)
         scripts = {"handwritten": [BENCH / "handwritten_seed.py", data], "fused": [BENCH / "fused_seed.py", data],
-                   "handwritten_ich": [BENCH / "handwritten_ich.py", data],
+                   "handwritten_ich": [BENCH / "handwritten_ich.py", data], "fused_ich": [BENCH / "fused_ich.py", data],
                    "monai": [BENCH / "monai_seed.py", *_series_dirs(data)], "torchio": [TORCHIO_SCRIPT, *_series_dirs(data)]}
         return self.run(f"{name} {key.replace('_', ' ')}", [PY, *scripts[key], target], quiet).as_dict()
 
@@ -175,6 +175,8 @@ class Bench:
         if (out / "medflow_ich").is_dir():
             checks["ich: medflow vs hand-written"] = _compare(_one_npy(out / "medflow_ich"),
                                                              _one_npy(out / "handwritten_ich"), channel_axis="3")
+            checks["ich: medflow vs fused-table script (same math)"] = _compare(
+                _one_npy(out / "medflow_ich"), _one_npy(out / "fused_ich"), channel_axis="3")
         variant = out / "hw-bt601"
         self.run(f"{name} handwritten seed bt601", [PY, BENCH / "handwritten_seed.py", data, variant, "--color", "bt601"])
         checks["seed: medflow vs hand-written with exact BT.601 instead of cv2"] = _compare(medflow_seed, _one_npy(variant))
