@@ -7,6 +7,7 @@ computes pixels or decides staleness.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from medflow.engine import keys
@@ -85,7 +86,7 @@ def item_paths(prepared: Prepared) -> dict[str, list[str]]:
 def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
     written = []
-    npy_files = None  # made for the first writer that reads them: a Path per item, ~1 KB an item otherwise kept
+    npy_files = None  # a Path per built item: made only for a writer that reads the .npy files
     for params in prepared.loaded.recipe.outputs.writers:
         spec = get_writer(params.kind)
         if spec.per_item and spec.finalize is None:
@@ -111,7 +112,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
     return written
 
 
-def _npy_files(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[tuple[str, Any, str | None]]:
+def _npy_files(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[tuple[str, Path, str | None]]:
     """``(item id, path, digest)`` of every ``.npy`` output of the built items (the digest None for an older medflow's)."""
     return [
         (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))
