@@ -15,17 +15,13 @@ manifest: only the work itself.
     python benchmarks/fused_ich.py DICOM_DIR OUT_DIR
 """
 
-import argparse
-import os
-from collections import defaultdict
-from pathlib import Path
+from functools import cache
 
 import cv2
+import fused_stream
 import numpy as np
-import pydicom
 
 WINDOWS = [(40.0, 80.0), (80.0, 200.0), (40.0, 380.0)]  # (level, width) in HU: brain, subdural, soft
-NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit / Explicit VR Little Endian
 
 
 def table(slope, intercept, signed):
@@ -39,44 +35,17 @@ def table(slope, intercept, signed):
     return rows.view(np.uint32).reshape(65536)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dicom_dir")
-    parser.add_argument("out_dir")
-    args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    series = defaultdict(list)
-    for path in sorted(Path(args.dicom_dir).rglob("*.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        iop = np.array(ds.ImageOrientationPatient, dtype=float)
-        z = float(np.dot(np.cross(iop[:3], iop[3:]), np.array(ds.ImagePositionPatient, dtype=float)))
-        series[ds.SeriesInstanceUID].append((z, path, float(ds.get("RescaleSlope", 1)),
-                                             float(ds.get("RescaleIntercept", 0)), int(ds.PixelRepresentation)))
-    for uid, slices in series.items():
-        slices.sort(key=lambda s: s[0])
-        first = pydicom.dcmread(slices[0][1], stop_before_pixels=True)
-        rows, cols = int(first.Rows), int(first.Columns)
-        tables = {}
-        padded = np.empty((rows, cols), dtype=np.uint32)
-        out = np.empty((rows, cols, 3), dtype=np.uint8)
-        with open(os.path.join(args.out_dir, f"{uid}.npy"), "wb") as f:
-            header = {"descr": "|u1", "fortran_order": False, "shape": (len(slices), rows, cols, 3)}
-            np.lib.format.write_array_header_1_0(f, header)
-            for _z, path, slope, intercept, signed in slices:
-                lut = tables.get((slope, intercept, signed))
-                if lut is None:
-                    lut = tables[(slope, intercept, signed)] = table(slope, intercept, signed)
-                ds = pydicom.dcmread(path)
-                if (ds.file_meta.TransferSyntaxUID not in NATIVE_LE or ds.BitsAllocated != 16
-                        or (ds.BitsStored != 16 and ds.PixelRepresentation == 1)):
-                    raise SystemExit(f"{path}: not a native 16-bit file this script reads directly")
-                index = np.frombuffer(ds.PixelData, np.uint16, rows * cols).reshape(rows, cols)
-                if ds.BitsStored != 16 and index.max() >> ds.BitsStored:  # bits above BitsStored: as pydicom
-                    index = index & np.uint16((1 << ds.BitsStored) - 1)
-                np.take(lut, index, out=padded)
-                cv2.cvtColor(padded.view(np.uint8).reshape(rows, cols, 4), cv2.COLOR_RGBA2RGB, dst=out)
-                f.write(memoryview(out).cast("B"))
+def gather(lut, index, out):
+    """One gather of 4-byte rows, then OpenCV drops the pad into the (rows, cols, 3) uint8 slice."""
+    padded = np.take(lut, index, out=_padded(index.shape))
+    cv2.cvtColor(padded.view(np.uint8).reshape(*index.shape, 4), cv2.COLOR_RGBA2RGB, dst=out)
+
+
+@cache
+def _padded(shape):
+    """The reused (rows, cols) uint32 buffer of the gather."""
+    return np.empty(shape, dtype=np.uint32)
 
 
 if __name__ == "__main__":
-    main()
+    fused_stream.main(table, gather, "|u1", lambda rows, cols: (rows, cols, 3))

@@ -15,16 +15,10 @@ medflow's ``seed.yaml``. No hashing, no cache, no manifest: only the work itself
     python benchmarks/fused_seed.py DICOM_DIR OUT_DIR
 """
 
-import argparse
-import os
-from collections import defaultdict
-from pathlib import Path
-
+import fused_stream
 import numpy as np
-import pydicom
 
 LEVEL, WIDTH = -600.0, 1500.0
-NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit / Explicit VR Little Endian
 
 
 def table(slope, intercept, signed):
@@ -43,43 +37,11 @@ def table(slope, intercept, signed):
     return np.ascontiguousarray((rgb @ matrix.T + [0.0, 0.5, 0.5]).astype(np.float32).T)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dicom_dir")
-    parser.add_argument("out_dir")
-    args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    series = defaultdict(list)
-    for path in sorted(Path(args.dicom_dir).rglob("*.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        iop = np.array(ds.ImageOrientationPatient, dtype=float)
-        z = float(np.dot(np.cross(iop[:3], iop[3:]), np.array(ds.ImagePositionPatient, dtype=float)))
-        series[ds.SeriesInstanceUID].append((z, path, float(ds.get("RescaleSlope", 1)),
-                                             float(ds.get("RescaleIntercept", 0)), int(ds.PixelRepresentation)))
-    for uid, slices in series.items():
-        slices.sort(key=lambda s: s[0])
-        first = pydicom.dcmread(slices[0][1], stop_before_pixels=True)
-        rows, cols = int(first.Rows), int(first.Columns)
-        tables = {}
-        out = np.empty((3, rows, cols), dtype=np.float32)
-        with open(os.path.join(args.out_dir, f"{uid}.npy"), "wb") as f:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (len(slices), 3, rows, cols)}
-            np.lib.format.write_array_header_1_0(f, header)
-            for _z, path, slope, intercept, signed in slices:
-                lut = tables.get((slope, intercept, signed))
-                if lut is None:
-                    lut = tables[(slope, intercept, signed)] = table(slope, intercept, signed)
-                ds = pydicom.dcmread(path)
-                if (ds.file_meta.TransferSyntaxUID not in NATIVE_LE or ds.BitsAllocated != 16
-                        or (ds.BitsStored != 16 and ds.PixelRepresentation == 1)):
-                    raise SystemExit(f"{path}: not a native 16-bit file this script reads directly")
-                index = np.frombuffer(ds.PixelData, np.uint16, rows * cols).reshape(rows, cols)
-                if ds.BitsStored != 16 and index.max() >> ds.BitsStored:  # bits above BitsStored: as pydicom
-                    index = index & np.uint16((1 << ds.BitsStored) - 1)
-                for c in range(3):
-                    np.take(lut[c], index, out=out[c])
-                f.write(memoryview(out).cast("B"))
+def gather(lut, index, out):
+    """One table per channel, gathered into the (3, rows, cols) float32 slice."""
+    for c in range(3):
+        np.take(lut[c], index, out=out[c])
 
 
 if __name__ == "__main__":
-    main()
+    fused_stream.main(table, gather, "<f4", lambda rows, cols: (3, rows, cols))
