@@ -10,7 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 from medflow.engine.execute import execute
-from medflow.engine.plan import ItemPlan, chain_template, item_links, needs_dataset_stats, resume_index
+from medflow.engine.plan import (
+    ItemPlan,
+    chain_template,
+    item_links,
+    keeps_stored_values,
+    needs_dataset_stats,
+    resume_index,
+)
 from medflow.engine.prepare import Prepared, make_task, stats_inputs_key
 
 
@@ -26,8 +33,7 @@ def compute_dataset_stats(prepared: Prepared, workers: int, backend: str, addres
         if not needs_dataset_stats(params) or index in prepared.dataset_stats:
             continue
         tasks = []
-        # the read is kept for the build after this pass when the statistics are the first step's
-        keep = prepared.loaded.recipe.engine.cache_stored_values or index == 0
+        keep = keeps_stored_values(steps, prepared.loaded.recipe.engine.cache_stored_values)
         template = chain_template(prepared.reader_params, steps[:index], prepared.dataset_stats, keep_stored=keep)
         for item in prepared.items:
             links = item_links(item, prepared.reader_params, steps[:index], prepared.dataset_stats, template)

@@ -79,20 +79,25 @@ class ChainTemplate:
     links: tuple[tuple[str, int, dict[str, Any], bool, keys.KeyTemplate], ...]
 
 
+def keeps_stored_values(steps: list[Any], cache_stored_values: bool) -> bool:
+    """Is the read (the stored values) checkpointed for the recipe's ``steps``: when
+    ``engine.cache_stored_values`` says so, or when a first step needing dataset statistics
+    reads them twice anyway."""
+    return cache_stored_values or (bool(steps) and needs_dataset_stats(steps[0]))
+
+
 def chain_template(
     reader_params: dict[str, Any], steps: list[Any], dataset_stats: dict[int, Any] | None = None,
     keep_stored: bool = True,
 ) -> ChainTemplate:
     """The chain of the recipe's ``steps`` (params models) after the read (see :func:`item_links`).
 
-    ``keep_stored``: checkpoint the read (the stored values; ``engine.cache_stored_values``), unless a
-    first step needing dataset statistics reads them twice anyway.
+    ``keep_stored``: checkpoint the read (:func:`keeps_stored_values`).
     """
     dataset_stats = dataset_stats or {}
     # Nothing before a de-identifying step is cached: those Samples carry the original headers.
     first_private = next((i + 1 for i, p in enumerate(steps) if p.deidentifies()), 0)
-    keep_read = keep_stored or (bool(steps) and needs_dataset_stats(steps[0]))
-    links = [(READER_NAME, READER_VERSION, reader_params, first_private == 0 and keep_read,
+    links = [(READER_NAME, READER_VERSION, reader_params, first_private == 0 and keep_stored,
               keys.read_key_template(READER_NAME, READER_VERSION, reader_params))]
     for index, params in enumerate(steps):
         spec = get_step(params.step)

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.manifest import previous_items, read_manifest
-from medflow.engine.plan import ItemPlan, chain_template, item_links, needs_dataset_stats, plan_item
+from medflow.engine.plan import (
+    ItemPlan,
+    chain_template,
+    item_links,
+    keeps_stored_values,
+    needs_dataset_stats,
+    plan_item,
+)
 from medflow.engine.privacy import keyed_item_id, recipe_secret
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
@@ -195,7 +202,7 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
     algorithm = manifest_input_algorithm(manifest) if manifest else ALGORITHM
     steps = list(recipe.steps)
     template = chain_template(prepared.reader_params, steps, prepared.dataset_stats,
-                              keep_stored=recipe.engine.cache_stored_values)
+                              keep_stored=keeps_stored_values(steps, recipe.engine.cache_stored_values))
     prepared.plans = [
         plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
                   prepared.cache,
