@@ -91,11 +91,13 @@ def test_a_pixel_chain_builds_no_header_and_a_rebuild_from_the_cached_values_rea
     assert one and one == two
 
 
-def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inline_bytes", [0, 1 << 30], ids=["write-threads", "inline"])
+def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatch, inline_bytes):
     import medflow.engine.stream as stream_module
     from medflow.writers.tensors import NpyStream
 
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    monkeypatch.setattr(stream_module, "INLINE_BYTES", inline_bytes)
     write_ct_series(tmp_path / "data", 1, n_slices=9, size=16)
     calls = []
     original = NpyStream.write_parts  # what the write thread calls for each slab
@@ -112,6 +114,39 @@ def test_a_failed_write_fails_the_item_and_leaves_no_output(tmp_path, monkeypatc
     assert not list((tmp_path / "out-r").rglob("*.npy"))
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
     assert not list((tmp_path / ".medflow" / "cache" / "objects").rglob("*.mfc"))  # no stored-values entry
+
+
+def test_small_items_are_written_inline_and_large_ones_on_threads_with_the_same_bytes(tmp_path, monkeypatch):
+    import medflow.engine.stream as stream_module
+
+    assert stream_module.write_depth(stream_module.INLINE_BYTES, 1, 1) == 0
+    assert stream_module.write_depth(stream_module.INLINE_BYTES // 4 + 1, 1, 4) == stream_module.WRITE_DEPTH
+    assert stream_module.write_depth(1 << 30, 16, 16) == stream_module.WRITE_DEPTH
+
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 2)
+    write_ct_series(tmp_path / "data", 1, n_slices=7, size=16)
+    started = []
+    original_start = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        return original_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    outputs = {}
+    for inline_bytes in (1 << 30, 0):
+        monkeypatch.setattr(stream_module, "INLINE_BYTES", inline_bytes)
+        started.clear()
+        name = f"i{inline_bytes}"
+        report = build(load_recipe(_recipe(tmp_path, name)), show_progress=False)
+        assert report.exit_code == 0 and report.computed == 1
+        writes = started.count("medflow-write")
+        assert writes == (0 if inline_bytes else 2)  # the write and the hash thread, or neither
+        (npy,) = (tmp_path / f"out-{name}").rglob("*.npy")
+        (entry,) = report.manifest["items"]
+        outputs[inline_bytes] = (npy.read_bytes(), [o["blake3"] for o in entry["outputs"]])
+        shutil.rmtree(tmp_path / ".medflow")  # the next build decodes and writes the stored values again
+    assert outputs[0] == outputs[1 << 30]
 
 
 def test_a_build_and_its_rebuild_never_wait_for_the_disk(tmp_path, monkeypatch):

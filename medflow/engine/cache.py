@@ -176,12 +176,12 @@ class Cache:
 
     def put_record(self, key: str, record: dict[str, Any]) -> None:
         """Store a JSON-able ``record`` under ``key`` with the digest of its canonical JSON."""
-        body = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        wrapped = {"record": record, ALGORITHM: digest_bytes(body.encode())}
+        body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        # {"<algorithm>": digest, "record": record}, made from the canonical text instead of encoding it twice
+        wrapped = b'{"%s":"%s","record":%s}\n' % (ALGORITHM.encode(), digest_bytes(body).encode(), body)
         # owner-only, like the array entries: records can hold private tables (a crosswalk)
         try:
-            atomic_write_bytes(self._record_path(key), json.dumps(wrapped, sort_keys=True, indent=1).encode(),
-                               mode=0o600)
+            atomic_write_bytes(self._record_path(key), wrapped, mode=0o600)
         except FileSystemError as exc:
             if not cache_is_full(exc):
                 raise

@@ -9,7 +9,8 @@ and reads each file's stored values straight into a pooled slab buffer (one open
 header parse, headers built only when a step reads one: :class:`~medflow.sources.pixels.LazyHeaders`);
 the folded tables gather into a pooled output buffer; a write thread and a hash thread
 (:mod:`medflow.engine.writebehind`) write and hash the slab (output and stored-values entry)
-side by side while the next one is gathered. Slabs are small (about ``SLAB_BYTES`` of stored
+side by side while the next one is gathered (a small item is written and hashed inline: see
+:data:`INLINE_BYTES`). Slabs are small (about ``SLAB_BYTES`` of stored
 values, one 512 x 512 slice) so a slab stays in the CPU cache from gather to write, and memory is
 a few slabs, whatever the item. With ``task.threads`` > 1 (items fewer than workers) the gathers
 run on that many threads.
@@ -43,6 +44,21 @@ SLAB_SLICES = 16
 SLAB_BYTES = 1 << 19
 #: Slabs computed and waiting for the write thread (beyond the one it is writing).
 WRITE_DEPTH = 2
+#: An item that writes at most this many bytes (outputs and stored-values entry) is written and
+#: hashed on the thread computing it. Starting and joining the write and hash threads costs
+#: ~0.4 ms on the 2-core VM of the benchmarks, about what writing and hashing 4 MiB on one
+#: thread costs, and what a dataset of one small image per series pays on every item.
+INLINE_BYTES = 4 << 20
+
+
+def write_depth(first_slab_bytes: int, first_slab_slices: int, item_slices: int) -> int:
+    """Slabs the write and hash threads may queue for an item, 0 for no threads (inline).
+
+    ``first_slab_bytes``: what the item's first slab writes (outputs and stored values), of
+    ``first_slab_slices`` of its ``item_slices`` slices; the item writes about that per slice.
+    """
+    item_bytes = first_slab_bytes * item_slices / max(1, first_slab_slices)
+    return WRITE_DEPTH if item_bytes > INLINE_BYTES else 0
 
 
 def slab_slices(slice_shape: tuple[int, ...], itemsize: int) -> int:
@@ -101,10 +117,14 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     # The writes and the hashes of a slab run on two threads of their own, beside each other and
     # behind the gather of the next slab (file writes and BLAKE3 release the GIL): a single
     # thread for both was the critical path of a cold build (in-build -30% when split, gen200).
-    writer = WriteBehind(WRITE_DEPTH)
-    hasher = WriteBehind(WRITE_DEPTH)
+    # A small item is written and hashed on this thread: made once its first slab tells its size.
+    writer = hasher = None
     try:
         for out, stored, release, bounds in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
+            if writer is None:
+                stored_bytes = stored.nbytes if stored_writer is not None else 0
+                depth = write_depth(out.pixels.nbytes + stored_bytes, len(stored), len(skeleton.pixels))
+                writer, hasher = WriteBehind(depth), WriteBehind(depth)
             if task.expect:
                 check_expectation(out, task.expect, bounds)
             slab_geometry.add(out)
@@ -122,8 +142,9 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             release = _after_both(release)
             writer.submit(write, release)
             hasher.submit(digest, release)
-        writer.finish()
-        hasher.finish()
+        if writer is not None:
+            writer.finish()
+            hasher.finish()
         outputs = []
         for stream in streams:
             outputs.extend(f.record() for f in stream.close())
