@@ -22,9 +22,8 @@ def test_a_damaged_record_is_rederived_not_believed(project, reference):
     records = sorted((project / "cache" / "records").rglob("*.json"))
     damaged = 0
     for path in records:  # valid JSON, wrong content: the checksum catches it
-        text = path.read_text()
-        if '"blake3": "' in text and '"outputs"' in text:
-            data = json.loads(text)
+        data = json.loads(path.read_text())
+        if "blake3" in data and data["record"].get("outputs"):
             for output in data["record"]["outputs"]:
                 output["blake3"] = "0" * 64
             path.write_text(json.dumps(data))
