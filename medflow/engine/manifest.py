@@ -17,7 +17,8 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,122 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("manifest_version") in READABLE_VERSIONS else None
 
 
-def previous_items(manifest: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    if not manifest:
-        return {}
-    return {item["id"]: item for item in manifest.get("items", [])}
+class PreviousEntries(Mapping[str, dict[str, Any]]):
+    """The previous build's manifest entries by item id, each parsed when asked for and not kept.
+
+    A rebuild asks only for the entries of the items it builds again (their reasons) and of
+    instance items (their records): an unchanged item needs none. The entries stay in the
+    file: a manifest of 10,000 items is ~20 MB of text and ~75 MB parsed, which a rebuild of
+    that many items held through its whole planning. An entry whose line no longer parses, or
+    names another id, is absent (its item is built again, as a new one).
+    """
+
+    def __init__(self, path: Path, spans: dict[str, tuple[int, int]]):
+        self._path, self._spans, self._file = path, spans, None
+
+    def __getitem__(self, item_id: str) -> dict[str, Any]:
+        offset, length = self._spans[item_id]
+        if self._file is None:
+            self._file = open(self._path, "rb")  # noqa: SIM115 - closed by close(), after the plan
+        try:
+            entry = json.loads(os.pread(self._file.fileno(), length, offset))
+        except (OSError, ValueError):
+            raise KeyError(item_id) from None
+        if not isinstance(entry, dict) or entry.get("id") != item_id:
+            raise KeyError(item_id)
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _ParsedEntries(dict):
+    """Entries of a manifest in another layout than :func:`write_manifest`'s (parsed whole, as it was)."""
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class PreviousBuild:
+    """What a rebuild reads of the previous manifest: its top-level fields (``items`` left empty) and its entries."""
+
+    head: dict[str, Any]
+    entries: PreviousEntries | _ParsedEntries
+
+    def __enter__(self) -> PreviousBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.entries.close()
+
+
+def read_previous(out_dir: Path) -> PreviousBuild | None:
+    """The previous build's manifest for planning (see :class:`PreviousEntries`), or ``None`` if absent or unreadable.
+
+    A manifest in :func:`write_manifest`'s layout (one item a line) is read line by line: each
+    entry is located, not parsed, and every line but the entries' is parsed to check the file.
+    Any other layout (a manifest of an older medflow, or one reformatted by hand) is parsed whole.
+    """
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        with open(path, "rb") as f:
+            head_lines, spans, layout_ok = _scan_manifest(f)
+            if not layout_ok:
+                f.seek(0)
+                head_lines, spans = [f.read()], {}
+    except FileNotFoundError:
+        return None
+    try:
+        head = json.loads(b"".join(head_lines))
+    except ValueError:
+        return None
+    if not isinstance(head, dict) or head.get("manifest_version") not in READABLE_VERSIONS:
+        return None
+    items = head.get("items")
+    if isinstance(items, list) and items:  # another layout: the entries were parsed with the rest
+        head["items"] = []
+        return PreviousBuild(head, _ParsedEntries(
+            (item["id"], item) for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)))
+    return PreviousBuild(head, PreviousEntries(path, spans))
+
+
+_ITEMS_OPEN = b' "items": [\n'
+_ENTRY_ID = re.compile(rb'"id": ("(?:[^"\\]|\\.)*")')  # the first "id" key of an entry: its own (keys sorted)
+
+
+def _scan_manifest(f) -> tuple[list[bytes], dict[str, tuple[int, int]], bool]:
+    """(lines of everything but the entries, with ``"items": []``; entry id -> (offset, length); layout recognized)."""
+    head: list[bytes] = []
+    spans: dict[str, tuple[int, int]] = {}
+    offset, in_items, seen_items = 0, False, False
+    for line in f:
+        if in_items:
+            stripped = line.rstrip(b"\n")
+            if stripped in (b" ]", b" ],"):
+                in_items = False
+                head.append(b' "items": []' + stripped[2:] + b"\n")
+            else:
+                entry = stripped[2:-1] if stripped.endswith(b",") else stripped[2:]
+                match = _ENTRY_ID.search(entry) if stripped.startswith(b"  {") and entry.endswith(b"}") else None
+                if match is None:
+                    return head, spans, False
+                try:
+                    item_id = json.loads(match.group(1))
+                except ValueError:
+                    return head, spans, False
+                spans[item_id] = (offset + 2, len(entry))
+        elif line == _ITEMS_OPEN and not seen_items:
+            in_items = seen_items = True
+        else:
+            head.append(line)
+        offset += len(line)
+    return head, spans, not in_items

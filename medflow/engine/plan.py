@@ -8,6 +8,7 @@ found by comparing with the previous build's manifest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,7 @@ def plan_item(
     writers: list[Any],
     cache: Cache,
     out_dir: Path,
-    previous: dict[str, Any] | None,
+    previous_entries: Mapping[str, dict[str, Any]],
     verify: bool = False,
     dataset_stats: dict[int, Any] | None = None,
     file_hashes: dict[str, str] | None = None,
@@ -161,7 +162,10 @@ def plan_item(
     previous_algorithm: str = ALGORITHM,
     template: ChainTemplate | None = None,
 ) -> ItemPlan:
-    """Plan one item against the cache and, for the reasons, the previous manifest entry.
+    """Plan one item against the cache and, for the reasons, its previous manifest entry.
+
+    ``previous_entries``: the previous manifest's entries by item id; the item's is read only
+    when the item is built again (its reasons) or is an instance item (its record).
 
     ``file_hashes`` (relative path -> content digest of the item's files) lets the reasons name
     exactly which input files changed, appeared or disappeared; ``previous_algorithm`` is the
@@ -172,12 +176,16 @@ def plan_item(
     """
     links = item_links(item, reader_params, steps, dataset_stats, template)
     out_key = keys.output_key(links[-1].key, writer_specs(writers))
-    record = _manifest_record(previous, out_key) if item.kind == "instance" else cache.get_record(out_key)
+    if item.kind == "instance":
+        record = _manifest_record(previous_entries.get(item.item_id), out_key)
+    else:
+        record = cache.get_record(out_key)
     missing = _missing_outputs(record, out_dir, outputs_memo) if record else None
     if record is not None and not missing:
         return ItemPlan(item, links, out_key, len(links), False, [], record)
 
     start = resume_index(cache, links)
+    previous = previous_entries.get(item.item_id)
     reasons = _reasons(item, links, previous, missing, file_hashes or {}, previous_algorithm)
     return ItemPlan(item, links, out_key, start, True, reasons, None)
 

@@ -7,6 +7,7 @@ that never read pixels), fingerprints them and plans each against the cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from medflow.engine import keys
 from medflow.engine.cache import Cache
-from medflow.engine.manifest import previous_items, read_manifest
+from medflow.engine.manifest import read_previous
 from medflow.engine.plan import (
     ItemPlan,
     chain_template,
@@ -197,19 +198,19 @@ def _instance_filter(flt: Any) -> dict[str, Any]:
 
 def plan_all(prepared: Prepared, verify: bool) -> None:
     recipe = prepared.loaded.recipe
-    manifest = read_manifest(prepared.out_dir)
-    previous = previous_items(manifest)
-    algorithm = manifest_input_algorithm(manifest) if manifest else ALGORITHM
     steps = list(recipe.steps)
     template = chain_template(prepared.reader_params, steps, prepared.dataset_stats,
                               keep_stored=keeps_stored_values(steps, recipe.engine.cache_stored_values))
-    prepared.plans = [
-        plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
-                  prepared.cache,
-                  prepared.out_dir, previous.get(item.item_id), verify, prepared.dataset_stats,
-                  prepared.file_hashes[item.item_id], prepared.memo, algorithm, template)
-        for item in prepared.items
-    ]
+    previous = read_previous(prepared.out_dir)
+    algorithm = manifest_input_algorithm(previous.head) if previous else ALGORITHM
+    with previous or contextlib.nullcontext():
+        prepared.plans = [
+            plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
+                      prepared.cache,
+                      prepared.out_dir, previous.entries if previous else {}, verify, prepared.dataset_stats,
+                      prepared.file_hashes[item.item_id], prepared.memo, algorithm, template)
+            for item in prepared.items
+        ]
 
 
 def stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:
