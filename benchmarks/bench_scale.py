@@ -13,6 +13,7 @@ file) and measures, as child processes, whole process, median of the repeats:
 * a cold build (HU -> window -> NCHW float32 .npy) with 1 and 2 workers: files/s, and the
   parent's peak RSS at a tenth of the series and at all of them (flat in the number of files
   means the ratio stays near 1);
+* a no-op rebuild (nothing changed) with 1 worker, at a tenth of the series and at all of them;
 * the same build on the Dask backend against a LocalCluster of 2 single-threaded workers
   started by this script (needs ``pip install -e '.[dask]'``).
 
@@ -137,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     for workers in (1, 2):
         rows.append(measure(f"run cold, {workers} worker(s)", medflow("run", str(large_recipe), "-q", "--workers",
                             str(workers)), work, args.repeats, clean=cold))
+    # a rebuild that changes nothing, on the outputs and cache the last cold run left (it reads the previous manifest)
+    rows.append(measure("run no-op, 1 worker", medflow("run", str(large_recipe), "-q", "--workers", "1"), work,
+                        args.repeats))
     small_row = measure("run cold, 1 worker, a tenth of the series", medflow("run", str(small_recipe), "-q", "--workers", "1"),
                         work, args.repeats, clean=(work / "out-small", cache))
+    small_noop = measure("run no-op, 1 worker, a tenth of the series",
+                         medflow("run", str(small_recipe), "-q", "--workers", "1"), work, args.repeats)
     if not args.no_dask:
         try:
             from dask.distributed import LocalCluster
@@ -161,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2 workers vs 1: {ones['wall'] / twos['wall']:.2f}x; parent peak RSS at {args.series} vs {tenth} series: "
           f"{ones['rss']:.0f} / {small_row['rss']:.0f} MiB = {ones['rss'] / small_row['rss']:.2f}x "
           "(flat in the number of files: ~1.0x)")
+    noop = next(r for r in rows if r["label"] == "run no-op, 1 worker")
+    print(f"no-op rebuild, parent peak RSS at {args.series} vs {tenth} series: {noop['rss']:.0f} / "
+          f"{small_noop['rss']:.0f} MiB = {noop['rss'] / small_noop['rss']:.2f}x; wall {noop['wall']:.2f} / "
+          f"{small_noop['wall']:.2f} s")
     return 0
 
 
