@@ -189,3 +189,47 @@ def test_slabs_are_verified_beside_the_caller_and_an_early_close_ends_that_threa
     assert not verifiers[0].is_alive()
     _, slabs = cache.get_slabs(key, 5)  # the entry is intact: read whole again, same bytes
     assert np.array_equal(np.concatenate(list(slabs)), array)
+
+
+RECORD = {"meta": {"window": {"center": -600.0, "width": 1500.0}, "note": 'a "quoted" \\ é'}, "outputs": [{"size": 3}]}
+
+
+def _canonical(record) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_a_record_reads_back_and_is_checked_on_the_bytes_it_was_written_as(tmp_path):
+    cache = Cache(tmp_path)
+    key = "34" * 32
+    cache.put_record(key, RECORD)
+    path = tmp_path / "records" / key[:2] / f"{key}.json"
+    assert path.read_bytes() == b'{"blake3":"%s","record":%s}\n' % (
+        blake3.blake3(_canonical(RECORD)).hexdigest().encode(), _canonical(RECORD))
+    assert cache.get_record(key) == RECORD
+    # a changed value, even one that keeps the text valid JSON of the same length, is damage
+    path.write_bytes(path.read_bytes().replace(b"1500.0", b"1400.0"))
+    assert cache.get_record(key) is None and not path.exists()
+
+
+def test_a_record_in_an_older_layout_still_reads_and_is_checked(tmp_path):
+    """Records an older medflow wrote as indented JSON: the canonical text is made again to check them."""
+    cache = Cache(tmp_path)
+    good, bad = "56" * 32, "78" * 32
+    for key, digest in ((good, blake3.blake3(_canonical(RECORD)).hexdigest()), (bad, "0" * 64)):
+        path = tmp_path / "records" / key[:2] / f"{key}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"blake3": digest, "record": RECORD}, indent=1))
+    assert cache.get_record(good) == RECORD
+    assert cache.get_record(bad) is None
+    assert not (tmp_path / "records" / bad[:2] / f"{bad}.json").exists()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 70, -3])
+def test_a_cut_record_reads_as_absent(tmp_path, cut):
+    cache = Cache(tmp_path)
+    key = "9a" * 32
+    cache.put_record(key, RECORD)
+    path = tmp_path / "records" / key[:2] / f"{key}.json"
+    text = path.read_bytes()
+    path.write_bytes(text[:cut] if cut > 0 else text[:cut] + b"\n")
+    assert cache.get_record(key) is None
