@@ -94,6 +94,15 @@ def test_split_joins_the_output_key_of_test_cases_only(tmp_path):
     for a, b in zip(without.plans, with_splits.plans, strict=True):
         assert [link.key for link in a.links] == [link.key for link in b.links]  # no step key changes
         assert (a.output_key != b.output_key) == (split_of[a.item.item_id] == "test")
+    # plan_all takes the output key from one template per split: each is the key made item by item
+    from medflow.engine.keys import output_key
+    from medflow.engine.plan import writer_specs
+    from medflow.engine.prepare import item_writers
+
+    for prepared in (without, with_splits):
+        for plan in prepared.plans:
+            specs = writer_specs(item_writers(prepared, plan.item.item_id))
+            assert plan.output_key == output_key(plan.links[-1].key, specs)
 
 
 def test_test_split_param_names_the_split(tmp_path):

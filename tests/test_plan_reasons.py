@@ -80,3 +80,20 @@ def test_links_from_a_chain_template_are_the_links_made_item_by_item():
         for fingerprint in ("0" * 64, "f" * 64):
             item = ItemRef(item_id="ct-1", root="/", files=("a.dcm",), kind="series", fingerprint=fingerprint)
             assert item_links(item, reader_params, steps, None, template) == item_links(item, reader_params, steps)
+
+
+def test_output_keys_from_a_template_are_the_keys_made_item_by_item():
+    """plan_all serializes each split's writers once (output_key_template): same keys as output_key."""
+    from medflow.engine.keys import output_key, output_key_template
+    from medflow.engine.plan import writer_specs
+    from medflow.engine.prepare import per_item_writers
+    from medflow.recipe.loader import load_recipe
+    from tests.conftest import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "pipelines").glob("*.yaml")):
+        writers = per_item_writers(load_recipe(path).recipe)
+        for split in (None, "train", "test"):
+            chosen = [w.for_split(split) if split and hasattr(w, "for_split") else w for w in writers]
+            template = output_key_template(writer_specs(chosen))
+            for final in ("0" * 64, "f" * 64, 'a "quoted" \\ key é'):
+                assert template.key(final) == output_key(final, writer_specs(chosen)), (path.name, split)

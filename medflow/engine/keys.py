@@ -86,3 +86,8 @@ def step_key(previous_key: str, name: str, version: int, params: dict[str, Any])
 def output_key(final_key: str, writers: list[dict[str, Any]]) -> str:
     """Key of an item's output record: the final Sample's key plus every per-item writer (kind, version, params)."""
     return hash_json({"final": final_key, "writers": writers})
+
+
+def output_key_template(writers: list[dict[str, Any]]) -> KeyTemplate:
+    """:func:`output_key` of these writers, for any final key (the writers' params serialized once per build)."""
+    return KeyTemplate({"writers": writers}, "final")

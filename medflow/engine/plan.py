@@ -161,6 +161,7 @@ def plan_item(
     outputs_memo: FingerprintMemo | None = None,
     previous_algorithm: str = ALGORITHM,
     template: ChainTemplate | None = None,
+    output_template: keys.KeyTemplate | None = None,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, its previous manifest entry.
 
@@ -172,10 +173,14 @@ def plan_item(
     algorithm of the previous manifest's input digests (sha256 in a build of an older medflow:
     not comparable). ``outputs_memo`` knows the digests of the outputs as they were written (see
     :func:`_missing_outputs`); ``verify`` is the memo's. ``template``: the recipe's
-    :func:`chain_template`, made once for every item.
+    :func:`chain_template`, made once for every item; ``output_template``: the
+    :func:`medflow.engine.keys.output_key_template` of ``writers``, likewise.
     """
     links = item_links(item, reader_params, steps, dataset_stats, template)
-    out_key = keys.output_key(links[-1].key, writer_specs(writers))
+    if output_template is not None:
+        out_key = output_template.key(links[-1].key)
+    else:
+        out_key = keys.output_key(links[-1].key, writer_specs(writers))
     if item.kind == "instance":
         record = _manifest_record(previous_entries.get(item.item_id), out_key)
     else:

@@ -24,6 +24,7 @@ from medflow.engine.plan import (
     keeps_stored_values,
     needs_dataset_stats,
     plan_item,
+    writer_specs,
 )
 from medflow.engine.privacy import keyed_item_id, recipe_secret
 from medflow.engine.task import ItemTask
@@ -203,14 +204,22 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
                               keep_stored=keeps_stored_values(steps, recipe.engine.cache_stored_values))
     previous = read_previous(prepared.out_dir)
     algorithm = manifest_input_algorithm(previous.head) if previous else ALGORITHM
+    output_templates: dict[str | None, keys.KeyTemplate] = {}  # an item's writers depend on its split only
+
+    def writers_of(item_id: str) -> tuple[list[Any], keys.KeyTemplate]:
+        writers, split = item_writers(prepared, item_id), item_split(prepared, item_id)
+        if split not in output_templates:
+            output_templates[split] = keys.output_key_template(writer_specs(writers))
+        return writers, output_templates[split]
+
     with previous or contextlib.nullcontext():
-        prepared.plans = [
-            plan_item(item, prepared.reader_params, steps, item_writers(prepared, item.item_id),
-                      prepared.cache,
-                      prepared.out_dir, previous.entries if previous else {}, verify, prepared.dataset_stats,
-                      prepared.file_hashes[item.item_id], prepared.memo, algorithm, template)
-            for item in prepared.items
-        ]
+        prepared.plans = []
+        for item in prepared.items:
+            writers, output_template = writers_of(item.item_id)
+            prepared.plans.append(plan_item(
+                item, prepared.reader_params, steps, writers, prepared.cache, prepared.out_dir,
+                previous.entries if previous else {}, verify, prepared.dataset_stats,
+                prepared.file_hashes[item.item_id], prepared.memo, algorithm, template, output_template))
 
 
 def stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:
