@@ -191,7 +191,8 @@ class PreviousEntries(Mapping[str, dict[str, Any]]):
         if self._file is None:
             self._file = open(self._path, "rb")  # noqa: SIM115 - closed by close(), after the plan
         try:
-            entry = json.loads(os.pread(self._file.fileno(), length, offset))
+            self._file.seek(offset)
+            entry = json.loads(self._file.read(length))
         except (OSError, ValueError):
             raise KeyError(item_id) from None
         if not isinstance(entry, dict) or entry.get("id") != item_id:
