@@ -178,7 +178,7 @@ class Cache:
         """Store a JSON-able ``record`` under ``key`` with the digest of its canonical JSON."""
         body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         # {"<algorithm>": digest, "record": record}, made from the canonical text instead of encoding it twice
-        wrapped = b'{"%s":"%s","record":%s}\n' % (ALGORITHM.encode(), digest_bytes(body).encode(), body)
+        wrapped = _RECORD_HEAD + digest_bytes(body).encode() + _RECORD_MID + body + _RECORD_TAIL
         # owner-only, like the array entries: records can hold private tables (a crosswalk)
         try:
             atomic_write_bytes(self._record_path(key), wrapped, mode=0o600)
@@ -220,8 +220,9 @@ class Cache:
             pass
 
 
-_RECORD_HEAD = b'{"%s":"' % ALGORITHM.encode()
-_RECORD_BODY_AT = len(_RECORD_HEAD) + 64 + len(b'","record":')
+# A record file: _RECORD_HEAD, the body's 64-hex digest, _RECORD_MID, the canonical body, _RECORD_TAIL.
+_RECORD_HEAD, _RECORD_MID, _RECORD_TAIL = b'{"%s":"' % ALGORITHM.encode(), b'","record":', b"}\n"
+_RECORD_BODY_AT = len(_RECORD_HEAD) + 64 + len(_RECORD_MID)
 
 
 def _split_record(text: bytes) -> tuple[str | None, bytes | None]:
@@ -230,9 +231,10 @@ def _split_record(text: bytes) -> tuple[str | None, bytes | None]:
     The digest is checked against the body's bytes as stored: no second encoding of the record
     (which was a third of the time of planning an unchanged item).
     """
-    if (text.startswith(_RECORD_HEAD) and text.endswith(b"}\n")
-            and text[_RECORD_BODY_AT - len(b'","record":'):_RECORD_BODY_AT] == b'","record":'):
-        return text[len(_RECORD_HEAD):len(_RECORD_HEAD) + 64].decode("ascii", "replace"), text[_RECORD_BODY_AT:-2]
+    digest_at = len(_RECORD_HEAD)
+    if (text.startswith(_RECORD_HEAD) and text.endswith(_RECORD_TAIL)
+            and text[digest_at + 64:_RECORD_BODY_AT] == _RECORD_MID):
+        return text[digest_at:digest_at + 64].decode("ascii", "replace"), text[_RECORD_BODY_AT:-len(_RECORD_TAIL)]
     return None, None
 
 

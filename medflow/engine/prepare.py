@@ -208,7 +208,7 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
 
     def writers_of(item_id: str) -> tuple[list[Any], keys.KeyTemplate]:
         writers, split = item_writers(prepared, item_id), item_split(prepared, item_id)
-        if split not in output_templates:
+        if split not in output_templates:  # item_writers gives the same writers for the same split
             output_templates[split] = keys.output_key_template(writer_specs(writers))
         return writers, output_templates[split]
 
