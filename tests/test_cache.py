@@ -233,3 +233,28 @@ def test_a_cut_record_reads_as_absent(tmp_path, cut):
     text = path.read_bytes()
     path.write_bytes(text[:cut] if cut > 0 else text[:cut] + b"\n")
     assert cache.get_record(key) is None
+
+
+def test_a_record_reads_back_with_its_canonical_text(tmp_path):
+    """What a plan keeps of an up-to-date item: the text the digest was made of, which parses to the record."""
+    cache = Cache(tmp_path)
+    old = "bc" * 32
+    cache.put_record("ab" * 32, RECORD)
+    record, text = cache.get_record_and_text("ab" * 32)
+    assert record == RECORD and text == _canonical(RECORD) and json.loads(text) == RECORD
+    path = tmp_path / "records" / old[:2] / f"{old}.json"  # an older medflow's layout: the text made again
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"blake3": blake3.blake3(_canonical(RECORD)).hexdigest(), "record": RECORD}, indent=1))
+    assert cache.get_record_and_text(old) == (RECORD, _canonical(RECORD))
+    assert cache.get_record_and_text("cd" * 32) is None
+
+
+def test_a_record_that_is_not_an_object_reads_as_absent(tmp_path):
+    """Its digest holds, but no medflow writes such a record: damage, deleted like any other."""
+    cache = Cache(tmp_path)
+    key = "de" * 32
+    cache.put_record(key, RECORD)
+    path = tmp_path / "records" / key[:2] / f"{key}.json"
+    body = b"[1,2]"
+    path.write_bytes(b'{"blake3":"%s","record":%s}\n' % (blake3.blake3(body).hexdigest().encode(), body))
+    assert cache.get_record(key) is None and not path.exists()

@@ -439,7 +439,7 @@ FROM_HEADER = ("steps:\n  - step: window\n    from_header: true\n"
 
 def _item_records(report) -> list:
     items = report.manifest["items"]
-    items = items if isinstance(items, list) else list(items.values())
+    items = list(items.values()) if isinstance(items, dict) else list(items)  # a build's entries: an EntrySpool
     return [(item["meta"], item["outputs"]) for item in items]
 
 

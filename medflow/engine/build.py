@@ -30,10 +30,12 @@ from medflow.engine.record import (
     Outcome,
     assemble_manifest,
     collect,
+    enter_result,
     input_accounting,
     item_paths,
     run_dataset_writers,
 )
+from medflow.engine.spool import EntrySpool
 from medflow.engine.task import ItemResult
 from medflow.errors import FileSystemError
 from medflow.recipe.loader import LoadedRecipe
@@ -108,15 +110,18 @@ def _build_claimed(
 
     prepared = prepare(loaded, verify=verify, workers=n_workers if backend == "local" else 1)
     stats_were_cached, notes = _dataset_stats_pass(prepared, verify, n_workers, backend, address)
-    results = _run_items(prepared, n_workers, backend, address, keep_going, progress or Progress(enabled=show_progress))
-    resolve_shared_outputs(prepared, results)
+    entries = EntrySpool(prepared.out_dir, (plan.item.item_id for plan in prepared.plans))  # on disk, not in memory
+    results = _run_items(prepared, entries, n_workers, backend, address, keep_going,
+                         progress or Progress(enabled=show_progress))
+    for plan in resolve_shared_outputs(prepared, results):
+        results[plan.item.item_id] = enter_result(prepared, plan, results[plan.item.item_id], entries)
     remember_outputs(prepared, results)
 
-    outcome = collect(prepared, results)
-    dataset_outputs = run_dataset_writers(prepared, outcome.manifest_items)
+    outcome = collect(prepared, results, entries)
+    dataset_outputs = run_dataset_writers(prepared, outcome.entries)
     private_files, private_errors = write_private_tables(prepared.out_dir, outcome.private_tables)
     outcome.failed.extend(private_errors)
-    accounting = input_accounting(prepared, outcome.manifest_items)
+    accounting = input_accounting(prepared, outcome.statuses)
     warnings = _cache_warnings(prepared, results)
     seconds = time.perf_counter() - started
     run = {
@@ -166,14 +171,16 @@ def _dataset_stats_pass(
 
 
 def _run_items(
-    prepared: Prepared, workers: int, backend: str, address: str | None, keep_going: bool, progress: Progress
+    prepared: Prepared, entries: EntrySpool, workers: int, backend: str, address: str | None, keep_going: bool,
+    progress: Progress,
 ) -> dict[str, ItemResult]:
-    """Run every item that is not up to date; their small records by item id."""
-    tasks = [make_task(prepared, plan) for plan in prepared.plans if not plan.up_to_date]
+    """Run every item that is not up to date; their small records by item id, each entered in ``entries`` as it came."""
+    plans = {plan.item.item_id: plan for plan in prepared.plans if not plan.up_to_date}
+    tasks = [make_task(prepared, plan) for plan in plans.values()]
     results: dict[str, ItemResult] = {}
     with progress.run(tasks) as channel:  # channel: where streamed items report their slabs
         for result in execute(tasks, workers, backend=backend, address=address, progress_dir=channel):
-            results[result.item_id] = result
+            results[result.item_id] = enter_result(prepared, plans[result.item_id], result, entries)
             progress.update(result.status == "ok", result.item_id)
             if result.status != "ok" and not keep_going:
                 break
@@ -192,6 +199,7 @@ def _report(
         redactor = PathRedactor(prepared.source_root)
         files = item_paths(prepared)
         manifest = redact_manifest(manifest, redactor, files)
+        outcome.entries.close()  # the entries as made name the input files; the report keeps the redacted ones
         failed = [(i, redactor.text(r, files.get(i, ()))) for i, r in failed]
         quarantined = [(i, redactor.text(r, files.get(i, ()))) for i, r in quarantined]
         filtered = [(i, redactor.text(r, files.get(i, ()))) for i, r in filtered]

@@ -137,6 +137,11 @@ _WRITE_CHUNK = 1 << 20  # characters of manifest text per write
 _COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
 
 
+def encode_entry(entry: Any) -> str:
+    """One entry of a top-level list (an item, an output, a withheld file) as the manifest writes it: one line."""
+    return _COMPACT.encode(entry)
+
+
 def manifest_text(manifest: dict[str, Any]) -> str:
     """The manifest as JSON text: sorted keys, stable; top-level sections indented, lists one entry per line.
 
@@ -160,6 +165,12 @@ def _chunks(value: Any, depth: int) -> Iterator[str]:
         for index, entry in enumerate(value):
             yield (",\n" if index else "") + inner + _COMPACT.encode(entry)
         yield "\n" + pad + "]"
+    elif hasattr(value, "texts"):  # an EntrySpool: the entries one per line, their text as it was stored
+        empty = True
+        for text in value.texts():
+            yield ("[\n" if empty else ",\n") + inner + text
+            empty = False
+        yield "[]" if empty else "\n" + pad + "]"
     else:
         yield _COMPACT.encode(value)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medflow.engine.plan import _missing_outputs
+from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared, make_task
 from medflow.engine.run import run_item
 from medflow.engine.task import ItemResult
@@ -28,12 +28,13 @@ def remember_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None
                 pass  # gone already: the next plan rebuilds it
 
 
-def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> None:
+def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -> list[ItemPlan]:
     """Instance items that wrote the same output path (one SOPInstanceUID in two files): keep one.
 
     The item with the smallest id keeps the path, whatever order the workers finished in;
     the others become ``duplicate`` (withheld, naming the kept item). When the file on disk
     is not the kept item's bytes (another wrote last), the kept item is written again.
+    Returns the plans of the items whose result this changed (their entries are to be made again).
     """
     owners: dict[str, list[str]] = {}
     outputs_of: dict[str, list[dict[str, Any]]] = {}
@@ -41,8 +42,9 @@ def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -
         if plan.item.kind != "instance":
             continue
         item_id = plan.item.item_id
-        if plan.up_to_date and plan.record.get("status", "ok") == "ok":
-            outputs_of[item_id] = plan.record["outputs"]
+        record = plan.record if plan.up_to_date else None
+        if record is not None and record.get("status", "ok") == "ok":
+            outputs_of[item_id] = record["outputs"]
         elif item_id in results and results[item_id].status == "ok":
             outputs_of[item_id] = results[item_id].outputs
         for out in outputs_of.get(item_id, []):
@@ -55,15 +57,19 @@ def resolve_shared_outputs(prepared: Prepared, results: dict[str, ItemResult]) -
                 if other != keep:
                     losers[other] = keep
     if not losers:
-        return
+        return []
     plans = {plan.item.item_id: plan for plan in prepared.plans}
+    changed = []
     for loser, keep in sorted(losers.items()):
         plan = plans[loser]
         results[loser] = ItemResult(loser, "duplicate", error=f"same SOPInstanceUID as item {keep}: not written twice")
         plan.write_outputs, plan.start = True, 0  # its record is not reused as "ok"
+        changed.append(plan)
     for keep in sorted(set(losers.values())):
         stale = _missing_outputs({"outputs": outputs_of[keep]}, prepared.out_dir, None)
         if stale:
             results[keep] = run_item(make_task(prepared, plans[keep]))
             plans[keep].write_outputs, plans[keep].start = True, 0
+            changed.append(plans[keep])
+    return changed
 

@@ -151,11 +151,12 @@ def redact_manifest(manifest: dict[str, Any], redactor: PathRedactor, item_files
     each item's entry is searched for those paths; the dataset-level lists for their own file.
     """
     out = dict(manifest)
-    items = []
-    for entry in manifest["items"]:
-        paths = item_files.get(entry["id"], ())
-        items.append(redactor.tree(entry, paths))
-    out["items"] = items
+
+    def redact(entry: dict[str, Any]) -> dict[str, Any]:
+        return redactor.tree(entry, item_files.get(entry["id"], ()))
+
+    items = manifest["items"]
+    out["items"] = items.map(redact) if hasattr(items, "map") else [redact(entry) for entry in items]  # an EntrySpool: on disk
     for section in ("inputs_skipped", "inputs_unreadable"):
         out[section] = [
             {"file": path_token(row["file"]), "reason": redactor.text(row["reason"], [row["file"]])}

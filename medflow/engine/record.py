@@ -6,6 +6,8 @@ computes pixels or decides staleness.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from medflow.engine.manifest import MANIFEST_VERSION, environment
 from medflow.engine.plan import ItemPlan, _missing_outputs
 from medflow.engine.prepare import Prepared
 from medflow.engine.provenance import recipe_provenance
+from medflow.engine.spool import EntrySpool
 from medflow.engine.task import ItemResult
 from medflow.hashing import ALGORITHM
 from medflow.sources.skips import skip_kind
@@ -50,25 +53,35 @@ def manifest_item(
     }
 
 
-def input_accounting(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> dict[str, Any]:
+def enter_result(prepared: Prepared, plan: ItemPlan, result: ItemResult, entries: EntrySpool) -> ItemResult:
+    """Put the manifest entry of a worker's ``result`` into ``entries``; returns what the build keeps of it.
+
+    The entry is made as the result comes, so the parent never holds every item's ``meta`` (the
+    larger part of an entry); the result kept has none.
+    """
+    entries.put(manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error))
+    return dataclasses.replace(result, meta={})
+
+
+def input_accounting(prepared: Prepared, statuses: Iterable[tuple[str, str, str | None]]) -> dict[str, Any]:
     """Every DICOM file found in the source: written (its item is built) or withheld with the reason.
 
+    ``statuses``: (item id, status, error) of every item (:attr:`Outcome.statuses`).
     ``inputs`` = ``written`` + ``len(withheld)``. Files that are not DICOM (or hidden) are not
     inputs; they stay listed in ``inputs_skipped``.
     """
     written = 0
     withheld: list[dict[str, str]] = []
     by_id = {plan.item.item_id: plan.item for plan in prepared.plans}
-    for entry in manifest_items:
-        item = by_id[entry["id"]]
+    for item_id, status, error in statuses:
+        item = by_id[item_id]
         files = item.all_files
-        if entry["status"] == "ok":
+        if status == "ok":
             written += len(item.files)
             withheld += [{"file": rel, "reason": f"unreadable: {why}"} for rel, why in item.broken_files]
             continue
-        label = {"quarantined": "quarantined", "filtered": "filtered", "duplicate": "duplicate"}.get(
-            entry["status"], "failed")
-        reason = f"{label}: {entry.get('error') or entry['status']}"
+        label = {"quarantined": "quarantined", "filtered": "filtered", "duplicate": "duplicate"}.get(status, "failed")
+        reason = f"{label}: {error or status}"
         withheld += [{"file": rel, "reason": reason} for rel in files]
     for rel, reason in prepared.unreadable:
         withheld.append({"file": rel, "reason": f"unreadable: {reason}"})
@@ -83,8 +96,12 @@ def item_paths(prepared: Prepared) -> dict[str, list[str]]:
     return {item.item_id: item.all_files for item in prepared.items}
 
 
-def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged."""
+def run_dataset_writers(prepared: Prepared, manifest_items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged.
+
+    A writer that reads records gets every entry in memory (:class:`DatasetRecords`); the others
+    get the ``.npy`` files of the built items.
+    """
     written = []
     npy_files = None  # a Path per built item: made only for a writer that reads the .npy files
     for params in prepared.loaded.recipe.outputs.writers:
@@ -92,7 +109,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
         if spec.per_item and spec.finalize is None:
             continue
         reads_records = spec.per_item or getattr(spec.params_model, "dataset_input", "npy") == "records"
-        records = DatasetRecords.of(manifest_items, prepared.facts) if reads_records else None
+        records = DatasetRecords.of(list(manifest_items), prepared.facts) if reads_records else None
         if not reads_records and npy_files is None:
             npy_files = _npy_files(prepared, manifest_items)
         key = keys.hash_json(
@@ -112,7 +129,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: list[dict[str, Any]]
     return written
 
 
-def _npy_files(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list[tuple[str, Path, str | None]]:
+def _npy_files(prepared: Prepared, manifest_items: Iterable[dict[str, Any]]) -> list[tuple[str, Path, str | None]]:
     """``(item id, path, digest)`` of every ``.npy`` output of the built items (the digest None for an older medflow's)."""
     return [
         (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))
@@ -125,32 +142,39 @@ def _npy_files(prepared: Prepared, manifest_items: list[dict[str, Any]]) -> list
 
 @dataclass
 class Outcome:
-    """What became of every item, in plan order: manifest entries and the lists the summary shows."""
+    """What became of every item: its manifest entry (in plan order) and the lists the summary shows."""
 
-    manifest_items: list[dict[str, Any]] = field(default_factory=list)
+    entries: EntrySpool
+    statuses: list[tuple[str, str, str | None]] = field(default_factory=list)  # (item id, status, error), plan order
     ok: int = 0
+    filtered_files: int = 0  # input files of the items the recipe's filter left out
     failed: list[tuple[str, str]] = field(default_factory=list)  # (item id, one-line reason)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     filtered: list[tuple[str, str]] = field(default_factory=list)  # filtered or duplicate: withheld, not failed
     private_tables: list[dict[str, list[list[str]]]] = field(default_factory=list)
 
 
-def collect(prepared: Prepared, results: dict[str, ItemResult]) -> Outcome:
-    """Each item's status and manifest entry: from its record when up to date, its result when run."""
-    outcome = Outcome()
+def collect(prepared: Prepared, results: dict[str, ItemResult], entries: EntrySpool) -> Outcome:
+    """Each item's status, and its manifest entry in ``entries``: from its record when up to date, else
+    from its result (put by :func:`enter_result` when it came, unless ``entries`` lacks it)."""
+    outcome = Outcome(entries)
     for plan in prepared.plans:
         item_id = plan.item.item_id
         if plan.up_to_date:
-            status, error = plan.record.get("status", "ok"), plan.record.get("error")
-            outputs, meta, private = plan.record["outputs"], plan.record["meta"], plan.record.get("private_tables", {})
+            record = plan.record
+            status, error, private = record.get("status", "ok"), record.get("error"), record.get("private_tables", {})
+            entries.put(manifest_item(prepared, plan, status, record["outputs"], record["meta"], error))
         elif item_id in results:
             result = results[item_id]
-            status, error = result.status, result.error
-            outputs, meta, private = result.outputs, result.meta, result.private_tables
+            status, error, private = result.status, result.error, result.private_tables
+            if not entries.has(item_id):
+                entries.put(manifest_item(prepared, plan, status, result.outputs, result.meta, error))
         else:
-            status, error = "not built", "stopped after an earlier failure"
-            outputs, meta, private = [], {}, {}
-        outcome.manifest_items.append(manifest_item(prepared, plan, status, outputs, meta, error))
+            status, error, private = "not built", "stopped after an earlier failure", {}
+            entries.put(manifest_item(prepared, plan, status, [], {}, error))
+        outcome.statuses.append((item_id, status, error))
+        if status == "filtered":
+            outcome.filtered_files += len(plan.item.files)
         if status == "ok":
             outcome.ok += 1
             outcome.private_tables.append(private)
@@ -186,7 +210,7 @@ def assemble_manifest(
         },
         **({"splits": prepared.facts.splits} if prepared.facts and prepared.facts.splits else {}),
         "cache_format": keys.CACHE_FORMAT_VERSION,
-        "items": outcome.manifest_items,
+        "items": outcome.entries,
         "dataset_outputs": dataset_outputs,
         "dataset_stats": [
             {"step_index": index + 1, "step": recipe.steps[index].step, "stats": stats}
@@ -206,7 +230,7 @@ def assemble_manifest(
             # four words: filtered (the recipe's filter left it out), skipped (not DICOM, hidden, no
             # pixels), unreadable (cannot be read), withheld (a DICOM input not written, with its reason)
             "filtered_files": sum(skip_kind(reason) == "filtered" for _, reason in prepared.skipped)
-            + sum(len(item["files"]) for item in outcome.manifest_items if item["status"] == "filtered"),
+            + outcome.filtered_files,
             "skipped_files": sum(skip_kind(reason) != "filtered" for _, reason in prepared.skipped),
             "input_files": accounting["inputs"],
             "input_files_written": accounting["written"],

@@ -1,0 +1,99 @@
+"""The manifest's item entries, kept on disk while a build makes them.
+
+A build used to hold every item's entry (about 7 KB of Python objects each) until it wrote the
+manifest, so the parent's memory grew with the dataset. Each entry is now encoded once, as the
+manifest writes it (:func:`medflow.engine.manifest.encode_entry`), into an anonymous temp file
+in the output folder; the manifest is written from that text, and whoever reads the entries
+(dataset writers, the accounting, the redaction, the build log) parses one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from medflow.engine.manifest import encode_entry
+
+
+class EntrySpool(Sequence[dict[str, Any]]):
+    """Item entries by id, on disk, read back in plan order (a read-only ``Sequence`` of parsed entries).
+
+    ``put`` adds an item's entry or replaces it (the last one put wins); reading needs an entry
+    for every id of ``order``. The file has no name on Linux (``O_TMPFILE``) and elsewhere a
+    medflow temp name; it is removed when the spool is closed or garbage collected, or when the
+    process dies. It is owner-only: before redaction, entries name the input files.
+    """
+
+    def __init__(self, folder: Path, order: Iterable[str]):
+        from medflow.workspace import TEMP_PREFIX, current_run_id
+
+        self._folder, self._order = folder, list(order)
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._end = 0
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
+            dir=folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix="-manifest-entries.tmp")
+        self._close = weakref.finalize(self, self._file.close)
+
+    def put(self, entry: dict[str, Any]) -> None:
+        """Add the entry of ``entry["id"]``, or replace the one put before."""
+        data = encode_entry(entry).encode("utf-8")
+        self._file.seek(self._end)
+        self._file.write(data)
+        self._spans[entry["id"]] = (self._end, len(data))
+        self._end += len(data)
+
+    def has(self, item_id: str) -> bool:
+        """Has the item of this id an entry?"""
+        return item_id in self._spans
+
+    def text(self, item_id: str) -> str:
+        """The entry of ``item_id`` as the manifest writes it (one line, no newline)."""
+        offset, length = self._spans[item_id]
+        self._file.seek(offset)
+        return self._file.read(length).decode("utf-8")
+
+    def texts(self) -> Iterator[str]:
+        """Every entry's text, in plan order."""
+        for item_id in self._order:
+            yield self.text(item_id)
+
+    def map(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> EntrySpool:
+        """A new spool (same folder and order) of ``change(entry)`` for every entry; this one is left as it is."""
+        changed = EntrySpool(self._folder, self._order)
+        for entry in self:
+            changed.put(change(entry))
+        return changed
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [json.loads(self.text(item_id)) for item_id in self._order[index]]
+        return json.loads(self.text(self._order[index]))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for text in self.texts():
+            yield json.loads(text)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EntrySpool({len(self._spans)} of {len(self._order)} entries)"
+
+    def close(self) -> None:
+        """Remove the file now (reading the entries afterwards fails)."""
+        self._close()
