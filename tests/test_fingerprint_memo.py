@@ -11,8 +11,9 @@ import pytest
 
 import medflow.sources.discovery as discovery
 from medflow.recipe.model import SeriesFilter
-from medflow.sources.fingerprint import MEMO_FORMAT, FingerprintMemo
+from medflow.sources.fingerprint import FingerprintMemo
 from tests.dicom_factory import write_ct_series
+from tests.test_memo_store import saved_entries
 
 
 def _blake3(path) -> str:
@@ -82,10 +83,9 @@ def test_a_memo_of_sha256_digests_is_never_read_as_blake3(tmp_path):
     memo = FingerprintMemo(tmp_path / "memo.json")
     assert memo.digest(path) == _blake3(path)
     memo.save()
-    saved = json.loads((tmp_path / "memo.json").read_text())
-    assert saved["format"] == MEMO_FORMAT
-    assert saved["entries"][os.path.realpath(path)]["blake3"] == _blake3(path)
-    assert "sha256" not in saved["entries"][os.path.realpath(path)]
+    saved = saved_entries(tmp_path / "memo.json")
+    assert saved[os.path.realpath(path)]["blake3"] == _blake3(path)
+    assert "sha256" not in saved[os.path.realpath(path)]
 
 
 def test_a_build_stats_each_file_once_and_a_file_it_writes_anew(tmp_path, monkeypatch):
@@ -121,19 +121,17 @@ def test_a_build_stats_each_file_once_and_a_file_it_writes_anew(tmp_path, monkey
     assert FingerprintMemo(tmp_path / "memo.json").digest(files[0]) == "0" * 64  # the fresh stat was kept
 
 
-def test_the_memo_file_is_the_json_of_its_entries(tmp_path):
+def test_the_memo_file_is_the_json_of_its_entries_one_a_line(tmp_path):
     """save() writes entry by entry (a memo of 20,000 files was the build's memory peak as one
-    string): the file must still be the plain JSON of every entry, read back whole."""
-    import json
-
+    string): each line must still be the plain JSON of its key and entry, read back whole."""
     memo = FingerprintMemo(tmp_path / "memo.json")
     for i in range(1500):  # several write batches
         memo._entries[f"/data/é{i}\\\"x"] = {"size": i, "mtime_ns": i * 7, "blake3": f"{i:064x}", "facts": {"é": [1.5, None]}}
     memo._dirty = True
     memo.save()
-    text = (tmp_path / "memo.json").read_text()
-    assert text == json.dumps({"format": MEMO_FORMAT, "entries": memo._entries}, separators=(",", ":"))
-    assert FingerprintMemo(tmp_path / "memo.json")._entries == memo._entries
+    assert saved_entries(tmp_path / "memo.json") == memo._entries
+    again = FingerprintMemo(tmp_path / "memo.json")
+    assert {key: again._stored.get(key) for key in memo._entries} == memo._entries
 
 
 @pytest.mark.parametrize("linked", [False, True], ids=["plain-folder", "linked-folder"])

@@ -18,12 +18,16 @@ from pathlib import Path
 from stat import S_ISLNK
 
 from medflow.hashing import ALGORITHM, file_digest
+from medflow.sources import memo_store
 from medflow.writers.atomic import atomic_write
 
 # 3: BLAKE3 digests (2 held sha256: never read as BLAKE3, the memo starts afresh); 4 (27f7da1) kept
 # every extra as JSON text, parsed on each read: a quarter of a no-op rebuild's discovery, so 5
-# keeps values as they are again (discovery keeps its bulky reading facts as text itself)
-MEMO_FORMAT = 5
+# keeps values as they are again (discovery keeps its bulky reading facts as text itself); 6: one
+# entry a line, each parsed when asked (:mod:`medflow.sources.memo_store`); a memo of format 5 is
+# still read (whole) and saved as 6
+MEMO_FORMAT = memo_store.FORMAT
+_READ_WHOLE_FORMAT = 5
 #: Fewer bytes of files to hash than this, or files smaller than the second on average:
 #: :meth:`FingerprintMemo.digest_many` leaves them to one thread (a tiny file's hash is mostly
 #: Python holding the GIL, which threads would only pass around).
@@ -32,18 +36,23 @@ PARALLEL_MIN_FILE_BYTES = 64 << 10
 
 
 class FingerprintMemo:
-    """Content digests of files, memoized in a JSON file (``None`` path: in memory only).
+    """Content digests of files, memoized in a file of JSON lines (``None`` path: in memory only).
 
     With a ``secret`` (a de-identifying build), entries are keyed by HMAC(secret, path) and no
     header facts are kept: the cache then holds neither the export's folder names (often the
     patient's) nor header values.
+
+    The entries of the memo file stay in it (:class:`medflow.sources.memo_store.StoredEntries`),
+    each parsed when asked for; an entry this build makes or changes is held (``_entries``) until
+    :meth:`save`. :meth:`close` (or :meth:`save`) lets go of the file.
     """
 
     def __init__(self, memo_path: Path | None, verify: bool = False, secret: bytes | None = None):
         self._secret = secret
         self._path = memo_path
         self._verify = verify
-        self._entries: dict[str, list] = {}
+        self._entries: dict[str, dict] = {}  # made or changed by this build (saved over the stored ones)
+        self._stored: memo_store.StoredEntries | None = None  # the memo file's entries, parsed when asked
         self._dirty = False
         self._lock = threading.Lock()
         self._folders: dict[str, str] = {}  # absolute folder -> its realpath (see _realpath)
@@ -56,31 +65,49 @@ class FingerprintMemo:
         self._fresh: set[str] = set()
         if memo_path is not None and memo_path.is_file():
             try:
-                data = json.loads(memo_path.read_text())
-                if data.get("format") == MEMO_FORMAT:
-                    self._entries = data["entries"]
-            except (ValueError, KeyError, OSError):
-                self._entries = {}  # a damaged memo only costs a rehash
+                self._stored = memo_store.StoredEntries(memo_path)
+            except (ValueError, OSError):
+                self._read_whole(memo_path)
+
+    def _read_whole(self, memo_path: Path) -> None:
+        """Take the entries of a memo in format 5 (one JSON object), all of them changed: saved as format 6."""
+        try:
+            data = json.loads(memo_path.read_text())
+            if data.get("format") == _READ_WHOLE_FORMAT and isinstance(data["entries"], dict):
+                self._entries, self._dirty = data["entries"], True
+        except (ValueError, KeyError, OSError, AttributeError):
+            self._entries = {}  # a damaged memo only costs a rehash
 
     def _valid_entry(self, key: str, size: int, mtime_ns: int) -> dict | None:
         """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``.
 
-        With ``verify`` only entries made by this build count. Callers hold ``self._lock``.
+        With ``verify`` only entries made by this build count. An entry of the memo file is
+        parsed for this call only: change it through :meth:`_entry`. Callers hold ``self._lock``.
         """
         entry = self._entries.get(key)
+        if entry is None and self._stored is not None:
+            entry = self._stored.get(key)
         if not isinstance(entry, dict) or (self._verify and key not in self._fresh):
             return None
         return entry if entry.get("size") == size and entry.get("mtime_ns") == mtime_ns else None
 
     def _entry(self, key: str, size: int, mtime_ns: int) -> dict:
-        """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``, else a fresh one."""
+        """The entry of ``key`` to change, kept until :meth:`save`: the valid one, else a fresh one."""
         with self._lock:
             entry = self._valid_entry(key, size, mtime_ns)
             if entry is None:
-                entry = self._entries[key] = {"size": size, "mtime_ns": mtime_ns}
+                entry = {"size": size, "mtime_ns": mtime_ns}
                 self._fresh.add(key)
+            if self._entries.get(key) is not entry:  # fresh, or parsed from the file: kept from now on
+                self._entries[key] = entry
                 self._dirty = True
             return entry
+
+    def _known(self, key: str, size: int, mtime_ns: int, name: str):
+        """The value under ``name`` of the valid entry of ``key``, else None (nothing is kept or changed)."""
+        with self._lock:
+            entry = self._valid_entry(key, size, mtime_ns)
+            return None if entry is None else entry.get(name)
 
     def _looked_up(self, path: Path) -> tuple[str, str, int, int]:
         """(memo key, resolved path, size, mtime_ns) of ``path``, looked up once in this memo's life.
@@ -164,10 +191,10 @@ class FingerprintMemo:
         if known is not None:
             return known
         key, resolved, size, mtime_ns = self._looked_up(path)
-        entry = self._entry(key, size, mtime_ns)
-        digest = entry.get(ALGORITHM)
+        digest = self._known(key, size, mtime_ns, ALGORITHM)
         if digest is None:
             digest = file_digest(resolved)
+            entry = self._entry(key, size, mtime_ns)
             with self._lock:
                 entry[ALGORITHM] = digest
                 self._dirty = True
@@ -184,7 +211,7 @@ class FingerprintMemo:
         looked at or read is left to :meth:`digest`, which raises as it always did. Files of
         less than :data:`PARALLEL_MIN_FILE_BYTES` on average stay on the calling thread too.
         """
-        todo: list[tuple[str, str, dict]] = []  # (path as asked, resolved, its memo entry)
+        todo: list[tuple[str, str, tuple[str, int, int]]] = []  # (path as asked, resolved, (key, size, mtime))
         size_sum = 0
         for path in paths:
             if path in self._digests:
@@ -193,10 +220,9 @@ class FingerprintMemo:
                 key, resolved, size, mtime_ns = self._looked_up(path)
             except OSError:
                 continue
-            entry = self._entry(key, size, mtime_ns)
-            known = entry.get(ALGORITHM)
+            known = self._known(key, size, mtime_ns, ALGORITHM)
             if known is None:
-                todo.append((path, resolved, entry))
+                todo.append((path, resolved, (key, size, mtime_ns)))
                 size_sum += size
             else:
                 self._digests[path] = known  # digest(path) is then one look-up (a rebuild asks twice)
@@ -223,9 +249,10 @@ class FingerprintMemo:
             thread.start()
         for thread in pool:
             thread.join()
-        with self._lock:
-            for (path, _, entry), digest in zip(todo, digests, strict=True):
-                if digest is not None:
+        for (path, _, looked), digest in zip(todo, digests, strict=True):
+            if digest is not None:
+                entry = self._entry(*looked)
+                with self._lock:
                     entry[ALGORITHM] = digest
                     self._digests[path] = digest
                     self._dirty = True
@@ -240,9 +267,7 @@ class FingerprintMemo:
         if known is not None:
             return known
         key, _, size, mtime_ns = self._looked_up(path)
-        with self._lock:
-            entry = self._valid_entry(key, size, mtime_ns)
-            return entry.get(ALGORITHM) if entry is not None else None
+        return self._known(key, size, mtime_ns, ALGORITHM)
 
     def prime(self, path: str, size: int, mtime_ns: int, digest: str | None, extras: dict) -> bool:
         """Take what another process read of ``path`` when its size and mtime were ``size``, ``mtime_ns``.
@@ -291,7 +316,14 @@ class FingerprintMemo:
         if self._secret is not None:
             return None
         key, _, size, mtime_ns = self._looked_up(path)
-        return self._entry(key, size, mtime_ns).get(name)
+        with self._lock:
+            entry = self._valid_entry(key, size, mtime_ns)
+        if entry is None:
+            return None
+        digest = entry.get(ALGORITHM)
+        if digest is not None:  # asked for next (discovery hashes what it found): not parsed a second time
+            self._digests.setdefault(os.fspath(path), digest)
+        return entry.get(name)
 
     def set_extra(self, path: Path, name: str, value) -> None:
         """Memoize a JSON-able ``value`` for ``path`` under ``name`` (not with a secret: values may identify)."""
@@ -304,22 +336,16 @@ class FingerprintMemo:
             self._dirty = True
 
     def save(self) -> None:
-        """Write the memo atomically (no-op when nothing changed or in memory only)."""
+        """Write the memo atomically (no-op when nothing changed or in memory only).
+
+        Written entry by entry (:func:`medflow.sources.memo_store.write_memo`): the whole text
+        of 20,000 files (~17 MB) was a peak of the build. The entries of the file this memo
+        loaded stay readable (the open file is the one loaded, see :mod:`~medflow.sources.memo_store`).
+        """
         if self._path is None or not self._dirty:
             return
-
-        def write(f) -> None:  # entry by entry: the whole text of 20,000 files (~17 MB) was a peak of the build
-            encode = json.JSONEncoder(separators=(",", ":")).encode
-            pending = [f'{{"format":{MEMO_FORMAT},"entries":{{']
-            with self._lock:
-                entries = list(self._entries.items())
-            for index, (key, entry) in enumerate(entries):
-                pending.append(f'{"," if index else ""}{encode(key)}:{encode(entry)}')
-                if len(pending) >= 512:
-                    f.write("".join(pending).encode())
-                    pending = []
-            pending.append("}}")
-            f.write("".join(pending).encode())
-
-        atomic_write(self._path, write, mode=0o600)  # input paths: owner only
+        with self._lock:
+            changed = dict(self._entries)
+        atomic_write(self._path, lambda f: memo_store.write_memo(f, self._stored, changed),
+                     mode=0o600)  # input paths: owner only
         self._dirty = False

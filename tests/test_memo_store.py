@@ -1,0 +1,135 @@
+"""The memo file is one entry a line; a build locates the entries and parses each when asked.
+
+A no-op rebuild asks the memo about every input: these tests pin that it then holds none of the
+entries parsed, that what it answers is what was saved (any key, any value), that damage stays
+with its line, that an older memo (one JSON object) is still read, and that another build
+replacing the file does not change what this one reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import medflow.sources.discovery as discovery
+from medflow.recipe.model import SeriesFilter
+from medflow.sources import memo_store
+from medflow.sources.fingerprint import MEMO_FORMAT, FingerprintMemo
+from tests.dicom_factory import write_ct_series
+
+KEY = st.text(alphabet=st.sampled_from(list(string.ascii_letters + '/._-^ "\\\n\t{}:,É李') + ["\x00"]), min_size=1,
+              max_size=16)
+VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | KEY,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEY, children, max_size=3),
+    max_leaves=10,
+)
+
+
+def saved_entries(path) -> dict:
+    """The entries of a memo file, read with plain ``json`` line by line (the reference reader)."""
+    lines = path.read_bytes().split(b"\n")
+    assert json.loads(lines[0]) == {"format": MEMO_FORMAT} and lines[-1] == b""
+    entries = {}
+    for line in lines[1:-1]:
+        key, entry = line.split(b"\t")
+        entries[json.loads(key)] = json.loads(entry)
+    return entries
+
+
+@given(entries=st.dictionaries(KEY, st.dictionaries(KEY, VALUE, max_size=3), max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_what_is_saved_reads_back_entry_by_entry(entries, tmp_path_factory):
+    path = tmp_path_factory.mktemp("memo") / "memo.json"
+    memo = FingerprintMemo(path)
+    memo._entries.update(entries)
+    memo._dirty = True
+    memo.save()
+    assert saved_entries(path) == entries
+    stored = memo_store.StoredEntries(path)
+    assert {key: stored.get(key) for key in entries} == entries
+    assert stored.get("not a key") is None
+    stored.close()
+
+
+def test_an_unchanged_rebuild_holds_no_entry_parsed_and_saves_nothing(tmp_path, monkeypatch):
+    write_ct_series(tmp_path / "data", 1, n_slices=3)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    first = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    memo.save()
+    saved = memo_path.read_bytes()
+    memo = FingerprintMemo(memo_path)
+    again = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
+    assert again.items == first.items
+    assert memo._entries == {} and not memo._dirty
+    memo.save()
+    assert memo_path.read_bytes() == saved
+
+
+def test_a_changed_entry_replaces_its_line_and_the_others_are_kept_as_they_were(tmp_path):
+    files = write_ct_series(tmp_path / "data", 1, n_slices=3)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    for path in files:
+        memo.digest(path)
+    memo.save()
+    before = saved_entries(memo_path)
+    files[0].write_bytes(b"changed")
+    memo = FingerprintMemo(memo_path)
+    assert memo.digest(files[0]) == __import__("blake3").blake3(b"changed").hexdigest()
+    memo.save()
+    after = saved_entries(memo_path)
+    changed = os.path.realpath(files[0])
+    assert {k: v for k, v in after.items() if k != changed} == {k: v for k, v in before.items() if k != changed}
+    assert after[changed]["size"] == len(b"changed")
+
+
+def test_a_damaged_line_is_absent_and_not_written_back(tmp_path):
+    path = tmp_path / "memo.json"
+    good = {"size": 1, "mtime_ns": 2, "blake3": "0" * 64}
+    path.write_bytes(b'{"format":%d}\n' % MEMO_FORMAT
+                     + b'"/a"\t' + json.dumps(good).encode() + b"\n"
+                     + b'"/b"\t{"size": 1, "mtime\n'  # cut inside its entry
+                     + b'"/c"\t{"size": 1}} junk\n'  # located, but not JSON
+                     + b'"/d"\t' + json.dumps(good).encode())  # no newline: the file was cut
+    memo = FingerprintMemo(path)
+    assert memo._stored.get("/a") == good
+    assert [memo._stored.get(key) for key in ("/b", "/c", "/d")] == [None, None, None]
+    memo._entries["/e"] = good
+    memo._dirty = True
+    memo.save()
+    assert saved_entries(path) == {"/a": good, "/e": good}
+
+
+def test_a_memo_of_format_5_is_read_and_saved_as_lines(tmp_path):
+    (path,) = write_ct_series(tmp_path / "data", 1, n_slices=1)
+    stat = path.stat()
+    digest = "a" * 64
+    entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "blake3": digest}
+    memo_path = tmp_path / "memo.json"
+    memo_path.write_text(json.dumps({"format": 5, "entries": {os.path.realpath(path): entry}}))
+    memo = FingerprintMemo(memo_path)
+    assert memo.digest(path) == digest  # trusted as before: same size and mtime
+    memo.save()
+    assert saved_entries(memo_path) == {os.path.realpath(path): entry}
+
+
+def test_another_build_replacing_the_file_does_not_change_what_this_one_reads(tmp_path):
+    files = write_ct_series(tmp_path / "data", 1, n_slices=2)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    digests = [memo.digest(path) for path in files]
+    memo.save()
+    loaded = FingerprintMemo(memo_path)
+    other = FingerprintMemo(memo_path)
+    other._entries = {"/elsewhere": {"size": 1, "mtime_ns": 1}}
+    other._dirty = True
+    other.save()  # a concurrent build of another recipe on the same cache
+    assert [loaded.known_digest(path) for path in files] == digests
+    loaded.save()  # nothing changed here: the other build's file stays
+    assert list(saved_entries(memo_path)) == [os.path.realpath(p) for p in files] + ["/elsewhere"]
