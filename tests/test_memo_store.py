@@ -133,3 +133,47 @@ def test_another_build_replacing_the_file_does_not_change_what_this_one_reads(tm
     assert [loaded.known_digest(path) for path in files] == digests
     loaded.save()  # nothing changed here: the other build's file stays
     assert list(saved_entries(memo_path)) == [os.path.realpath(p) for p in files] + ["/elsewhere"]
+
+
+def test_entries_past_the_held_ones_go_to_the_journal_and_are_saved_with_the_rest(tmp_path, monkeypatch):
+    """A cold build makes an entry per file: the memo holds a few, the journal the others, and what
+    it answers and saves is what it would hold all of them."""
+    monkeypatch.setattr("medflow.sources.fingerprint.HELD_ENTRIES", 3)
+    files = write_ct_series(tmp_path / "data", 1, n_slices=10)
+    memo_path = tmp_path / "memo.json"
+    memo = FingerprintMemo(memo_path)
+    for path in files[:4]:  # stored by an earlier build
+        memo.digest(path)
+    memo.save()
+    memo = FingerprintMemo(memo_path)
+    digests = [memo.digest(path) for path in files]
+    for index, path in enumerate(files):
+        memo.set_extra(path, "facts", {"index": index})
+        assert len(memo._entries) <= 3
+    memo.set_extra(files[0], "facts", {"index": "latest"})  # a journaled entry changed again
+    assert [memo.known_digest(path) for path in files] == digests
+    assert memo.get_extra(files[0], "facts") == {"index": "latest"}
+    assert [memo.get_extra(path, "facts") for path in files[1:]] == [{"index": i} for i in range(1, 10)]
+    memo.save()
+    saved = saved_entries(memo_path)
+    assert sorted(saved) == sorted(os.path.realpath(p) for p in files)
+    assert {key: (entry["blake3"], entry["facts"]) for key, entry in saved.items()} == {
+        os.path.realpath(p): (d, {"index": "latest" if i == 0 else i}) for i, (p, d) in enumerate(zip(files, digests, strict=True))}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".medflow-tmp-")]  # the journal has no name
+
+
+def test_a_journal_that_cannot_be_written_leaves_the_entries_held(tmp_path, monkeypatch):
+    """No room or no write access beside the memo: the build goes on holding its entries, as before."""
+    monkeypatch.setattr("medflow.sources.fingerprint.HELD_ENTRIES", 2)
+
+    def no_room(self, entries):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memo_store.Journal, "append", no_room)
+    files = write_ct_series(tmp_path / "data", 1, n_slices=5)
+    memo = FingerprintMemo(tmp_path / "memo.json")
+    digests = [memo.digest(path) for path in files]
+    assert len(memo._entries) == 5
+    memo.save()
+    assert {key: entry["blake3"] for key, entry in saved_entries(tmp_path / "memo.json").items()} == {
+        os.path.realpath(p): d for p, d in zip(files, digests, strict=True)}

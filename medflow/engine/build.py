@@ -22,7 +22,7 @@ from medflow.engine.execute import execute, resolve_workers
 from medflow.engine.manifest import write_manifest
 from medflow.engine.outcomes import remember_outputs, resolve_shared_outputs
 from medflow.engine.plan import needs_dataset_stats
-from medflow.engine.prepare import Prepared, cache_dir, make_task, output_dir, plan_all, prepare
+from medflow.engine.prepare import PlannedTasks, Prepared, cache_dir, output_dir, plan_all, prepare
 from medflow.engine.privacy import PathRedactor, path_token, redact_manifest, write_private_tables
 from medflow.engine.progress import Progress
 from medflow.engine.provenance import GitStateSoon, run_provenance_soon
@@ -176,9 +176,9 @@ def _run_items(
 ) -> dict[str, ItemResult]:
     """Run every item that is not up to date; their small records by item id, each entered in ``entries`` as it came."""
     plans = {plan.item.item_id: plan for plan in prepared.plans if not plan.up_to_date}
-    tasks = [make_task(prepared, plan) for plan in plans.values()]
+    tasks = PlannedTasks(prepared, list(plans.values()))  # each made as the executor takes it
     results: dict[str, ItemResult] = {}
-    with progress.run(tasks) as channel:  # channel: where streamed items report their slabs
+    with progress.run(list(plans.values())) as channel:  # channel: where streamed items report their slabs
         for result in execute(tasks, workers, backend=backend, address=address, progress_dir=channel):
             results[result.item_id] = enter_result(prepared, plans[result.item_id], result, entries)
             progress.update(result.status == "ok", result.item_id)

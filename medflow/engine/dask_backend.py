@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from medflow.engine.run import run_item
@@ -32,7 +32,7 @@ WAIT_FOR_WORKERS_S = 60  # a cluster with no worker yet (e.g. adaptive) may take
 _PROBE_NAME = ".dask-probe"
 
 
-def execute_dask(tasks: list[ItemTask], address: str | None, n_workers_hint: int | None = None) -> Iterator[ItemResult]:
+def execute_dask(tasks: Sequence[ItemTask], address: str | None, n_workers_hint: int | None = None) -> Iterator[ItemResult]:
     """Run ``tasks`` on the Dask cluster at ``address``; yield each result as it finishes (unordered).
 
     Args:
@@ -94,7 +94,7 @@ def _wait_for_workers(client, address: str) -> None:
         raise UsageError(f"the Dask cluster at {address} has no worker after {WAIT_FOR_WORKERS_S} s") from None
 
 
-def check_workers(client, tasks: list[ItemTask]) -> None:
+def check_workers(client, tasks: Sequence[ItemTask]) -> None:
     """Refuse to dispatch when a worker runs another medflow or cannot see the shared folders.
 
     Writes a random token to ``<cache>/.dask-probe-<token>`` and asks every worker to read it

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from medflow.engine.run import run_item
@@ -36,7 +36,7 @@ def decode_workers(workers: int) -> int:
 
 
 def execute(
-    tasks: list[ItemTask], workers: int, *, backend: str = "local", address: str | None = None,
+    tasks: Sequence[ItemTask], workers: int, *, backend: str = "local", address: str | None = None,
     progress_dir: str | None = None,
 ) -> Iterator[ItemResult]:
     """Run ``tasks`` and yield results as they finish (unordered when parallel).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,6 +264,25 @@ def item_writers(prepared: Prepared, item_id: str) -> list[Any]:
     if split is None:
         return writers
     return [w.for_split(split) if hasattr(w, "for_split") else w for w in writers]
+
+
+class PlannedTasks(Sequence[ItemTask]):
+    """The tasks of ``plans``, each made when asked for: a build of many items never holds them all.
+
+    A task carries its files' reading facts (~0.5 KB a file) and its own lists of steps and
+    writers; the executors take their tasks one after another (joblib dispatches a few ahead).
+    """
+
+    def __init__(self, prepared: Prepared, plans: Sequence[ItemPlan]):
+        self._prepared, self._plans = prepared, plans
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [make_task(self._prepared, plan) for plan in self._plans[index]]
+        return make_task(self._prepared, self._plans[index])
 
 
 def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:

@@ -61,7 +61,8 @@ class SlabReporter:
 class Progress:
     """The bar of one build's items; quiet unless ``stream`` is a terminal (and ``enabled``).
 
-    Use ``with progress.run(tasks) as channel:``, pass ``channel`` to the executor (the folder
+    Use ``with progress.run(plans) as channel:`` (the items' plans or tasks: anything with its
+    ``item``), pass ``channel`` to the executor (the folder
     workers report slabs to, ``None`` when quiet), and call :meth:`update` per finished item.
     """
 

@@ -28,6 +28,9 @@ from medflow.writers.atomic import atomic_write
 # still read (whole) and saved as 6
 MEMO_FORMAT = memo_store.FORMAT
 _READ_WHOLE_FORMAT = 5
+#: Entries made or changed by a build that the memo holds parsed; past this many they go to its
+#: journal (:class:`medflow.sources.memo_store.Journal`): a cold build makes one for every file.
+HELD_ENTRIES = 4096
 #: Fewer bytes of files to hash than this, or files smaller than the second on average:
 #: :meth:`FingerprintMemo.digest_many` leaves them to one thread (a tiny file's hash is mostly
 #: Python holding the GIL, which threads would only pass around).
@@ -43,8 +46,9 @@ class FingerprintMemo:
     patient's) nor header values.
 
     The entries of the memo file stay in it (:class:`medflow.sources.memo_store.StoredEntries`),
-    each parsed when asked for; an entry this build makes or changes is held (``_entries``) until
-    :meth:`save`. :meth:`close` (or :meth:`save`) lets go of the file.
+    each parsed when asked for; the entries this build makes or changes are held (``_entries``),
+    at most :data:`HELD_ENTRIES` of them, the others in a journal, until :meth:`save`. Every
+    change goes through :meth:`_update`, so no caller holds an entry that may be let go of.
     """
 
     def __init__(self, memo_path: Path | None, verify: bool = False, secret: bytes | None = None):
@@ -53,6 +57,8 @@ class FingerprintMemo:
         self._verify = verify
         self._entries: dict[str, dict] = {}  # made or changed by this build (saved over the stored ones)
         self._stored: memo_store.StoredEntries | None = None  # the memo file's entries, parsed when asked
+        self._journal: memo_store.Journal | None = None  # entries this build changed and let go of
+        self._journal_works = True
         self._dirty = False
         self._lock = threading.Lock()
         self._folders: dict[str, str] = {}  # absolute folder -> its realpath (see _realpath)
@@ -81,27 +87,44 @@ class FingerprintMemo:
     def _valid_entry(self, key: str, size: int, mtime_ns: int) -> dict | None:
         """The memo entry of ``key`` if it is still valid for the file's ``size`` and ``mtime_ns``.
 
-        With ``verify`` only entries made by this build count. An entry of the memo file is
-        parsed for this call only: change it through :meth:`_entry`. Callers hold ``self._lock``.
+        With ``verify`` only entries made by this build count. An entry of the journal or the
+        memo file is parsed for this call only: change entries through :meth:`_update`. Callers
+        hold ``self._lock``.
         """
         entry = self._entries.get(key)
+        if entry is None and self._journal is not None:
+            entry = self._journal.get(key)
         if entry is None and self._stored is not None:
             entry = self._stored.get(key)
         if not isinstance(entry, dict) or (self._verify and key not in self._fresh):
             return None
         return entry if entry.get("size") == size and entry.get("mtime_ns") == mtime_ns else None
 
-    def _entry(self, key: str, size: int, mtime_ns: int) -> dict:
-        """The entry of ``key`` to change, kept until :meth:`save`: the valid one, else a fresh one."""
+    def _update(self, key: str, size: int, mtime_ns: int, values: dict) -> None:
+        """Set ``values`` in the entry of ``key`` (the valid one, else a fresh one), kept until :meth:`save`."""
         with self._lock:
             entry = self._valid_entry(key, size, mtime_ns)
             if entry is None:
                 entry = {"size": size, "mtime_ns": mtime_ns}
                 self._fresh.add(key)
-            if self._entries.get(key) is not entry:  # fresh, or parsed from the file: kept from now on
-                self._entries[key] = entry
-                self._dirty = True
-            return entry
+            entry.update(values)
+            self._keep(key, entry)
+
+    def _keep(self, key: str, entry: dict) -> None:
+        """Hold ``entry`` as the entry of ``key``; the held ones go to the journal past :data:`HELD_ENTRIES`.
+
+        Callers hold ``self._lock``.
+        """
+        if key not in self._entries and len(self._entries) >= HELD_ENTRIES and self._journal_works:
+            try:
+                if self._journal is None:
+                    self._journal = memo_store.Journal(self._path.parent if self._path is not None else None)
+                self._journal.append(self._entries)
+                self._entries = {}
+            except OSError:  # no room or no write access for the journal: hold the entries, as before
+                self._journal_works = False
+        self._entries[key] = entry
+        self._dirty = True
 
     def _known(self, key: str, size: int, mtime_ns: int, name: str):
         """The value under ``name`` of the valid entry of ``key``, else None (nothing is kept or changed)."""
@@ -194,10 +217,7 @@ class FingerprintMemo:
         digest = self._known(key, size, mtime_ns, ALGORITHM)
         if digest is None:
             digest = file_digest(resolved)
-            entry = self._entry(key, size, mtime_ns)
-            with self._lock:
-                entry[ALGORITHM] = digest
-                self._dirty = True
+            self._update(key, size, mtime_ns, {ALGORITHM: digest})
         self._digests[os.fspath(path)] = digest
         return digest
 
@@ -251,11 +271,8 @@ class FingerprintMemo:
             thread.join()
         for (path, _, looked), digest in zip(todo, digests, strict=True):
             if digest is not None:
-                entry = self._entry(*looked)
-                with self._lock:
-                    entry[ALGORITHM] = digest
-                    self._digests[path] = digest
-                    self._dirty = True
+                self._update(*looked, {ALGORITHM: digest})
+                self._digests[path] = digest
 
     def known_digest(self, path: str | Path) -> str | None:
         """The digest the memo already holds for ``path`` as it is now, or None (nothing is hashed).
@@ -282,13 +299,8 @@ class FingerprintMemo:
             return False
         if (now_size, now_mtime_ns) != (size, mtime_ns):
             return False
-        entry = self._entry(key, size, mtime_ns)
-        with self._lock:
-            if digest is not None:
-                entry[ALGORITHM] = digest
-            if self._secret is None:
-                entry.update(extras)
-            self._dirty = True
+        values = {ALGORITHM: digest} if digest is not None else {}
+        self._update(key, size, mtime_ns, values if self._secret is not None else {**values, **extras})
         if digest is not None:
             self._digests[os.fspath(path)] = digest
         return True
@@ -304,9 +316,8 @@ class FingerprintMemo:
         self._looked[os.fspath(path)] = (key, resolved, stat.st_size, stat.st_mtime_ns)
         self._digests[os.fspath(path)] = digest
         with self._lock:
-            self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest}
             self._fresh.add(key)
-            self._dirty = True
+            self._keep(key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest})
 
     def get_extra(self, path: Path, name: str):
         """A value memoized for ``path`` under ``name`` (e.g. its parsed header facts), or None.
@@ -330,10 +341,7 @@ class FingerprintMemo:
         if self._secret is not None:
             return
         key, _, size, mtime_ns = self._looked_up(path)
-        entry = self._entry(key, size, mtime_ns)
-        with self._lock:
-            entry[name] = value
-            self._dirty = True
+        self._update(key, size, mtime_ns, {name: value})
 
     def save(self) -> None:
         """Write the memo atomically (no-op when nothing changed or in memory only).
@@ -346,6 +354,6 @@ class FingerprintMemo:
             return
         with self._lock:
             changed = dict(self._entries)
-        atomic_write(self._path, lambda f: memo_store.write_memo(f, self._stored, changed),
+        atomic_write(self._path, lambda f: memo_store.write_memo(f, self._stored, self._journal, changed),
                      mode=0o600)  # input paths: owner only
         self._dirty = False

@@ -1,4 +1,4 @@
-"""The fingerprint memo's file: one entry a line, located when loaded, parsed when asked for.
+"""The fingerprint memo's file, and its journal: entries located, parsed when asked for.
 
 A rebuild asks the memo about every input file, but a build held the whole memo parsed: ~2.3 KB
 of Python objects per file (~41 MiB for 20,000 inputs and 10,000 outputs), the largest part of
@@ -9,12 +9,18 @@ build keeps each entry's place in the file (~0.3 KB a file) and parses an entry 
 The file stays open while the build runs: a concurrent build that saves the memo replaces the
 file, which leaves this one reading the file it loaded. Windows cannot replace an open file, so
 there the file's bytes are read into memory instead (still a fifth of the parsed entries).
+
+A cold build makes an entry for every file (header facts, digest). The memo holds a few
+thousand of them, then appends them to a :class:`Journal` (an anonymous temp file, the last
+text of a key wins) and lets go of them; :func:`write_memo` merges the three at the end.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,7 +80,7 @@ class StoredEntries:
         offset, length = span
         if self._blob is not None:
             return self._blob[offset:offset + length]
-        return os.pread(self._file.fileno(), length, offset)
+        return _read_at(self._file, offset, length)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The entry of ``key`` (parsed anew on each call), ``None`` when absent or damaged."""
@@ -105,10 +111,85 @@ class StoredEntries:
         self._file, self._blob, self._spans = None, None, {}
 
 
-def write_memo(f: BinaryIO, stored: StoredEntries | None, changed: dict[str, dict[str, Any]]) -> None:
-    """Write a memo file: the ``stored`` entries this build did not change, as they were, then ``changed``."""
+class Journal:
+    """Entries a build changed and let go of, in an anonymous temp file: key -> entry, parsed when asked.
+
+    Appending an entry again replaces it (its latest text is read). Callers serialize the calls
+    (the memo's lock).
+    """
+
+    def __init__(self, folder: Path | None):
+        from medflow.workspace import TEMP_PREFIX, current_run_id
+
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
+            dir=folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix="-memo-journal.tmp")
+        self._finalizer = weakref.finalize(self, self._file.close)
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._end = 0
+
+    def append(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Add (or replace) these entries.
+
+        Raises:
+            OSError: they could not be written (a full disk): the journal is as it was.
+        """
+        texts, spans, end = [], {}, self._end
+        for key, entry in entries.items():
+            text = _encode(entry).encode()
+            spans[key] = (end, len(text))
+            end += len(text)
+            texts.append(text)
+        self._file.seek(self._end)
+        self._file.write(b"".join(texts))
+        self._file.flush()
+        self._spans.update(spans)
+        self._end = end
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The latest entry of ``key`` (parsed anew on each call), ``None`` when absent."""
+        span = self._spans.get(key)
+        return None if span is None else _decode(_read_at(self._file, *span).decode("ascii"))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._spans
+
+    def texts(self, leave_out: Any) -> Iterator[tuple[str, bytes]]:
+        """(key, latest entry text) of every entry not in ``leave_out``."""
+        for key, span in self._spans.items():
+            if key not in leave_out:
+                yield key, _read_at(self._file, *span)
+
+    def close(self) -> None:
+        self._finalizer()
+        self._spans = {}
+
+
+def _read_at(file: BinaryIO, offset: int, length: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(file.fileno(), length, offset)
+    file.seek(offset)  # Windows: callers serialize reads (the memo's lock)
+    return file.read(length)
+
+
+class _Either:
+    """``key in`` one of two containers (what :func:`write_memo` leaves out of an older layer)."""
+
+    def __init__(self, first: Any, second: Any):
+        self.first, self.second = first, second
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.first or key in self.second
+
+
+def write_memo(f: BinaryIO, stored: StoredEntries | None, journal: Journal | None,
+               changed: dict[str, dict[str, Any]]) -> None:
+    """Write a memo file: the ``stored`` entries this build did not change (as they were), the
+    ``journal``'s latest entries that ``changed`` does not hold, then ``changed``."""
     pending = [_HEAD]
-    for key, text in stored.texts(changed) if stored is not None else ():
+    newer = _Either(changed, journal if journal is not None else {})
+    older = itertools.chain(stored.texts(newer) if stored is not None else (),
+                            journal.texts(changed) if journal is not None else ())  # streamed, never all held
+    for key, text in older:
         pending.append(b"%s\t%s\n" % (_encode(key).encode(), text))
         if len(pending) >= 512:
             f.write(b"".join(pending))
