@@ -27,6 +27,7 @@ def test_unchanged_files_are_neither_hashed_nor_parsed_again(tmp_path, monkeypat
     memo = FingerprintMemo(memo_path)
     first = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     memo.save()
+    saved = memo_path.read_bytes()
     memo = FingerprintMemo(memo_path)  # as the next build loads it
 
     def no_parse(*_args, **_kwargs):
@@ -36,6 +37,9 @@ def test_unchanged_files_are_neither_hashed_nor_parsed_again(tmp_path, monkeypat
     monkeypatch.setattr("medflow.sources.fingerprint.file_digest", no_parse)
     again = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
     assert again.items == first.items
+    assert memo._entries == {} and not memo._dirty  # the entries stay in the file, none held parsed
+    memo.save()
+    assert memo_path.read_bytes() == saved
 
 
 def test_a_changed_file_is_hashed_and_parsed_again(tmp_path):

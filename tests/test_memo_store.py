@@ -1,9 +1,10 @@
 """The memo file is one entry a line; a build locates the entries and parses each when asked.
 
-A no-op rebuild asks the memo about every input: these tests pin that it then holds none of the
-entries parsed, that what it answers is what was saved (any key, any value), that damage stays
-with its line, that an older memo (one JSON object) is still read, and that another build
-replacing the file does not change what this one reads.
+A no-op rebuild asks the memo about every input and holds none of the entries parsed
+(test_fingerprint_memo.py). These tests pin that what it answers is what was saved (any key,
+any value), that damage stays with its line, that an older memo (one JSON object) is still
+read, that another build replacing the file does not change what this one reads, and that the
+entries a cold build makes past the held ones go to a journal and are saved with the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import medflow.sources.discovery as discovery
-from medflow.recipe.model import SeriesFilter
 from medflow.sources import memo_store
 from medflow.sources.fingerprint import MEMO_FORMAT, FingerprintMemo
 from tests.dicom_factory import write_ct_series
@@ -54,21 +53,6 @@ def test_what_is_saved_reads_back_entry_by_entry(entries, tmp_path_factory):
     assert {key: stored.get(key) for key in entries} == entries
     assert stored.get("not a key") is None
     stored.close()
-
-
-def test_an_unchanged_rebuild_holds_no_entry_parsed_and_saves_nothing(tmp_path, monkeypatch):
-    write_ct_series(tmp_path / "data", 1, n_slices=3)
-    memo_path = tmp_path / "memo.json"
-    memo = FingerprintMemo(memo_path)
-    first = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
-    memo.save()
-    saved = memo_path.read_bytes()
-    memo = FingerprintMemo(memo_path)
-    again = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), memo)
-    assert again.items == first.items
-    assert memo._entries == {} and not memo._dirty
-    memo.save()
-    assert memo_path.read_bytes() == saved
 
 
 def test_a_changed_entry_replaces_its_line_and_the_others_are_kept_as_they_were(tmp_path):

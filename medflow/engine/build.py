@@ -54,6 +54,8 @@ class BuildReport:
     from_cache: int
     skipped: list[tuple[str, str]]
     seconds: float
+    # what manifest.json says; its "items" is an EntrySpool (a read-only Sequence of the entries, read
+    # from an anonymous temp file that lives as long as the report), the rest plain JSON values
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
     private_files: list[str] = field(default_factory=list)
