@@ -161,3 +161,30 @@ def test_a_journal_that_cannot_be_written_leaves_the_entries_held(tmp_path, monk
     memo.save()
     assert {key: entry["blake3"] for key, entry in saved_entries(tmp_path / "memo.json").items()} == {
         os.path.realpath(p): d for p, d in zip(files, digests, strict=True)}
+
+
+def test_a_build_lets_go_of_the_memo_file_and_its_journal(tmp_path, monkeypatch):
+    from medflow.engine.build import build
+    from medflow.recipe.loader import load_recipe
+
+    opened: list[FingerprintMemo] = []
+    real_init = FingerprintMemo.__init__
+
+    def recording(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(FingerprintMemo, "__init__", recording)
+    closed: list[str] = []
+    for layer in (memo_store.Journal, memo_store.StoredEntries):
+        monkeypatch.setattr(layer, "close", lambda self, real=layer.close: closed.append(type(self).__name__) or real(self))
+    monkeypatch.setattr("medflow.sources.fingerprint.HELD_ENTRIES", 1)  # a journal from the second file on
+    write_ct_series(tmp_path / "src", 1, n_slices=3)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"medflow: 1\nname: memo\nsource: {{dicom: '{tmp_path / 'src'}'}}\n"
+                      "steps: [{step: window, level: 40, width: 400}]\n"
+                      "outputs: {dir: out, writers: [{kind: npy}]}\nengine: {workers: 1}\n")
+    for _ in range(2):  # cold (journal), then a rebuild reading the saved memo by line
+        assert build(load_recipe(recipe), show_progress=False).ok == 1
+    assert len(opened) == 2 and all(m._stored is None and m._journal is None for m in opened)
+    assert closed == ["Journal", "StoredEntries"]  # the cold build's journal, the rebuild's loaded memo

@@ -146,6 +146,8 @@ def _build_claimed(
             raise
         report.warnings.append(f"the file digests were not kept for the next build, {exc}; it hashes every "
                                "input again")
+    finally:
+        prepared.memo.close()  # its file and journal: not left to the garbage collector
     return report
 
 

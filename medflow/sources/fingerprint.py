@@ -357,3 +357,15 @@ class FingerprintMemo:
         atomic_write(self._path, lambda f: memo_store.write_memo(f, self._stored, self._journal, changed),
                      mode=0o600)  # input paths: owner only
         self._dirty = False
+
+    def close(self) -> None:
+        """Let go of the memo file and the journal; the memo then knows only the entries it holds.
+
+        Call it after :meth:`save` (a build does); else the garbage collector closes them.
+        """
+        with self._lock:
+            for layer in (self._stored, self._journal):
+                if layer is not None:
+                    layer.close()
+            self._stored = self._journal = None
+            self._journal_works = False  # what it held stays held
