@@ -179,12 +179,13 @@ def _run_items(
     progress: Progress,
 ) -> dict[str, ItemResult]:
     """Run every item that is not up to date; their small records by item id, each entered in ``entries`` as it came."""
-    plans = {plan.item.item_id: plan for plan in prepared.plans if not plan.up_to_date}
-    tasks = PlannedTasks(prepared, list(plans.values()))  # each made as the executor takes it
+    to_run = [plan for plan in prepared.plans if not plan.up_to_date]
+    plan_of = {plan.item.item_id: plan for plan in to_run}
+    tasks = PlannedTasks(prepared, to_run)  # each made as the executor takes it
     results: dict[str, ItemResult] = {}
-    with progress.run(list(plans.values())) as channel:  # channel: where streamed items report their slabs
+    with progress.run(to_run) as channel:  # channel: where streamed items report their slabs
         for result in execute(tasks, workers, backend=backend, address=address, progress_dir=channel):
-            results[result.item_id] = enter_result(prepared, plans[result.item_id], result, entries)
+            results[result.item_id] = enter_result(prepared, plan_of[result.item_id], result, entries)
             progress.update(result.status == "ok", result.item_id)
             if result.status != "ok" and not keep_going:
                 break

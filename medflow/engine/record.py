@@ -7,7 +7,7 @@ computes pixels or decides staleness.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ def item_paths(prepared: Prepared) -> dict[str, list[str]]:
     return {item.item_id: item.all_files for item in prepared.items}
 
 
-def run_dataset_writers(prepared: Prepared, manifest_items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_dataset_writers(prepared: Prepared, manifest_items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the writers that combine items (e.g. npz shards), skipped when their inputs are unchanged.
 
     A writer that reads records gets every entry in memory (:class:`DatasetRecords`); the others
@@ -129,7 +129,7 @@ def run_dataset_writers(prepared: Prepared, manifest_items: Iterable[dict[str, A
     return written
 
 
-def _npy_files(prepared: Prepared, manifest_items: Iterable[dict[str, Any]]) -> list[tuple[str, Path, str | None]]:
+def _npy_files(prepared: Prepared, manifest_items: Sequence[dict[str, Any]]) -> list[tuple[str, Path, str | None]]:
     """``(item id, path, digest)`` of every ``.npy`` output of the built items (the digest None for an older medflow's)."""
     return [
         (entry["id"], prepared.out_dir / out["path"], out.get(ALGORITHM))
@@ -155,8 +155,8 @@ class Outcome:
 
 
 def collect(prepared: Prepared, results: dict[str, ItemResult], entries: EntrySpool) -> Outcome:
-    """Each item's status, and its manifest entry in ``entries``: from its record when up to date, else
-    from its result (put by :func:`enter_result` when it came, unless ``entries`` lacks it)."""
+    """Each item's status, and its manifest entry in ``entries``: made here from its record when up to
+    date or for an item never run; a run item's was put by :func:`enter_result` when its result came."""
     outcome = Outcome(entries)
     for plan in prepared.plans:
         item_id = plan.item.item_id
@@ -167,8 +167,6 @@ def collect(prepared: Prepared, results: dict[str, ItemResult], entries: EntrySp
         elif item_id in results:
             result = results[item_id]
             status, error, private = result.status, result.error, result.private_tables
-            if not entries.has(item_id):
-                entries.put(manifest_item(prepared, plan, status, result.outputs, result.meta, error))
         else:
             status, error, private = "not built", "stopped after an earlier failure", {}
             entries.put(manifest_item(prepared, plan, status, [], {}, error))

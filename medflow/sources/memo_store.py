@@ -184,18 +184,14 @@ class _Either:
 def write_memo(f: BinaryIO, stored: StoredEntries | None, journal: Journal | None,
                changed: dict[str, dict[str, Any]]) -> None:
     """Write a memo file: the ``stored`` entries this build did not change (as they were), the
-    ``journal``'s latest entries that ``changed`` does not hold, then ``changed``."""
-    pending = [_HEAD]
+    ``journal``'s latest entries that ``changed`` does not hold, then ``changed``; streamed, never all held."""
     newer = _Either(changed, journal if journal is not None else {})
-    older = itertools.chain(stored.texts(newer) if stored is not None else (),
-                            journal.texts(changed) if journal is not None else ())  # streamed, never all held
-    for key, text in older:
+    texts = itertools.chain(stored.texts(newer) if stored is not None else (),
+                            journal.texts(changed) if journal is not None else (),
+                            ((key, _encode(entry).encode()) for key, entry in changed.items()))
+    pending = [_HEAD]
+    for key, text in texts:
         pending.append(b"%s\t%s\n" % (_encode(key).encode(), text))
-        if len(pending) >= 512:
-            f.write(b"".join(pending))
-            pending = []
-    for key, entry in changed.items():
-        pending.append(f"{_encode(key)}\t{_encode(entry)}\n".encode())
         if len(pending) >= 512:
             f.write(b"".join(pending))
             pending = []
