@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from medflow.engine.build import build, prepare
 from medflow.engine.manifest import MANIFEST_NAME, encode_entry, manifest_text, write_manifest
-from medflow.engine.spool import EntrySpool
+from medflow.engine.spool import EntrySpool, SpooledText
 from medflow.recipe.loader import load_recipe
 from tests.dicom_factory import write_ct_series
 from tests.test_previous_manifest import ENTRY, TEXT
@@ -112,9 +112,27 @@ def test_up_to_date_plans_hold_their_records_as_text(tmp_path):
     build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
     prepared = prepare(load_recipe(_recipe(tmp_path, source, 40)), record=False)
     (plan,) = prepared.plans
-    assert plan.up_to_date and isinstance(plan.record_json, bytes)
+    assert plan.up_to_date and isinstance(plan.record_text, SpooledText)
     assert plan.record == prepared.cache.get_record(plan.output_key)
     assert plan.record is not plan.record  # parsed on each use, not kept
+    assert prepared.records is plan.record_text.spool  # one temp file for the plans of a build
+
+
+def test_the_records_spool_is_made_only_when_a_record_is_kept_and_closed_with_the_build(tmp_path, monkeypatch):
+    from medflow.engine import spool
+
+    source = tmp_path / "src"
+    write_ct_series(source, 0, n_slices=2)
+    opened, closed = [], []
+    monkeypatch.setattr(spool.TextSpool, "_open", lambda self, real=spool.TextSpool._open: opened.append(
+        self._purpose) or real(self))
+    monkeypatch.setattr(spool.TextSpool, "close", lambda self, real=spool.TextSpool.close: closed.append(
+        self._purpose) or real(self))
+    build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
+    assert opened == ["manifest-entries"] and closed.count("records") == 1  # cold: no record kept, none made
+    opened.clear(), closed.clear()
+    build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
+    assert sorted(opened) == ["manifest-entries", "records"] and "records" in closed
 
 
 def test_a_deidentifying_report_holds_only_redacted_entries(tmp_path, monkeypatch):

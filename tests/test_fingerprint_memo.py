@@ -280,3 +280,39 @@ def test_discovery_hashing_on_threads_gives_the_same_items(tmp_path, monkeypatch
     threaded = discovery.discover_dicom(tmp_path / "data", SeriesFilter(), FingerprintMemo(None))
     assert threaded.items == serial.items
     assert len(serial.items) == 3
+
+
+def test_a_rebuild_lets_go_of_what_it_looked_up_for_items_that_are_up_to_date(tmp_path, monkeypatch):
+    from medflow.engine.build import build, prepare
+    from medflow.recipe.loader import load_recipe
+
+    files = write_ct_series(tmp_path / "data", 1, n_slices=3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"medflow: 1\nname: forget\nsource: {{dicom: '{tmp_path / 'data'}'}}\n"
+                      "steps: [{step: window, level: 40, width: 400}]\noutputs: {dir: out, writers: [{kind: npy}]}\n")
+    build(load_recipe(recipe), show_progress=False)
+    prepared = prepare(load_recipe(recipe), record=False)
+    assert [plan.up_to_date for plan in prepared.plans] == [True]
+    memo = prepared.memo
+    assert memo._looked == {} and memo._digests == {}  # inputs and outputs: nothing held to the build's end
+    monkeypatch.setattr("medflow.sources.fingerprint.file_digest", lambda *_: pytest.fail("hashed again"))
+    assert [memo.digest(path) for path in files] == [_blake3(path) for path in files]  # asked again: looked up again
+
+
+def test_discovery_keeps_one_object_for_the_values_files_of_a_series_repeat():
+    def facts(sop: str, orientation: list[float]) -> dict:
+        return {"modality": "CT", "series_uid": "1.2." + "3" * 40, "sop_uid": sop, "description": "chest",
+                "image_type": ["ORIGINAL", "PRIMARY"], "n_frames": 1, "orientation": orientation, "size": [16, 16],
+                "echo": "", "has_position": True, "sop_class": "1.2.840.10008.5.1.4.1.1.2"}
+
+    axial = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    signed = [1.0, -0.0, 0.0, 0.0, 1.0, 0.0]  # equal to axial as floats, not as the file says it
+    infos = [discovery._memoized_file_info(f"f{i}", f"/no/f{i}", None, json.loads(json.dumps(facts(str(i), o))))
+             for i, o in enumerate([axial, axial, signed])]
+    discovery.forget_shared_values()
+    first, second, third = infos
+    for name in ("series_uid", "modality", "description", "image_type", "size", "sop_class", "orientation"):
+        assert getattr(first, name) is getattr(second, name), name
+    assert first.orientation == tuple(axial) and third.orientation is not first.orientation
+    assert [str(v) for v in third.orientation] == [str(v) for v in signed]  # -0.0 kept
+    assert first.sop_uid == "0" and second.sop_uid == "1"

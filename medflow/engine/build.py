@@ -148,6 +148,8 @@ def _build_claimed(
                                "input again")
     finally:
         prepared.memo.close()  # its file and journal: not left to the garbage collector
+        if prepared.records is not None:
+            prepared.records.close()
     return report
 
 

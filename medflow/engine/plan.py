@@ -17,6 +17,7 @@ from typing import Any
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.fold import stored_key
+from medflow.engine.spool import SpooledText, TextSpool
 from medflow.hashing import ALGORITHM, file_digest, recorded_digest
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
@@ -27,7 +28,7 @@ READER_NAME = "dicom_read"
 READER_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # every item holds its chain while the build runs
 class Link:
     """One link of an item's chain: the read (index 0) or a step."""
 
@@ -38,7 +39,7 @@ class Link:
     checkpoint: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemPlan:
     """What the build does for one item.
 
@@ -48,7 +49,8 @@ class ItemPlan:
         start: index of the first link to compute (``len(links)``: none).
         write_outputs: the item's output files must be (re)written.
         reasons: why the item is (re)computed, for ``medflow plan``; empty when up to date.
-        record_json: the cached output record's canonical JSON when up to date (see :attr:`record`).
+        record_text: the cached output record's canonical JSON when up to date, kept on disk
+            (see :attr:`record`).
     """
 
     item: ItemRef
@@ -57,7 +59,7 @@ class ItemPlan:
     start: int
     write_outputs: bool
     reasons: list[str] = field(default_factory=list)
-    record_json: bytes | None = None
+    record_text: SpooledText | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -67,10 +69,10 @@ class ItemPlan:
     def record(self) -> dict[str, Any] | None:
         """The cached output record when up to date, parsed anew on each call.
 
-        A build plans every item of the dataset before it runs one: the plans hold the records'
-        text (~0.9 KB each), not the records (~7 KB of Python objects each).
+        A build plans every item of the dataset before it runs one: the records' text waits in
+        a temp file (~0.9 KB each; parsed, ~7 KB of Python objects each), the plans hold where.
         """
-        return None if self.record_json is None else json.loads(self.record_json)
+        return None if self.record_text is None else json.loads(self.record_text.read())
 
 
 def needs_dataset_stats(params: Any) -> bool:
@@ -172,6 +174,8 @@ def plan_item(
     previous_algorithm: str = ALGORITHM,
     template: ChainTemplate | None = None,
     output_template: keys.KeyTemplate | None = None,
+    *,
+    records: TextSpool,
 ) -> ItemPlan:
     """Plan one item against the cache and, for the reasons, its previous manifest entry.
 
@@ -184,7 +188,8 @@ def plan_item(
     not comparable). ``outputs_memo`` knows the digests of the outputs as they were written (see
     :func:`_missing_outputs`); ``verify`` is the memo's. ``template``: the recipe's
     :func:`chain_template`, made once for every item; ``output_template``: the
-    :func:`medflow.engine.keys.output_key_template` of ``writers``, likewise.
+    :func:`medflow.engine.keys.output_key_template` of ``writers``, likewise. ``records``: where an
+    up-to-date plan keeps its record's text.
     """
     links = item_links(item, reader_params, steps, dataset_stats, template)
     if output_template is not None:
@@ -198,7 +203,7 @@ def plan_item(
         found = cache.get_record_and_text(out_key)
     missing = _missing_outputs(found[0], out_dir, outputs_memo) if found else None
     if found is not None and not missing:
-        return ItemPlan(item, links, out_key, len(links), False, [], found[1])
+        return ItemPlan(item, links, out_key, len(links), False, [], SpooledText.keep(records, found[1]))
 
     start = resume_index(cache, links)
     previous = previous_entries.get(item.item_id)
@@ -259,6 +264,8 @@ def _missing_outputs(record: dict[str, Any], out_dir: Path, memo: FingerprintMem
             digest = memo.digest(path) if memo is not None and algorithm == ALGORITHM else file_digest(path, algorithm)
         except OSError:
             digest = None
+        if memo is not None:
+            memo.forget([path])  # asked once: kept, it would be held to the build's end
         if recorded is None or digest != recorded[1]:
             missing.append(written["path"])
     return missing

@@ -28,6 +28,7 @@ from medflow.engine.plan import (
     writer_specs,
 )
 from medflow.engine.privacy import keyed_item_id, recipe_secret
+from medflow.engine.spool import TextSpool
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
 from medflow.hashing import ALGORITHM, manifest_input_algorithm
@@ -60,6 +61,7 @@ class Prepared:
     deidentifies: bool = False  # the recipe de-identifies: ids keyed, paths redacted, nothing identifying cached
     memo: FingerprintMemo | None = None  # digests of inputs, and of outputs as they were written
     facts: DatasetFacts | None = None  # patients, joined tables, splits (medflow.splits); None if unused
+    records: TextSpool | None = None  # the up-to-date plans' cached records, as text (plan_all)
 
 
 def output_dir(loaded: LoadedRecipe) -> Path:
@@ -213,14 +215,22 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
             output_templates[split] = keys.output_key_template(writer_specs(writers))
         return writers, output_templates[split]
 
+    # In the cache's folder (the records came from there), else the system's (a read-only cache: `plan`)
+    cache_root = prepared.cache.root
+    prepared.records = TextSpool(cache_root if os.access(cache_root, os.W_OK) else None, "records", lazy=True)
+    base = os.fspath(prepared.source_root)
     with previous or contextlib.nullcontext():
         prepared.plans = []
         for item in prepared.items:
             writers, output_template = writers_of(item.item_id)
-            prepared.plans.append(plan_item(
+            plan = plan_item(
                 item, prepared.reader_params, steps, writers, prepared.cache, prepared.out_dir,
                 previous.entries if previous else {}, verify, prepared.dataset_stats,
-                prepared.file_hashes[item.item_id], prepared.memo, algorithm, template, output_template))
+                prepared.file_hashes[item.item_id], prepared.memo, algorithm, template, output_template,
+                records=prepared.records)
+            if plan.up_to_date and prepared.memo is not None:  # no task will read its files
+                prepared.memo.forget(os.path.join(base, rel) for rel in item.files)
+            prepared.plans.append(plan)
 
 
 def stats_inputs_key(prepared: Prepared, index: int, stats: dict[int, Any]) -> str:

@@ -1,10 +1,12 @@
-"""The manifest's item entries, kept on disk while a build makes them.
+"""Texts a build holds for every item, kept on disk while it runs: the manifest's entries, the
+up-to-date items' cached records.
 
 A build used to hold every item's entry (about 7 KB of Python objects each) until it wrote the
 manifest, so the parent's memory grew with the dataset. Each entry is now encoded once, as the
 manifest writes it (:func:`medflow.engine.manifest.encode_entry`), into an anonymous temp file
 in the output folder; the manifest is written from that text, and whoever reads the entries
-(dataset writers, the accounting, the redaction, the build log) parses one at a time.
+(dataset writers, the accounting, the redaction, the build log) parses one at a time. The plans
+of up-to-date items keep their cached record's text the same way (:class:`SpooledText`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,71 @@ import json
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 from medflow.engine.manifest import encode_entry
+
+
+class TextSpool:
+    """Byte strings in an anonymous temp file of ``folder``: :meth:`put` one, :meth:`get` it back.
+
+    The file has no name on Linux (``O_TMPFILE``) and elsewhere a medflow temp name; it is
+    owner-only, and removed when the spool is closed or garbage collected, or when the process
+    dies. Callers serialize the calls.
+    """
+
+    def __init__(self, folder: Path | None, purpose: str, *, lazy: bool = False):
+        """``lazy``: the file is made by the first :meth:`put` (none for a spool never used)."""
+        self._folder, self._purpose = folder, purpose
+        self._end = 0
+        self._file: BinaryIO | None = None
+        self._close: Callable[[], Any] = lambda: None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        from medflow.workspace import TEMP_PREFIX, current_run_id
+
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
+            dir=self._folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix=f"-{self._purpose}.tmp")
+        self._close = weakref.finalize(self, self._file.close)
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        """Keep ``data``; its (offset, length), which :meth:`get` takes."""
+        if self._file is None:
+            self._open()
+        self._file.seek(self._end)
+        self._file.write(data)
+        span = (self._end, len(data))
+        self._end += len(data)
+        return span
+
+    def get(self, span: tuple[int, int]) -> bytes:
+        """The bytes :meth:`put` kept at ``span``."""
+        offset, length = span
+        self._file.seek(offset)
+        return self._file.read(length)
+
+    def close(self) -> None:
+        """Remove the file now (reading afterwards fails)."""
+        self._close()
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledText:
+    """One text kept in a :class:`TextSpool` (~100 bytes of memory, whatever its length)."""
+
+    spool: TextSpool
+    span: tuple[int, int]
+
+    @classmethod
+    def keep(cls, spool: TextSpool, data: bytes) -> SpooledText:
+        return cls(spool, spool.put(data))
+
+    def read(self) -> bytes:
+        return self.spool.get(self.span)
 
 
 class EntrySpool(Sequence[dict[str, Any]]):
@@ -29,22 +92,13 @@ class EntrySpool(Sequence[dict[str, Any]]):
     """
 
     def __init__(self, folder: Path, order: Iterable[str]):
-        from medflow.workspace import TEMP_PREFIX, current_run_id
-
         self._folder, self._order = folder, list(order)
         self._spans: dict[str, tuple[int, int]] = {}
-        self._end = 0
-        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
-            dir=folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix="-manifest-entries.tmp")
-        self._close = weakref.finalize(self, self._file.close)
+        self._texts = TextSpool(folder, "manifest-entries")
 
     def put(self, entry: dict[str, Any]) -> None:
         """Add the entry of ``entry["id"]``, or replace the one put before."""
-        data = encode_entry(entry).encode("utf-8")
-        self._file.seek(self._end)
-        self._file.write(data)
-        self._spans[entry["id"]] = (self._end, len(data))
-        self._end += len(data)
+        self._spans[entry["id"]] = self._texts.put(encode_entry(entry).encode("utf-8"))
 
     def has(self, item_id: str) -> bool:
         """Has the item of this id an entry?"""
@@ -52,9 +106,7 @@ class EntrySpool(Sequence[dict[str, Any]]):
 
     def text(self, item_id: str) -> str:
         """The entry of ``item_id`` as the manifest writes it (one line, no newline)."""
-        offset, length = self._spans[item_id]
-        self._file.seek(offset)
-        return self._file.read(length).decode("utf-8")
+        return self._texts.get(self._spans[item_id]).decode("utf-8")
 
     def texts(self) -> Iterator[str]:
         """Every entry's text, in plan order."""
@@ -96,4 +148,4 @@ class EntrySpool(Sequence[dict[str, Any]]):
 
     def close(self) -> None:
         """Remove the file now (reading the entries afterwards fails)."""
-        self._close()
+        self._texts.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemRef:
     """One item of a dataset, as found by discovery (no pixel data read yet).
 

@@ -50,7 +50,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medflow.errors import InputError
 from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
@@ -398,7 +398,7 @@ def read_image_header(path: Path, check_pixel_data: bool = False) -> Dataset:
     return ds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _FileInfo:
     rel: str
     modality: str
@@ -474,19 +474,20 @@ def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo, scann
         memo.set_extra(path, _HEADER_MEMO, cached)
     if "problem" in cached:
         raise HeaderProblem(cached["problem"], cached.get("series_uid"))
-    return _FileInfo(
+    orientation = cached["orientation"]
+    return _FileInfo(  # discovery holds one per file until the items are made: repeated values shared
         rel=rel,
-        modality=cached["modality"],
-        series_uid=cached["series_uid"],
+        modality=_one(cached["modality"]),
+        series_uid=_one(cached["series_uid"]),
         sop_uid=cached["sop_uid"],
-        description=cached["description"],
-        image_type=tuple(cached["image_type"]),
+        description=_one(cached["description"]),
+        image_type=_one(tuple(cached["image_type"])),
         n_frames=cached["n_frames"],
-        orientation=tuple(cached["orientation"]) if cached["orientation"] is not None else None,
-        size=tuple(cached["size"]),
-        echo=cached["echo"],
+        orientation=None if orientation is None else _one(tuple(orientation), _packed_floats(orientation)),
+        size=_one(tuple(cached["size"])),
+        echo=_one(cached["echo"]),
         has_position=cached["has_position"],
-        sop_class=cached.get("sop_class", ""),
+        sop_class=_one(cached.get("sop_class", "")),
     )
 
 
@@ -526,9 +527,32 @@ _SHARED_FIELDS = ("modality", "series_uid", "description", "image_type", "orient
 _shared_values: dict = {}  # value (or packed floats) -> the one object kept for it
 
 
+_info_values: dict = {}  # the same, for the values of the _FileInfo of a file
+
+
 def forget_shared_values() -> None:
-    """Empty :func:`_shared`'s table: called when a discovery's walk, or a worker's chunk, ends."""
+    """Empty the tables of :func:`_shared` and :func:`_one`: called when a discovery's walk, or a worker's chunk, ends."""
     _shared_values.clear()
+    _info_values.clear()
+
+
+def _one(value: Any, key: Any = None) -> Any:
+    """The one object kept for ``value`` (or for ``key``, when equal values must stay apart) while
+    a walk runs; bounded as :func:`_shared`'s table."""
+    if len(_info_values) > 4096:
+        _info_values.clear()
+    try:
+        return _info_values.setdefault(value if key is None else key, value)
+    except TypeError:  # not hashable (a damaged memo entry): kept as it is
+        return value
+
+
+def _packed_floats(values: Any) -> Any:
+    """The bytes of float ``values`` (-0.0 is not 0.0 here), or None when they are not floats."""
+    try:
+        return ("floats", struct.pack(f"{len(values)}d", *values))
+    except (struct.error, TypeError):
+        return None
 
 
 def _shared(facts: dict) -> dict:

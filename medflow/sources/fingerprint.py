@@ -319,6 +319,18 @@ class FingerprintMemo:
             self._fresh.add(key)
             self._keep(key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest})
 
+    def forget(self, paths: Iterable[str | Path]) -> None:
+        """Let go of what this build looked up of ``paths`` (their stat, key and digest).
+
+        For files the build asks no more about (an up-to-date item's inputs and outputs, once
+        planned): ~0.5 KB a file otherwise held to the build's end. Asked again, a file is
+        looked at again.
+        """
+        for path in paths:
+            name = os.fspath(path)
+            self._looked.pop(name, None)
+            self._digests.pop(name, None)
+
     def get_extra(self, path: Path, name: str):
         """A value memoized for ``path`` under ``name`` (e.g. its parsed header facts), or None.
 

@@ -42,7 +42,7 @@ class StoredEntries:
             OSError: the file cannot be read.
             ValueError: it is not a memo of this format (its first line).
         """
-        self._spans: dict[str, tuple[int, int]] = {}
+        self._spans: dict[str, int] = {}  # key -> its entry's place in the file (see _span)
         self._damaged: set[str] = set()
         self._file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed by close() or the finalizer
         self._blob: bytes | None = None
@@ -73,11 +73,11 @@ class StoredEntries:
                     except ValueError:
                         key = None
                 if isinstance(key, str):
-                    self._spans[key] = (offset + len(key_text) + 1, len(entry_text) - 1)
+                    self._spans[key] = _span(offset + len(key_text) + 1, len(entry_text) - 1)
             offset += len(line)
 
-    def _read(self, span: tuple[int, int]) -> bytes:
-        offset, length = span
+    def _read(self, span: int) -> bytes:
+        offset, length = _unspan(span)
         if self._blob is not None:
             return self._blob[offset:offset + length]
         return _read_at(self._file, offset, length)
@@ -124,7 +124,7 @@ class Journal:
         self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
             dir=folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix="-memo-journal.tmp")
         self._finalizer = weakref.finalize(self, self._file.close)
-        self._spans: dict[str, tuple[int, int]] = {}
+        self._spans: dict[str, int] = {}  # key -> its latest text's place (see _span)
         self._end = 0
 
     def append(self, entries: dict[str, dict[str, Any]]) -> None:
@@ -136,7 +136,7 @@ class Journal:
         texts, spans, end = [], {}, self._end
         for key, entry in entries.items():
             text = _encode(entry).encode()
-            spans[key] = (end, len(text))
+            spans[key] = _span(end, len(text))
             end += len(text)
             texts.append(text)
         self._file.seek(self._end)
@@ -148,7 +148,7 @@ class Journal:
     def get(self, key: str) -> dict[str, Any] | None:
         """The latest entry of ``key`` (parsed anew on each call), ``None`` when absent."""
         span = self._spans.get(key)
-        return None if span is None else _decode(_read_at(self._file, *span).decode("ascii"))
+        return None if span is None else _decode(_read_at(self._file, *_unspan(span)).decode("ascii"))
 
     def __contains__(self, key: object) -> bool:
         return key in self._spans
@@ -157,11 +157,20 @@ class Journal:
         """(key, latest entry text) of every entry not in ``leave_out``."""
         for key, span in self._spans.items():
             if key not in leave_out:
-                yield key, _read_at(self._file, *span)
+                yield key, _read_at(self._file, *_unspan(span))
 
     def close(self) -> None:
         self._finalizer()
         self._spans = {}
+
+
+def _span(offset: int, length: int) -> int:
+    """(offset, length) as one int: a memo locates every entry of its file, ~80 bytes a file less than a tuple."""
+    return offset << 32 | length
+
+
+def _unspan(span: int) -> tuple[int, int]:
+    return span >> 32, span & 0xFFFFFFFF
 
 
 def _read_at(file: BinaryIO, offset: int, length: int) -> bytes:
