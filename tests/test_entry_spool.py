@@ -17,12 +17,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medflow.engine import spool
 from medflow.engine.build import build, prepare
 from medflow.engine.manifest import MANIFEST_NAME, encode_entry, manifest_text, write_manifest
 from medflow.engine.spool import EntrySpool, SpooledText
 from medflow.recipe.loader import load_recipe
 from tests.dicom_factory import write_ct_series
 from tests.test_previous_manifest import ENTRY, TEXT
+
+
+@pytest.fixture(autouse=True, params=["in memory", "in a file"])
+def where_spools_keep(request, monkeypatch) -> str:
+    """Every test twice: texts held in memory (a small build), and moved to the spool's file."""
+    if request.param == "in a file":
+        monkeypatch.setattr(spool, "MEMORY_BYTES", 0)
+    return request.param
 
 
 def test_entries_read_back_in_the_given_order_and_the_last_put_wins(tmp_path):
@@ -45,18 +54,30 @@ def test_an_id_without_an_entry_cannot_be_read(tmp_path):
         list(spool)
 
 
-def test_the_spool_leaves_no_file_in_its_folder_and_is_gone_once_closed(tmp_path):
-    spool = EntrySpool(tmp_path, ["a"])
-    spool.put({"id": "a", "files": [["DOE^JOHN/slice1.dcm", "0" * 64]]})
+def test_the_spool_leaves_no_file_in_its_folder_and_is_gone_once_closed(tmp_path, where_spools_keep):
+    entries = EntrySpool(tmp_path, ["a"])
+    entries.put({"id": "a", "files": [["DOE^JOHN/slice1.dcm", "0" * 64]]})
     left = [p.name for p in tmp_path.iterdir()]
     # Linux: no name at all (O_TMPFILE); elsewhere a medflow temp name, owner-only
     assert all(name.startswith(".medflow-tmp-") for name in left), left
     for name in left:
         assert os.stat(tmp_path / name).st_mode & 0o077 == 0
-    spool.close()
+    assert (entries._texts._file is not None) is (where_spools_keep == "in a file")
+    entries.close()
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError):
-        spool.text("a")
+        entries.text("a")
+
+
+def test_a_spool_moves_its_texts_to_its_file_once_past_its_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool, "MEMORY_BYTES", 10)
+    texts = spool.TextSpool(tmp_path, "test")
+    spans = [texts.put(data) for data in (b"abcd", b"efgh", b"", b"ijklmnop", b"q")]
+    assert texts._file is not None and texts._memory is None  # 4 + 4 + 0 held, then 8 more: moved
+    assert [texts.get(span) for span in spans] == [b"abcd", b"efgh", b"", b"ijklmnop", b"q"]
+    texts.close()
+    with pytest.raises(ValueError):
+        texts.get(spans[0])
 
 
 @given(ids=st.lists(TEXT, unique=True, max_size=5), bodies=st.lists(ENTRY, min_size=5, max_size=5))
@@ -118,21 +139,21 @@ def test_up_to_date_plans_hold_their_records_as_text(tmp_path):
     assert prepared.records is plan.record_text.spool  # one temp file for the plans of a build
 
 
-def test_the_records_spool_is_made_only_when_a_record_is_kept_and_closed_with_the_build(tmp_path, monkeypatch):
-    from medflow.engine import spool
-
+def test_the_records_spool_makes_a_file_only_for_a_record_kept_and_is_closed_with_the_build(
+        tmp_path, monkeypatch, where_spools_keep):
     source = tmp_path / "src"
     write_ct_series(source, 0, n_slices=2)
     opened, closed = [], []
-    monkeypatch.setattr(spool.TextSpool, "_open", lambda self, real=spool.TextSpool._open: opened.append(
+    monkeypatch.setattr(spool.TextSpool, "_to_file", lambda self, real=spool.TextSpool._to_file: opened.append(
         self._purpose) or real(self))
     monkeypatch.setattr(spool.TextSpool, "close", lambda self, real=spool.TextSpool.close: closed.append(
         self._purpose) or real(self))
     build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
-    assert opened == ["manifest-entries"] and closed.count("records") == 1  # cold: no record kept, none made
+    in_files = where_spools_keep == "in a file"
+    assert opened == (["manifest-entries"] if in_files else []) and closed.count("records") == 1  # cold: none kept
     opened.clear(), closed.clear()
     build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
-    assert sorted(opened) == ["manifest-entries", "records"] and "records" in closed
+    assert sorted(opened) == (["manifest-entries", "records"] if in_files else []) and "records" in closed
 
 
 def test_a_deidentifying_report_holds_only_redacted_entries(tmp_path, monkeypatch):

@@ -217,7 +217,7 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
 
     # In the cache's folder (the records came from there), else the system's (a read-only cache: `plan`)
     cache_root = prepared.cache.root
-    prepared.records = TextSpool(cache_root if os.access(cache_root, os.W_OK) else None, "records", lazy=True)
+    prepared.records = TextSpool(cache_root if os.access(cache_root, os.W_OK) else None, "records")
     base = os.fspath(prepared.source_root)
     with previous or contextlib.nullcontext():
         prepared.plans = []
@@ -319,21 +319,19 @@ def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
 def _read_facts(prepared: Prepared, item: ItemRef) -> tuple[str, ...] | None:
     """Discovery's reading facts of the item's files (the reader then parses no header), or None.
 
-    As the memo's JSON texts, parsed when the item runs: every task of a build is made before
-    the first runs, and parsed facts of all the build's files at once took ~1.5 KB a file.
+    As the memo's JSON texts, parsed when the item runs (parsed, ~1.5 KB a file). The memo then
+    lets go of what it looked up of the files: the build asks no more about them.
     """
     if item.kind != "series" or prepared.memo is None or "instances" in prepared.reader_params:
         return None
     from medflow.sources.discovery import read_facts_text_of
 
-    base = item.root
-    facts = []
-    for rel in item.files:
-        one = read_facts_text_of(os.path.join(base, rel), prepared.memo)
-        if one is None:
-            return None
-        facts.append(one)
-    return tuple(facts)
+    paths = [os.path.join(item.root, rel) for rel in item.files]
+    try:
+        facts = tuple(read_facts_text_of(path, prepared.memo) for path in paths)
+    finally:
+        prepared.memo.forget(paths)
+    return None if None in facts else facts
 
 
 def _split_skipped(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

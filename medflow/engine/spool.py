@@ -4,7 +4,7 @@ up-to-date items' cached records.
 A build used to hold every item's entry (about 7 KB of Python objects each) until it wrote the
 manifest, so the parent's memory grew with the dataset. Each entry is now encoded once, as the
 manifest writes it (:func:`medflow.engine.manifest.encode_entry`), into an anonymous temp file
-in the output folder; the manifest is written from that text, and whoever reads the entries
+in the output folder (past the first megabyte, held in memory); the manifest is written from that text, and whoever reads the entries
 (dataset writers, the accounting, the redaction, the build log) parses one at a time. The plans
 of up-to-date items keep their cached record's text the same way (:class:`SpooledText`).
 """
@@ -21,49 +21,66 @@ from typing import Any, BinaryIO, overload
 
 from medflow.engine.manifest import encode_entry
 
+#: A spool holds this many bytes in memory before it moves them to its file: a small build
+#: (one series: one entry, one record) makes no file at all.
+MEMORY_BYTES = 1 << 20
+
 
 class TextSpool:
-    """Byte strings in an anonymous temp file of ``folder``: :meth:`put` one, :meth:`get` it back.
+    """Byte strings a build keeps: :meth:`put` one, :meth:`get` it back.
 
-    The file has no name on Linux (``O_TMPFILE``) and elsewhere a medflow temp name; it is
-    owner-only, and removed when the spool is closed or garbage collected, or when the process
-    dies. Callers serialize the calls.
+    The first :data:`MEMORY_BYTES` stay in memory; past them, all go to an anonymous temp file
+    of ``folder`` (the system's temp folder for ``None``). The file has no name on Linux
+    (``O_TMPFILE``) and elsewhere a medflow temp name; it is owner-only, and removed when the
+    spool is closed or garbage collected, or when the process dies. Callers serialize the calls.
     """
 
-    def __init__(self, folder: Path | None, purpose: str, *, lazy: bool = False):
-        """``lazy``: the file is made by the first :meth:`put` (none for a spool never used)."""
+    def __init__(self, folder: Path | None, purpose: str):
         self._folder, self._purpose = folder, purpose
         self._end = 0
+        self._memory: bytearray | None = bytearray()  # None once moved to the file, or closed
         self._file: BinaryIO | None = None
         self._close: Callable[[], Any] = lambda: None
-        if not lazy:
-            self._open()
 
-    def _open(self) -> None:
+    def _to_file(self) -> None:
         from medflow.workspace import TEMP_PREFIX, current_run_id
 
         self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
             dir=self._folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix=f"-{self._purpose}.tmp")
         self._close = weakref.finalize(self, self._file.close)
+        self._file.write(self._memory)
+        self._memory = None
 
     def put(self, data: bytes) -> tuple[int, int]:
         """Keep ``data``; its (offset, length), which :meth:`get` takes."""
-        if self._file is None:
-            self._open()
-        self._file.seek(self._end)
-        self._file.write(data)
         span = (self._end, len(data))
+        if self._file is None and self._end + len(data) <= MEMORY_BYTES:
+            self._memory += data  # TypeError once closed
+        else:
+            if self._file is None:
+                self._to_file()
+            self._file.seek(self._end)
+            self._file.write(data)
         self._end += len(data)
         return span
 
     def get(self, span: tuple[int, int]) -> bytes:
-        """The bytes :meth:`put` kept at ``span``."""
+        """The bytes :meth:`put` kept at ``span``.
+
+        Raises:
+            ValueError: the spool is closed.
+        """
         offset, length = span
+        if self._file is None:
+            if self._memory is None:
+                raise ValueError("the spool is closed")
+            return bytes(self._memory[offset:offset + length])
         self._file.seek(offset)
         return self._file.read(length)
 
     def close(self) -> None:
-        """Remove the file now (reading afterwards fails)."""
+        """Let go of the texts now (the file is removed; reading afterwards fails)."""
+        self._memory = None
         self._close()
 
 
@@ -86,9 +103,8 @@ class EntrySpool(Sequence[dict[str, Any]]):
     """Item entries by id, on disk, read back in plan order (a read-only ``Sequence`` of parsed entries).
 
     ``put`` adds an item's entry or replaces it (the last one put wins); reading needs an entry
-    for every id of ``order``. The file has no name on Linux (``O_TMPFILE``) and elsewhere a
-    medflow temp name; it is removed when the spool is closed or garbage collected, or when the
-    process dies. It is owner-only: before redaction, entries name the input files.
+    for every id of ``order``. The texts are in a :class:`TextSpool` of ``folder`` (its file is
+    owner-only: before redaction, entries name the input files).
     """
 
     def __init__(self, folder: Path, order: Iterable[str]):

@@ -44,7 +44,7 @@ class ItemTask:
     read_facts: tuple | None = None  # per file, what discovery learnt for reading it, as JSON text (series._usable_facts)
 
 
-@dataclass
+@dataclass(slots=True)  # the build keeps one per item run (without meta) to its end
 class ItemResult:
     """What a worker returns: small, JSON-able, never the pixels."""
 

@@ -30,7 +30,7 @@ MEMO_FORMAT = memo_store.FORMAT
 _READ_WHOLE_FORMAT = 5
 #: Entries made or changed by a build that the memo holds parsed; past this many they go to its
 #: journal (:class:`medflow.sources.memo_store.Journal`): a cold build makes one for every file.
-HELD_ENTRIES = 4096
+HELD_ENTRIES = 1024  # ~2 KB each parsed (header facts, digest)
 #: Fewer bytes of files to hash than this, or files smaller than the second on average:
 #: :meth:`FingerprintMemo.digest_many` leaves them to one thread (a tiny file's hash is mostly
 #: Python holding the GIL, which threads would only pass around).
@@ -67,7 +67,8 @@ class FingerprintMemo:
         self._looked: dict[str, tuple[str, str, int, int]] = {}  # path -> key, resolved, size, mtime_ns
         self._digests: dict[str, str] = {}  # path as asked -> its digest, this build
         # Keys whose entries this build made (``verify`` trusts those: one file reached by two
-        # spellings of its path, the source folder's and its realpath's, is hashed once).
+        # spellings of its path, the source folder's and its realpath's, is hashed once); kept
+        # only with ``verify``, the one reader (a key a file otherwise, to the build's end).
         self._fresh: set[str] = set()
         if memo_path is not None and memo_path.is_file():
             try:
@@ -106,7 +107,8 @@ class FingerprintMemo:
             entry = self._valid_entry(key, size, mtime_ns)
             if entry is None:
                 entry = {"size": size, "mtime_ns": mtime_ns}
-                self._fresh.add(key)
+                if self._verify:
+                    self._fresh.add(key)
             entry.update(values)
             self._keep(key, entry)
 
@@ -316,7 +318,8 @@ class FingerprintMemo:
         self._looked[os.fspath(path)] = (key, resolved, stat.st_size, stat.st_mtime_ns)
         self._digests[os.fspath(path)] = digest
         with self._lock:
-            self._fresh.add(key)
+            if self._verify:
+                self._fresh.add(key)
             self._keep(key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, ALGORITHM: digest})
 
     def forget(self, paths: Iterable[str | Path]) -> None:
