@@ -264,11 +264,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from medflow.engine.progress import Progress
 
     startup.started()  # the engine's imports (pydicom) are start-up too
+    lines: list[str] = []
+
+    def write_logs(report) -> None:  # while the build holds its output folder (see build's finish)
+        lines.extend(_summary_lines(report))
+        _write_logs(args, loaded, report, lines)  # first: a reader that leaves the pipe early loses nothing
+
     report = build(loaded, workers=workers, keep_going=args.keep_going, verify=args.verify,
                    progress=Progress(enabled=not args.quiet), backend=args.backend, address=args.dask_address,
-                   force=args.force, wait=args.wait, git_state=early_git)
-    lines = _summary_lines(report)
-    _write_logs(args, loaded, report, lines)  # first: a reader that leaves the pipe early loses nothing
+                   force=args.force, wait=args.wait, git_state=early_git, finish=write_logs)
     _echo(lines)
     return report.exit_code
 

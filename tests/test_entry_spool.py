@@ -169,3 +169,29 @@ def test_a_deidentifying_report_holds_only_redacted_entries(tmp_path, monkeypatc
     assert "12345678" not in text and "DOE" not in text and "<file:" in text
     written = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text(encoding="utf-8"))
     assert report.manifest["items"] == written["items"]
+
+
+def test_an_up_to_date_item_is_entered_as_it_is_planned_with_the_entry_of_the_build_that_made_it(tmp_path):
+    from medflow.engine.record import enter_up_to_date
+
+    source = tmp_path / "src"
+    slices = {series: write_ct_series(source, series, n_slices=2) for series in range(3)}
+    build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
+    cold_entries = {entry["id"]: entry for entry in json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["items"]}
+    slices[1][0].write_bytes(slices[1][0].read_bytes()[:-2] + b"\x01\x02")  # one pixel of series 1 changed
+
+    prepared = prepare(load_recipe(_recipe(tmp_path, source, 40)), record=False, enter_up_to_date=enter_up_to_date)
+    entered = [plan for plan in prepared.plans if plan.entered is not None]
+    assert len(entered) == 2 and all(plan.up_to_date for plan in entered)
+    for plan in entered:
+        assert plan.entered == ("ok", None, {}) and plan.links == []  # the chain let go of, once entered
+        assert plan.item.item_id not in prepared.file_hashes
+        assert prepared.entries.has(plan.item.item_id)
+        assert json.loads(prepared.entries.text(plan.item.item_id)) == cold_entries[plan.item.item_id]
+    (changed,) = [plan for plan in prepared.plans if plan.entered is None]
+    assert not changed.up_to_date and changed.links and not prepared.entries.has(changed.item.item_id)
+
+    rebuild = build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
+    written = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["items"]
+    assert rebuild.from_cache == 2 and rebuild.manifest["items"] == written
+    assert [e == cold_entries[e["id"]] for e in written] == [plan.entered is not None for plan in prepared.plans]

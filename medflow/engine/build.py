@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,15 @@ from medflow.engine.dataset_stats import compute_dataset_stats
 from medflow.engine.execute import execute, resolve_workers
 from medflow.engine.manifest import write_manifest
 from medflow.engine.outcomes import remember_outputs, resolve_shared_outputs
-from medflow.engine.plan import needs_dataset_stats
-from medflow.engine.prepare import PlannedTasks, Prepared, cache_dir, output_dir, plan_all, prepare
+from medflow.engine.prepare import (
+    PlannedTasks,
+    Prepared,
+    cache_dir,
+    dataset_stats_missing,
+    output_dir,
+    plan_all,
+    prepare,
+)
 from medflow.engine.privacy import PathRedactor, path_token, redact_manifest, write_private_tables
 from medflow.engine.progress import Progress
 from medflow.engine.provenance import GitStateSoon, run_provenance_soon
@@ -31,6 +39,7 @@ from medflow.engine.record import (
     assemble_manifest,
     collect,
     enter_result,
+    enter_up_to_date,
     input_accounting,
     item_paths,
     run_dataset_writers,
@@ -69,13 +78,19 @@ class BuildReport:
 
 
 
-def build(loaded: LoadedRecipe, *, force: bool = False, wait: bool = True, **options: Any) -> BuildReport:
+def build(
+    loaded: LoadedRecipe, *, force: bool = False, wait: bool = True,
+    finish: Callable[[BuildReport], None] | None = None, **options: Any,
+) -> BuildReport:
     """Build the dataset of ``loaded`` in its claimed output folder; returns the report (the manifest is written).
 
     The output folder must be new, empty or a medflow output (``force`` adopts another
     one); one build at a time holds it (``wait``: wait for a running one, else refuse);
     temp files of dead runs are removed first, this run's own when it ends (see
-    :mod:`medflow.workspace`). ``options`` are :func:`_build_claimed`'s.
+    :mod:`medflow.workspace`). ``finish`` is called with the report while the folder is still
+    held: what it writes there (the command line's ``build.log``) is this build's, and a build
+    waiting for the folder, which removes every other run's temp files once it holds it, cannot
+    take it from under the write. ``options`` are :func:`_build_claimed`'s.
 
     Raises:
         WorkspaceError: the output or cache folder cannot be claimed (nothing was built).
@@ -83,7 +98,10 @@ def build(loaded: LoadedRecipe, *, force: bool = False, wait: bool = True, **opt
     from medflow.workspace import claim_output
 
     with claim_output(output_dir(loaded), cache_dir=cache_dir(loaded), force=force, wait=wait):
-        return _build_claimed(loaded, **options)
+        report = _build_claimed(loaded, **options)
+        if finish is not None:
+            finish(report)
+        return report
 
 
 def _build_claimed(
@@ -110,9 +128,10 @@ def _build_claimed(
     backend = backend or recipe.engine.backend
     address = address or recipe.engine.address
 
-    prepared = prepare(loaded, verify=verify, workers=n_workers if backend == "local" else 1)
+    prepared = prepare(loaded, verify=verify, workers=n_workers if backend == "local" else 1,
+                       enter_up_to_date=enter_up_to_date)  # their entries made as they are planned
     stats_were_cached, notes = _dataset_stats_pass(prepared, verify, n_workers, backend, address)
-    entries = EntrySpool(prepared.out_dir, (plan.item.item_id for plan in prepared.plans))  # on disk, not in memory
+    entries = prepared.entries  # on disk, not in memory
     results = _run_items(prepared, entries, n_workers, backend, address, keep_going,
                          progress or Progress(enabled=show_progress))
     for plan in resolve_shared_outputs(prepared, results):
@@ -168,8 +187,7 @@ def _dataset_stats_pass(
     prepared: Prepared, verify: bool, workers: int, backend: str, address: str | None
 ) -> tuple[bool, list[str]]:
     """Compute the dataset statistics the cache does not hold, then plan again: (were all cached, notes)."""
-    steps = prepared.loaded.recipe.steps
-    if not any(needs_dataset_stats(p) and i not in prepared.dataset_stats for i, p in enumerate(steps)):
+    if not dataset_stats_missing(prepared):
         return True, []
     notes = compute_dataset_stats(prepared, workers, backend, address)
     plan_all(prepared, verify)

@@ -51,6 +51,8 @@ class ItemPlan:
         reasons: why the item is (re)computed, for ``medflow plan``; empty when up to date.
         record_text: the cached output record's canonical JSON when up to date, kept on disk
             (see :attr:`record`).
+        entered: (status, error, private tables) once the item's manifest entry is made before
+            the record stage (:meth:`let_go_of_chain`), else None.
     """
 
     item: ItemRef
@@ -60,10 +62,18 @@ class ItemPlan:
     write_outputs: bool
     reasons: list[str] = field(default_factory=list)
     record_text: SpooledText | None = None
+    entered: tuple[str, str | None, dict[str, Any]] | None = None
 
     @property
     def up_to_date(self) -> bool:
         return not self.write_outputs and self.start == len(self.links)
+
+    def let_go_of_chain(self) -> None:
+        """Drop the chain (~0.7 KB an item), once the manifest entry and the task that read it are made.
+
+        ``up_to_date`` keeps its value (an item to build writes its outputs, an up-to-date one does not).
+        """
+        self.links, self.start = [], 0
 
     @property
     def record(self) -> dict[str, Any] | None:

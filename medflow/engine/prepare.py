@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from medflow.engine.plan import (
     writer_specs,
 )
 from medflow.engine.privacy import keyed_item_id, recipe_secret
-from medflow.engine.spool import TextSpool
+from medflow.engine.spool import EntrySpool, TextSpool
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
 from medflow.hashing import ALGORITHM, manifest_input_algorithm
@@ -62,6 +62,7 @@ class Prepared:
     memo: FingerprintMemo | None = None  # digests of inputs, and of outputs as they were written
     facts: DatasetFacts | None = None  # patients, joined tables, splits (medflow.splits); None if unused
     records: TextSpool | None = None  # the up-to-date plans' cached records, as text (plan_all)
+    entries: EntrySpool | None = None  # the manifest's item entries, as they are made (a build)
 
 
 def output_dir(loaded: LoadedRecipe) -> Path:
@@ -96,11 +97,17 @@ def reads_no_pixels(recipe: Any) -> bool:
     return any(spec.per_item for spec in specs) and not any(spec.reads_pixels for spec in specs)
 
 
-def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True, workers: int = 1) -> Prepared:
+def prepare(
+    loaded: LoadedRecipe, *, verify: bool = False, record: bool = True, workers: int = 1,
+    enter_up_to_date: Callable[[Prepared, ItemPlan], None] | None = None,
+) -> Prepared:
     """Check secrets, discover the items, fingerprint them and plan every item against the cache.
 
     ``record=False`` (``plan``, ``--dry-run``, ``preview``) keeps the fingerprints in memory:
     those commands write nothing of their own (the embedded sample is still materialized).
+    ``enter_up_to_date`` (a build): the manifest entries go to :attr:`Prepared.entries`, and an
+    item found up to date is entered as it is planned (the plans need not hold what its entry
+    is made of), unless dataset statistics are to be computed first (the items are planned again).
     ``workers`` > 1: many new files are read on that many worker processes
     (:mod:`medflow.sources.prescan`), the ones the build's items then run on.
 
@@ -178,8 +185,16 @@ def prepare(loaded: LoadedRecipe, *, verify: bool = False, record: bool = True, 
         from medflow.splits import plan_facts
 
         prepared.facts = plan_facts(loaded, prepared.items, memo, secret)
-    plan_all(prepared, verify)
+    if enter_up_to_date is not None:
+        prepared.entries = EntrySpool(out_dir, [item.item_id for item in prepared.items])
+    plan_all(prepared, verify, None if dataset_stats_missing(prepared) else enter_up_to_date)
     return prepared
+
+
+def dataset_stats_missing(prepared: Prepared) -> bool:
+    """Does a step need dataset statistics the cache does not hold (a first pass, then a second plan)?"""
+    steps = prepared.loaded.recipe.steps
+    return any(needs_dataset_stats(p) and i not in prepared.dataset_stats for i, p in enumerate(steps))
 
 
 def _chunk_map(workers: int):
@@ -200,7 +215,10 @@ def _instance_filter(flt: Any) -> dict[str, Any]:
     }
 
 
-def plan_all(prepared: Prepared, verify: bool) -> None:
+def plan_all(prepared: Prepared, verify: bool, enter_up_to_date: Callable[[Prepared, ItemPlan], None] | None = None
+             ) -> None:
+    """Plan every item (``prepared.plans``, in the items' order); each up-to-date plan is passed to
+    ``enter_up_to_date`` as soon as it is made."""
     recipe = prepared.loaded.recipe
     steps = list(recipe.steps)
     template = chain_template(prepared.reader_params, steps, prepared.dataset_stats,
@@ -230,6 +248,8 @@ def plan_all(prepared: Prepared, verify: bool) -> None:
                 records=prepared.records)
             if plan.up_to_date and prepared.memo is not None:  # no task will read its files
                 prepared.memo.forget(os.path.join(base, rel) for rel in item.files)
+            if plan.up_to_date and enter_up_to_date is not None:
+                enter_up_to_date(prepared, plan)
             prepared.plans.append(plan)
 
 

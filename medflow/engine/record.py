@@ -60,7 +60,32 @@ def enter_result(prepared: Prepared, plan: ItemPlan, result: ItemResult, entries
     larger part of an entry); the result kept has none.
     """
     entries.put(manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error))
+    _entered(prepared, plan)
     return dataclasses.replace(result, meta={})
+
+
+def enter_up_to_date(prepared: Prepared, plan: ItemPlan) -> None:
+    """Put the manifest entry of an up-to-date ``plan`` into ``prepared.entries`` as it is planned.
+
+    The plan then keeps the entry's status, error and private tables (what :func:`collect`
+    reads), not its chain nor its files' digests. An instance item is left to the record stage:
+    :func:`~medflow.engine.outcomes.resolve_shared_outputs` may still change its outcome.
+    """
+    if plan.item.kind == "instance":
+        return
+    record = plan.record
+    status, error = record.get("status", "ok"), record.get("error")
+    prepared.entries.put(manifest_item(prepared, plan, status, record["outputs"], record["meta"], error))
+    plan.entered = (status, error, record.get("private_tables", {}))
+    _entered(prepared, plan)
+
+
+def _entered(prepared: Prepared, plan: ItemPlan) -> None:
+    """The entry of ``plan`` is made: let go of what only it and the item's task read (not for an
+    instance item, which :func:`~medflow.engine.outcomes.resolve_shared_outputs` may run again)."""
+    if plan.item.kind != "instance":
+        prepared.file_hashes.pop(plan.item.item_id, None)
+        plan.let_go_of_chain()
 
 
 def input_accounting(prepared: Prepared, statuses: Iterable[tuple[str, str, str | None]]) -> dict[str, Any]:
@@ -160,7 +185,9 @@ def collect(prepared: Prepared, results: dict[str, ItemResult], entries: EntrySp
     outcome = Outcome(entries)
     for plan in prepared.plans:
         item_id = plan.item.item_id
-        if plan.up_to_date:
+        if plan.entered is not None:  # up to date, entered as it was planned
+            status, error, private = plan.entered
+        elif plan.up_to_date:
             record = plan.record
             status, error, private = record.get("status", "ok"), record.get("error"), record.get("private_tables", {})
             entries.put(manifest_item(prepared, plan, status, record["outputs"], record["meta"], error))

@@ -155,3 +155,26 @@ def test_interrupt_ends_in_one_line_and_leaves_no_temp_file(project, signum, cod
                              "run again to resume")
     assert temp_files(project / "out", project / "cache") == []
     assert not (project / "out" / "manifest.json").exists()
+
+
+def test_the_build_log_is_written_while_the_build_holds_its_output_folder(project, monkeypatch):
+    """A build waiting for the folder removes every other run's temp files once it holds it: the
+    log written after the first let go lost its temp file (exit 1, ENOENT) or replaced the log
+    of the build after it."""
+    from medflow import cli
+    from medflow.locks import FileLock
+
+    held = []
+
+    def probing(args, loaded, report, summary, real=cli._write_logs):
+        probe = FileLock(report.out_dir / ".medflow-lock")
+        free = probe.acquire(wait=False)
+        if free:
+            probe.release()
+        held.append(not free)
+        real(args, loaded, report, summary)
+
+    monkeypatch.setattr(cli, "_write_logs", probing)
+    assert cli.main(["run", str(project / "recipe.yaml"), "-q"]) == 0
+    assert held == [True]
+    assert "\n4/4 items ok, 0 failed" in (project / "out" / "build.log").read_text()
