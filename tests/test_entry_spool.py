@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medflow.engine import spool
+from medflow import text_spool
 from medflow.engine.build import build, prepare
 from medflow.engine.manifest import MANIFEST_NAME, encode_entry, manifest_text, write_manifest
 from medflow.engine.spool import EntrySpool, SpooledText
@@ -30,7 +30,7 @@ from tests.test_previous_manifest import ENTRY, TEXT
 def where_spools_keep(request, monkeypatch) -> str:
     """Every test twice: texts held in memory (a small build), and moved to the spool's file."""
     if request.param == "in a file":
-        monkeypatch.setattr(spool, "MEMORY_BYTES", 0)
+        monkeypatch.setattr(text_spool, "MEMORY_BYTES", 0)
     return request.param
 
 
@@ -70,8 +70,8 @@ def test_the_spool_leaves_no_file_in_its_folder_and_is_gone_once_closed(tmp_path
 
 
 def test_a_spool_moves_its_texts_to_its_file_once_past_its_memory(tmp_path, monkeypatch):
-    monkeypatch.setattr(spool, "MEMORY_BYTES", 10)
-    texts = spool.TextSpool(tmp_path, "test")
+    monkeypatch.setattr(text_spool, "MEMORY_BYTES", 10)
+    texts = text_spool.TextSpool(tmp_path, "test")
     spans = [texts.put(data) for data in (b"abcd", b"efgh", b"", b"ijklmnop", b"q")]
     assert texts._file is not None and texts._memory is None  # 4 + 4 + 0 held, then 8 more: moved
     assert [texts.get(span) for span in spans] == [b"abcd", b"efgh", b"", b"ijklmnop", b"q"]
@@ -144,9 +144,9 @@ def test_the_records_spool_makes_a_file_only_for_a_record_kept_and_is_closed_wit
     source = tmp_path / "src"
     write_ct_series(source, 0, n_slices=2)
     opened, closed = [], []
-    monkeypatch.setattr(spool.TextSpool, "_to_file", lambda self, real=spool.TextSpool._to_file: opened.append(
+    monkeypatch.setattr(text_spool.TextSpool, "_to_file", lambda self, real=text_spool.TextSpool._to_file: opened.append(
         self._purpose) or real(self))
-    monkeypatch.setattr(spool.TextSpool, "close", lambda self, real=spool.TextSpool.close: closed.append(
+    monkeypatch.setattr(text_spool.TextSpool, "close", lambda self, real=text_spool.TextSpool.close: closed.append(
         self._purpose) or real(self))
     build(load_recipe(_recipe(tmp_path, source, 40)), show_progress=False)
     in_files = where_spools_keep == "in a file"

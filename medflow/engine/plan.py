@@ -17,11 +17,12 @@ from typing import Any
 from medflow.engine import keys
 from medflow.engine.cache import Cache
 from medflow.engine.fold import stored_key
-from medflow.engine.spool import SpooledText, TextSpool
+from medflow.engine.spool import SpooledText
 from medflow.hashing import ALGORITHM, file_digest, recorded_digest
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.steps.registry import get_step
+from medflow.text_spool import TextSpool
 from medflow.writers.registry import get_writer
 
 READER_NAME = "dicom_read"

@@ -28,7 +28,7 @@ from medflow.engine.plan import (
     writer_specs,
 )
 from medflow.engine.privacy import keyed_item_id, recipe_secret
-from medflow.engine.spool import EntrySpool, TextSpool
+from medflow.engine.spool import EntrySpool
 from medflow.engine.task import ItemTask
 from medflow.errors import InputError
 from medflow.hashing import ALGORITHM, manifest_input_algorithm
@@ -37,6 +37,7 @@ from medflow.recipe.model import SampleSource, wants_dataset_facts
 from medflow.sources.base import ItemRef
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.sources.skips import skip_kind
+from medflow.text_spool import TextSpool
 from medflow.writers.registry import get_writer
 
 if TYPE_CHECKING:  # imported when a recipe wants the dataset's facts (see prepare)

@@ -50,7 +50,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medflow.errors import InputError
 from medflow.sources.base import ItemRef, item_fingerprint, make_item_id
@@ -477,29 +477,27 @@ def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo, scann
     try:
         return _shared_info(rel, cached)
     except (TypeError, struct.error):  # a value of the wrong type (a damaged memo entry): kept as it is
-        return _FileInfo(rel, cached["modality"], cached["series_uid"], cached["sop_uid"], cached["description"],
-                         tuple(cached["image_type"]), cached["n_frames"],
-                         None if cached["orientation"] is None else tuple(cached["orientation"]),
-                         tuple(cached["size"]), cached["echo"], cached["has_position"], cached.get("sop_class", ""))
+        return _shared_info(rel, cached, share=False)
 
 
-def _shared_info(rel: str, facts: dict) -> _FileInfo:
+def _shared_info(rel: str, facts: dict, share: bool = True) -> _FileInfo:
     """The :class:`_FileInfo` of a file's header ``facts``, the values files of a series repeat as one object.
 
     Discovery holds one per file until the items are made (~0.6 KB a file less). Orientations
     are matched by their bytes, so -0.0 stays -0.0. The table is bounded as :func:`_shared`'s.
+    ``share=False``: every value as it is.
 
     Raises:
-        TypeError, struct.error: a value is not of its type.
+        TypeError, struct.error: a value cannot be shared (not hashable, not a float).
     """
     table = _info_values
     if len(table) > 4096:
         table.clear()
-    one = table.setdefault
+    one = table.setdefault if share else _as_it_is
     orientation = facts["orientation"]
     if orientation is not None:
         orientation = tuple(orientation)
-        if len(orientation) == 6:
+        if share and len(orientation) == 6:
             orientation = one(_SIX_FLOATS.pack(*orientation), orientation)
     image_type, size = tuple(facts["image_type"]), tuple(facts["size"])
     modality, series_uid, description = facts["modality"], facts["series_uid"], facts["description"]
@@ -555,6 +553,10 @@ def forget_shared_values() -> None:
 
 
 _SIX_FLOATS = struct.Struct("6d")  # an orientation's bytes: its key in _info_values
+
+
+def _as_it_is(_key: Any, value: Any) -> Any:
+    return value
 
 
 def _shared(facts: dict) -> dict:

@@ -11,8 +11,8 @@ file, which leaves this one reading the file it loaded. Windows cannot replace a
 there the file's bytes are read into memory instead (still a fifth of the parsed entries).
 
 A cold build makes an entry for every file (header facts, digest). The memo holds a few
-thousand of them, then appends them to a :class:`Journal` (an anonymous temp file, the last
-text of a key wins) and lets go of them; :func:`write_memo` merges the three at the end.
+thousand of them, then appends them to a :class:`Journal` (a temp file past its first
+megabyte, the last text of a key wins) and lets go of them; :func:`write_memo` merges the three at the end.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from medflow.text_spool import TextSpool, span, unspan
 
 FORMAT = 6
 _HEAD = b'{"format":%d}\n' % FORMAT
@@ -42,7 +43,7 @@ class StoredEntries:
             OSError: the file cannot be read.
             ValueError: it is not a memo of this format (its first line).
         """
-        self._spans: dict[str, int] = {}  # key -> its entry's place in the file (see _span)
+        self._spans: dict[str, int] = {}  # key -> its entry's place in the file (see medflow.text_spool.span)
         self._damaged: set[str] = set()
         self._file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed by close() or the finalizer
         self._blob: bytes | None = None
@@ -73,22 +74,22 @@ class StoredEntries:
                     except ValueError:
                         key = None
                 if isinstance(key, str):
-                    self._spans[key] = _span(offset + len(key_text) + 1, len(entry_text) - 1)
+                    self._spans[key] = span(offset + len(key_text) + 1, len(entry_text) - 1)
             offset += len(line)
 
-    def _read(self, span: int) -> bytes:
-        offset, length = _unspan(span)
+    def _read(self, where: int) -> bytes:
+        offset, length = unspan(where)
         if self._blob is not None:
             return self._blob[offset:offset + length]
         return _read_at(self._file, offset, length)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The entry of ``key`` (parsed anew on each call), ``None`` when absent or damaged."""
-        span = self._spans.get(key)
-        if span is None:
+        where = self._spans.get(key)
+        if where is None:
             return None
         try:
-            entry = _decode(self._read(span).decode("ascii"))
+            entry = _decode(self._read(where).decode("ascii"))
         except ValueError:  # UnicodeDecodeError included
             entry = None
         if not isinstance(entry, dict):
@@ -101,9 +102,9 @@ class StoredEntries:
 
     def texts(self, leave_out: Any) -> Iterator[tuple[str, bytes]]:
         """(key, entry text) of every entry not in ``leave_out`` nor found damaged, in file order."""
-        for key, span in self._spans.items():
+        for key, where in self._spans.items():
             if key not in leave_out and key not in self._damaged:
-                yield key, self._read(span)
+                yield key, self._read(where)
 
     def close(self) -> None:
         """Let go of the file (then every entry reads as absent)."""
@@ -112,65 +113,43 @@ class StoredEntries:
 
 
 class Journal:
-    """Entries a build changed and let go of, in an anonymous temp file: key -> entry, parsed when asked.
+    """Entries a build changed and let go of, in a :class:`~medflow.text_spool.TextSpool` beside the
+    memo: key -> entry, parsed when asked.
 
     Appending an entry again replaces it (its latest text is read). Callers serialize the calls
     (the memo's lock).
     """
 
     def __init__(self, folder: Path | None):
-        from medflow.workspace import TEMP_PREFIX, current_run_id
-
-        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or the finalizer
-            dir=folder, prefix=f"{TEMP_PREFIX}{current_run_id()}-", suffix="-memo-journal.tmp")
-        self._finalizer = weakref.finalize(self, self._file.close)
-        self._spans: dict[str, int] = {}  # key -> its latest text's place (see _span)
-        self._end = 0
+        self._texts = TextSpool(folder, "memo-journal")
+        self._places: dict[str, int] = {}  # key -> where its latest text is
 
     def append(self, entries: dict[str, dict[str, Any]]) -> None:
         """Add (or replace) these entries.
 
         Raises:
-            OSError: they could not be written (a full disk): the journal is as it was.
+            OSError: they could not be written (a full disk): the entries written before are kept.
         """
-        texts, spans, end = [], {}, self._end
         for key, entry in entries.items():
-            text = _encode(entry).encode()
-            spans[key] = _span(end, len(text))
-            end += len(text)
-            texts.append(text)
-        self._file.seek(self._end)
-        self._file.write(b"".join(texts))
-        self._file.flush()
-        self._spans.update(spans)
-        self._end = end
+            self._places[key] = self._texts.put(_encode(entry).encode())
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The latest entry of ``key`` (parsed anew on each call), ``None`` when absent."""
-        span = self._spans.get(key)
-        return None if span is None else _decode(_read_at(self._file, *_unspan(span)).decode("ascii"))
+        where = self._places.get(key)
+        return None if where is None else _decode(self._texts.get(where).decode("ascii"))
 
     def __contains__(self, key: object) -> bool:
-        return key in self._spans
+        return key in self._places
 
     def texts(self, leave_out: Any) -> Iterator[tuple[str, bytes]]:
         """(key, latest entry text) of every entry not in ``leave_out``."""
-        for key, span in self._spans.items():
+        for key, where in self._places.items():
             if key not in leave_out:
-                yield key, _read_at(self._file, *_unspan(span))
+                yield key, self._texts.get(where)
 
     def close(self) -> None:
-        self._finalizer()
-        self._spans = {}
-
-
-def _span(offset: int, length: int) -> int:
-    """(offset, length) as one int: a memo locates every entry of its file, ~80 bytes a file less than a tuple."""
-    return offset << 32 | length
-
-
-def _unspan(span: int) -> tuple[int, int]:
-    return span >> 32, span & 0xFFFFFFFF
+        self._texts.close()
+        self._places = {}
 
 
 def _read_at(file: BinaryIO, offset: int, length: int) -> bytes:
