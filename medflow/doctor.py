@@ -148,7 +148,8 @@ def recipe_lines(loaded: Any) -> list[str]:
     else:
         source_line = f"  source: {kind} {value} (embedded, written as DICOM into the cache)"
     out, cache = output_dir(loaded), cache_dir(loaded)
-    kept = "yes" if loaded.recipe.engine.cache_stored_values else "no"
+    kept = {True: "yes", False: "no"}.get(loaded.recipe.engine.cache_stored_values,
+                                          "auto (of files costly to read again)")
     return [
         source_line,
         f"  output: {out} ({_free_space(out)})",

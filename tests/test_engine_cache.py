@@ -30,6 +30,7 @@ outputs:
     - kind: npy
 engine:
   workers: 1
+  cache_stored_values: true  # these tests are about checkpoints: every item's stored values are one
 """
 
 
@@ -113,6 +114,7 @@ def test_corrupt_cache_entry_is_recomputed(project):
     _build(project)
     before = _outputs(project)
     cache_objects = list((project / ".medflow" / "cache" / "objects").rglob("*.mfc"))
+    assert len(cache_objects) >= 3  # every item's stored values
     for path in cache_objects:
         data = bytearray(path.read_bytes())
         data[-1] ^= 0xFF

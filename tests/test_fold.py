@@ -207,6 +207,7 @@ def test_large_lut_data_survives_into_the_sample_headers(tmp_path):
 def test_streaming_recovers_from_corrupt_cached_values(tmp_path):
     write_ct_series(tmp_path / "data", 1, n_slices=5)
     recipe = _recipe(tmp_path, "  dicom: data", SEED_STEPS, "r")
+    recipe.write_text(recipe.read_text() + "  cache_stored_values: true\n")
     build(load_recipe(recipe), show_progress=False)
     before = _outputs(tmp_path / "out-r")
     (entry,) = list((tmp_path / ".medflow" / "cache" / "objects").rglob("*.mfc"))

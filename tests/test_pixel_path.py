@@ -22,10 +22,14 @@ SEED = ("steps:\n  - step: window\n    level: -600\n    width: 1500\n  - step: c
         "  - step: color_space\n    to: ycbcr\n  - step: layout\n    layout: NCHW\n    dtype: float32\n")
 
 
-def _recipe(tmp_path: Path, name: str, steps: str = SEED) -> Path:
+#: engine settings that keep every item's stored values in the cache (native files too)
+KEEP_STORED = "  cache_stored_values: true\n"
+
+
+def _recipe(tmp_path: Path, name: str, steps: str = SEED, engine: str = "") -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"medflow: 1\nname: {name}\nsource:\n  dicom: data\n{steps}outputs:\n  dir: out-{name}\n"
-                    "engine:\n  workers: 1\n")
+                    f"engine:\n  workers: 1\n{engine}")
     return path
 
 
@@ -72,18 +76,18 @@ def test_a_pixel_chain_builds_no_header_and_a_rebuild_from_the_cached_values_rea
     built = []
     original = pixels.header_json
     monkeypatch.setattr(pixels, "header_json", lambda ds: built.append(1) or original(ds))
-    first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    first = build(load_recipe(_recipe(tmp_path, "r", engine=KEEP_STORED)), show_progress=False)
     assert first.exit_code == 0 and built == []
     from_header = ("steps:\n  - step: modality_lut\n  - step: window\n    level: 40\n    width: 400\n"
                    "  - step: layout\n    layout: NCHW\n")  # modality_lut reads every header
-    again = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].width=1200"]), show_progress=False)
+    again = build(load_recipe(_recipe(tmp_path, "r", engine=KEEP_STORED), overrides=["steps[0].width=1200"]), show_progress=False)
     (computed,) = again.manifest["run"]["computed"].values()
     assert computed[0] == "window"  # from the stored values: no DICOM read
-    cached = build(load_recipe(_recipe(tmp_path, "h", from_header)), show_progress=False)
+    cached = build(load_recipe(_recipe(tmp_path, "h", from_header, KEEP_STORED)), show_progress=False)
     (computed,) = cached.manifest["run"]["computed"].values()
     # headers from the cached bytes, built when read: each slice once, plus the one its table is built with
     assert computed[0] == "modality_lut" and len(built) == 6 + 1
-    plain = build(load_recipe(_recipe(tmp_path, "p", from_header), overrides=["engine.fold_pointwise=false"]),
+    plain = build(load_recipe(_recipe(tmp_path, "p", from_header, KEEP_STORED), overrides=["engine.fold_pointwise=false"]),
                   show_progress=False)
     assert cached.exit_code == plain.exit_code == 0
     one = {p.name: p.read_bytes() for p in (tmp_path / "out-h").rglob("*.npy")}
@@ -363,13 +367,17 @@ def test_a_slice_that_cannot_be_read_after_discovery_fails_with_one_line_naming_
     assert "No such file" in message
 
 
-def test_a_first_step_change_rebuilds_from_the_cached_values_without_parsing_a_header(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kept", ["true", "auto"])
+def test_a_first_step_change_rebuilds_from_the_stored_values_without_parsing_a_header(tmp_path, monkeypatch, kept):
     """The stored-values entry keeps each slice's pixel-description key: a window change re-streams
-    from it without opening a DICOM file or parsing a header, with the bytes of a cold build."""
+    from it without opening a DICOM file or parsing a header, with the bytes of a cold build. With no
+    entry (auto, native files) it streams the files' pixel data from discovery's facts, parsing no
+    header either."""
     import medflow.sources.pixels as pixels
 
     write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
-    first = build(load_recipe(_recipe(tmp_path, "r")), show_progress=False)
+    engine = f"  cache_stored_values: {kept}\n"
+    first = build(load_recipe(_recipe(tmp_path, "r", engine=engine)), show_progress=False)
     assert first.exit_code == 0
 
     def forbidden(*args, **kwargs):
@@ -377,11 +385,12 @@ def test_a_first_step_change_rebuilds_from_the_cached_values_without_parsing_a_h
 
     monkeypatch.setattr(pixels, "raw_header_dataset", forbidden)
     monkeypatch.setattr(pixels, "_read_header", forbidden)
-    changed = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].level=-550", "outputs.dir=out-changed"]),
+    changed = build(load_recipe(_recipe(tmp_path, "r", engine=engine), overrides=["steps[0].level=-550", "outputs.dir=out-changed"]),
                     show_progress=False)
     assert changed.exit_code == 0
     (computed,) = changed.manifest["run"]["computed"].values()
-    assert computed[0] == "window"  # no read step: the stored values came from the cache
+    # true: no read step, the stored values came from the cache; auto: read from the files' pixel data
+    assert computed[0] == ("window" if kept == "true" else "dicom_read")
     monkeypatch.undo()
     cold = build(load_recipe(_recipe(tmp_path, "r"), overrides=["steps[0].level=-550", "outputs.dir=out-cold",
                                                                  f"engine.cache_dir={tmp_path / 'cold-cache'}"]),
@@ -486,12 +495,53 @@ def test_real_series_with_per_slice_windows_stream_to_the_plain_path_records(tmp
     assert any("per_slice" in meta["window"] for meta, _ in records)
 
 
+def _stored_entries(cache: Path) -> int:
+    return len(list(cache.rglob("*.mfc")))
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["native", "rle"])
+def test_auto_keeps_the_stored_values_only_of_files_costly_to_read_again(tmp_path, compressed):
+    """engine.cache_stored_values: auto (the default) keeps no copy of stored values the streamed
+    reader takes straight from native files (a rebuild reads them as fast as the copy), keeps the
+    copy of compressed files (a rebuild decodes nothing), and a first-step change gives the bytes
+    of a build from nothing either way."""
+    if compressed:
+        _rle_series(tmp_path / "data", n_slices=6)
+    else:
+        write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
+    builds = {}
+    for mode in ("auto", "true", "false"):
+        overrides = [f"engine.cache_stored_values={mode}", f"outputs.dir=out-{mode}",
+                     f"engine.cache_dir={tmp_path / ('cache-' + mode)}"]
+        builds[mode] = build(load_recipe(_recipe(tmp_path, "r"), overrides=overrides), show_progress=False)
+        assert builds[mode].exit_code == 0
+    kept, lean = _stored_entries(tmp_path / "cache-true"), _stored_entries(tmp_path / "cache-false")
+    assert kept == lean + 1  # the one item's stored values
+    assert _stored_entries(tmp_path / "cache-auto") == (kept if compressed else lean)
+    assert load_recipe(_recipe(tmp_path, "r")).recipe.engine.cache_stored_values == "auto"  # the default
+
+    tensors = {p.name: p.read_bytes() for p in (tmp_path / "out-true").rglob("*.npy")}
+    assert tensors and tensors == {p.name: p.read_bytes() for p in (tmp_path / "out-auto").rglob("*.npy")}
+    changed = build(load_recipe(_recipe(tmp_path, "r"), overrides=[
+        "steps[0].level=-550", "outputs.dir=out-changed", f"engine.cache_dir={tmp_path / 'cache-auto'}"]),
+        show_progress=False)
+    (computed,) = changed.manifest["run"]["computed"].values()
+    assert changed.exit_code == 0 and computed[0] == ("window" if compressed else "dicom_read")
+    fresh = build(load_recipe(_recipe(tmp_path, "r"), overrides=[
+        "steps[0].level=-550", "outputs.dir=out-fresh", f"engine.cache_dir={tmp_path / 'cache-fresh'}"]),
+        show_progress=False)
+    changed_bytes = {p.name: p.read_bytes() for p in (tmp_path / "out-changed").rglob("*.npy")}
+    assert fresh.exit_code == 0 and changed_bytes != tensors
+    assert changed_bytes and changed_bytes == {p.name: p.read_bytes() for p in (tmp_path / "out-fresh").rglob("*.npy")}
+
+
 @pytest.mark.parametrize("stream", ["true", "false"], ids=["streamed", "whole-volume"])
 def test_stored_values_can_be_left_out_of_the_cache(tmp_path, stream):
     """engine.cache_stored_values: false keeps no copy of the stored values (the cache holds only the
     small records), gives the same bytes, and a first-step change reads the DICOM files again."""
     write_ct_series(tmp_path / "data", 1, n_slices=6, size=16)
     kept = build(load_recipe(_recipe(tmp_path, "r"), overrides=[f"engine.stream={stream}", "outputs.dir=out-kept",
+                                                                 "engine.cache_stored_values=true",
                                                                  f"engine.cache_dir={tmp_path / 'kept-cache'}"]),
                  show_progress=False)
     lean = [f"engine.stream={stream}", "engine.cache_stored_values=false", f"engine.cache_dir={tmp_path / 'lean'}"]

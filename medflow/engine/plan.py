@@ -103,11 +103,12 @@ class ChainTemplate:
     links: tuple[tuple[str, int, dict[str, Any], bool, keys.KeyTemplate], ...]
 
 
-def keeps_stored_values(steps: list[Any], cache_stored_values: bool) -> bool:
-    """Is the read (the stored values) checkpointed for the recipe's ``steps``: when
-    ``engine.cache_stored_values`` says so, or when a first step needing dataset statistics
-    reads them twice anyway."""
-    return cache_stored_values or (bool(steps) and needs_dataset_stats(steps[0]))
+def keeps_stored_values(steps: list[Any], cache_stored_values: bool | str) -> bool:
+    """Is the read (the stored values) checkpointed for the recipe's ``steps``: unless
+    ``engine.cache_stored_values`` is false, or when a first step needing dataset statistics
+    reads them twice anyway. With 'auto' the streamed reader still leaves out the stored values it
+    reads straight from native files (:attr:`medflow.engine.task.ItemTask.keep_native_stored`)."""
+    return cache_stored_values is not False or (bool(steps) and needs_dataset_stats(steps[0]))
 
 
 def chain_template(

@@ -334,6 +334,7 @@ def make_task(prepared: Prepared, plan: ItemPlan) -> ItemTask:
         dataset_stats=dict(prepared.dataset_stats),
         split=item_split(prepared, plan.item.item_id),
         read_facts=_read_facts(prepared, plan.item),
+        keep_native_stored=recipe.engine.cache_stored_values is True,
     )
 
 

@@ -103,8 +103,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             )
         except NotStoredValues:
             return None
-        # stored values carry the original headers: not cached before a de-identifying step
-        stored_writer = cache.open_writer(key) if task.links[0].checkpoint else None
+        stored_writer = cache.open_writer(key) if _caches_stored(task) else None
         computed = [link.name for link in task.links]
     n_fold = folding.pointwise_prefix(task.steps)
     out_dir = Path(task.out_dir)
@@ -177,6 +176,22 @@ def _same_record(one: dict, other: dict) -> bool:
         return bool(one == other)
     except Exception:  # noqa: BLE001 - e.g. an array in a plugin step's meta
         return False
+
+
+def _caches_stored(task: ItemTask) -> bool:
+    """Does streaming ``task`` from its files keep a copy of its stored values in the cache?
+
+    Not before a de-identifying step (they carry the original headers: the read link is then not
+    a checkpoint); nor, unless ``engine.cache_stored_values`` is true, when every slice is read
+    straight from a native file's pixel data: a rebuild reads those as fast as it would read the
+    copy, which would cost every cold build a second write of the inputs' pixel data and the
+    cache as much disk as the dataset.
+    """
+    from medflow.sources.series import reads_native_files
+
+    if not task.links[0].checkpoint:
+        return False
+    return task.keep_native_stored or not reads_native_files(task.item, task.read_facts)
 
 
 def _split_jobs(streams, out: Sample, stored_writer, stored: np.ndarray):

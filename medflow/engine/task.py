@@ -42,6 +42,7 @@ class ItemTask:
     decode_workers: int = 0  # worker processes decoding its compressed slices beside it (one item, more workers)
     split: str | None = None  # the item's split (recipe's splits:); joins no step key (see item_writers)
     read_facts: tuple | None = None  # per file, what discovery learnt for reading it, as JSON text (series._usable_facts)
+    keep_native_stored: bool = True  # cache the stored values of native slices too (engine.cache_stored_values: true)
 
 
 @dataclass(slots=True)  # the build keeps one per item run (without meta) to its end

@@ -245,11 +245,14 @@ class Engine(_Strict):
         description="Stream an item slab by slab from the reader to the writers when every step and writer "
         "allows it: same bytes, memory bounded by a few slices. false: whole volumes.",
     )
-    cache_stored_values: bool = Field(
-        True,
+    cache_stored_values: bool | Literal["auto"] = Field(
+        "auto",
         description="Keep each item's stored pixel values in the cache (about the size of the inputs' pixel "
-        "data) so that a change of a step's parameters rebuilds without reading the DICOM files again. false: "
-        "save that space; such a change reads the inputs again. Never kept before a de-identifying step.",
+        "data) so that a change of a step's parameters rebuilds without decoding the DICOM files again. "
+        "'auto': only where reading the files again costs more than reading that copy (compressed, deflated, "
+        "big-endian or multi-frame files, series read whole); not for native single-frame slices, streamed "
+        "straight from the files' pixel data either way. true: always. false: never (saves the space). Never "
+        "kept before a de-identifying step.",
     )
     backend: Literal["local", "dask"] = Field(
         "local",

@@ -291,6 +291,13 @@ def _usable_facts(item: ItemRef, read_facts) -> tuple[dict[str, Any], ...] | Non
     return tuple(read_facts)
 
 
+def reads_native_files(item: ItemRef, read_facts) -> bool:
+    """Will :func:`open_stored_slabs` read every slice of ``item`` straight from a native
+    (uncompressed little-endian) file's pixel data, placed by discovery's ``read_facts``?"""
+    facts = _usable_facts(item, read_facts)
+    return facts is not None and not any(f["syntax"] for f in facts)
+
+
 def _pair(value) -> tuple[float, float] | None:
     values = _floats(value, 2)
     return None if values is None else (float(values[0]), float(values[1]))

@@ -20,8 +20,10 @@ from tests.dicom_factory import write_ct_series
 from tests.faults.helpers import QUICK, medflow, temp_files
 
 # the fault suite's recipe on a DICOM folder, in this process (the injected faults reach no worker)
-RECIPE = QUICK.replace("{sample: ct-phantom}", "{dicom: data}").replace("workers: 2", "workers: 1")
-assert "{dicom: data}" in RECIPE and "workers: 1" in RECIPE
+# keeping every item's stored values (the large entries that fill a disk)
+RECIPE = QUICK.replace("{sample: ct-phantom}", "{dicom: data}").replace(
+    "workers: 2", "workers: 1\n  cache_stored_values: true")
+assert "{dicom: data}" in RECIPE and "cache_stored_values: true" in RECIPE
 
 
 def _data(folder: Path) -> None:
