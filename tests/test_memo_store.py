@@ -13,6 +13,7 @@ import json
 import os
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,10 +50,16 @@ def test_what_is_saved_reads_back_entry_by_entry(entries, tmp_path_factory):
     memo._dirty = True
     memo.save()
     assert saved_entries(path) == entries
-    stored = memo_store.StoredEntries(path)
-    assert {key: stored.get(key) for key in entries} == entries
-    assert stored.get("not a key") is None
-    stored.close()
+    for blob_bytes in (memo_store.BLOB_BYTES, -1):  # held in memory (a small file), read entry by entry
+        default, memo_store.BLOB_BYTES = memo_store.BLOB_BYTES, blob_bytes
+        try:
+            stored = memo_store.StoredEntries(path)
+        finally:
+            memo_store.BLOB_BYTES = default
+        assert (stored._blob is None) == (blob_bytes < 0)
+        assert {key: stored.get(key) for key in entries} == entries
+        assert stored.get("not a key") is None
+        stored.close()
 
 
 def test_a_changed_entry_replaces_its_line_and_the_others_are_kept_as_they_were(tmp_path):
@@ -73,7 +80,15 @@ def test_a_changed_entry_replaces_its_line_and_the_others_are_kept_as_they_were(
     assert after[changed]["size"] == len(b"changed")
 
 
-def test_a_damaged_line_is_absent_and_not_written_back(tmp_path):
+@pytest.fixture(params=["held", "read-by-entry"])
+def reading(request, monkeypatch):
+    """A memo file held in memory (a small one, the default) or read entry by entry (a large one)."""
+    if request.param == "read-by-entry":
+        monkeypatch.setattr(memo_store, "BLOB_BYTES", -1)
+    return request.param
+
+
+def test_a_damaged_line_is_absent_and_not_written_back(tmp_path, reading):
     path = tmp_path / "memo.json"
     good = {"size": 1, "mtime_ns": 2, "blake3": "0" * 64}
     path.write_bytes(b'{"format":%d}\n' % MEMO_FORMAT
@@ -103,7 +118,7 @@ def test_a_memo_of_format_5_is_read_and_saved_as_lines(tmp_path):
     assert saved_entries(memo_path) == {os.path.realpath(path): entry}
 
 
-def test_another_build_replacing_the_file_does_not_change_what_this_one_reads(tmp_path):
+def test_another_build_replacing_the_file_does_not_change_what_this_one_reads(tmp_path, reading):
     files = write_ct_series(tmp_path / "data", 1, n_slices=2)
     memo_path = tmp_path / "memo.json"
     memo = FingerprintMemo(memo_path)

@@ -7,8 +7,10 @@ per entry, ``<key as JSON>\\t<entry as JSON>`` (JSON text never holds a raw tab 
 build keeps each entry's place in the file (~0.3 KB a file) and parses an entry when asked.
 
 The file stays open while the build runs: a concurrent build that saves the memo replaces the
-file, which leaves this one reading the file it loaded. Windows cannot replace an open file, so
-there the file's bytes are read into memory instead (still a fifth of the parsed entries).
+file, which leaves this one reading the file it loaded. A small file (at most :data:`BLOB_BYTES`)
+is read into memory instead, as is every file on Windows, which cannot replace an open file
+(still a fifth of the parsed entries): one read instead of a ``pread`` per entry, ~5 us each,
+a tenth of a no-op rebuild of 200 files.
 
 A cold build makes an entry for every file (header facts, digest). The memo holds a few
 thousand of them, then appends them to a :class:`Journal` (a temp file past its first
@@ -17,6 +19,7 @@ megabyte, the last text of a key wins) and lets go of them; :func:`write_memo` m
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -29,6 +32,8 @@ from medflow.text_spool import TextSpool, span, unspan
 
 FORMAT = 6
 _HEAD = b'{"format":%d}\n' % FORMAT
+#: A memo file of at most this many bytes (~1,200 files) is held in memory while a build reads it.
+BLOB_BYTES = 1 << 20
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # ASCII only: no raw tab or newline in the text
 _decode = json.JSONDecoder().decode
 
@@ -49,15 +54,17 @@ class StoredEntries:
         self._blob: bytes | None = None
         self._finalizer = weakref.finalize(self, self._file.close)
         try:
-            head = self._file.readline()
-            if head != _HEAD:
-                raise ValueError(f"not a memo of format {FORMAT}")
-            self._locate(self._file, len(head))
-            if os.name == "nt":  # the file must not stay open (see the module's docstring)
-                self._file.seek(0)
+            if os.name == "nt" or os.fstat(self._file.fileno()).st_size <= BLOB_BYTES:
                 self._blob = self._file.read()
                 self._finalizer()
                 self._file = None
+                lines = io.BytesIO(self._blob)  # lines as the file gives them
+            else:
+                lines = self._file
+            head = next(lines, b"")
+            if head != _HEAD:
+                raise ValueError(f"not a memo of format {FORMAT}")
+            self._locate(lines, len(head))
         except BaseException:
             self.close()
             raise
