@@ -35,6 +35,7 @@ from medflow.hashing import ALGORITHM, manifest_input_algorithm
 from medflow.recipe.loader import LoadedRecipe, resolve_path
 from medflow.recipe.model import SampleSource, wants_dataset_facts
 from medflow.sources.base import ItemRef
+from medflow.sources.discovery_snapshot import FOLDER as SNAPSHOT_FOLDER
 from medflow.sources.fingerprint import FingerprintMemo
 from medflow.sources.skips import skip_kind
 from medflow.text_spool import TextSpool
@@ -149,8 +150,11 @@ def prepare(
         discovery = discover_instances(root, source.filter, memo, _chunk_map(workers))
         reader_params = {"instances": True, "filter": _instance_filter(source.filter)}
     else:
+        # a keyed recipe's memo keeps nothing identifying, nor does it keep snapshots; --verify looks again
+        snapshots = cache.root / SNAPSHOT_FOLDER if secret is None and not verify else None
         discovery = discover_dicom(
-            root, source.filter, memo, getattr(source, "mismatched_size", "fail"), _chunk_map(workers)
+            root, source.filter, memo, getattr(source, "mismatched_size", "fail"), _chunk_map(workers),
+            snapshots=snapshots, keep_snapshot=record,
         )
     if fetched is not None:
         discovery = fetched.apply(discovery)  # instances not fetched fail their items
@@ -169,8 +173,10 @@ def prepare(
             key=lambda item: item.item_id,
         )
     base = os.fspath(root)  # str paths, as discovery asked the memo (pathlib parsing cost ~10 us a file)
+    known = getattr(discovery, "digests", None) or {}  # from a snapshot, else the memo's
     file_hashes = {
-        item.item_id: {rel: memo.digest(os.path.join(base, rel)) for rel in item.files} for item in discovery.items
+        item.item_id: {rel: known.get(rel) or memo.digest(os.path.join(base, rel)) for rel in item.files}
+        for item in discovery.items
     }
     if record:
         memo.save()

@@ -123,6 +123,9 @@ class Discovery:
 
     items: list[ItemRef] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: relative path -> content digest of the items' files, when known without asking the memo
+    #: (a snapshot of an unchanged folder: :mod:`medflow.sources.discovery_snapshot`)
+    digests: dict[str, str] | None = None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -451,6 +454,8 @@ def _series_uid_or_none(ds: Dataset) -> str | None:
 
 # Bump when the facts read from a header, or the rules that read them, change.
 _HEADER_MEMO = "discovery-header-v6"  # v6: "read" as JSON text
+# Bump when the rules that make items of the files' facts change (a snapshot of another version is not used).
+_ITEM_RULES = 1
 
 
 def _memoized_file_info(rel: str, path: str | Path, memo: FingerprintMemo, scanned: dict | None = None) -> _FileInfo:
@@ -630,6 +635,7 @@ def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
         where = Path(error.filename).relative_to(root).as_posix() if error.filename else "."
         skipped.append((where + "/", f"cannot list folder: {error.strerror or error}"))
 
+    every_file = list(flt.include) == ["**"] and not flt.exclude  # the default: no pattern to match
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
@@ -639,7 +645,7 @@ def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             rel = prefix + name
-            if not path_selected(rel, flt.include, flt.exclude):
+            if not every_file and not path_selected(rel, flt.include, flt.exclude):
                 continue
             if name.startswith("."):
                 skipped.append((rel, "hidden file"))
@@ -719,7 +725,7 @@ def _make_item(root: Path, infos: list[_FileInfo], kind, id_parts: list[str], no
 
 def discover_dicom(
     root: Path, filter: SeriesFilter, memo: FingerprintMemo, mismatched_size: str = "fail",  # noqa: A002
-    map_chunks: ChunkMap | None = None,
+    map_chunks: ChunkMap | None = None, snapshots: Path | None = None, keep_snapshot: bool = True,
 ) -> Discovery:
     """Find the image items of a DICOM folder (rules in the module docstring).
 
@@ -731,6 +737,9 @@ def discover_dicom(
             most: ``"fail"`` the item naming them, or ``"split"`` into one item per size.
         map_chunks: worker processes to read many new files on (:mod:`medflow.sources.prescan`);
             the result is the same without.
+        snapshots: a folder of discovery snapshots (:mod:`medflow.sources.discovery_snapshot`):
+            the result for an unchanged listing is read from there (no memo look-up), and
+            kept there when ``keep_snapshot``. ``None``: neither.
 
     Returns:
         A :class:`Discovery` with the items sorted by ``item_id`` and every skipped
@@ -747,6 +756,16 @@ def discover_dicom(
     multiframe: dict[str, _FileInfo] = {}
     broken: dict[str, list[tuple[str, str]]] = defaultdict(list)
     candidates = list(_walk(root, filter, skipped))
+    snapshot = None
+    if snapshots is not None:
+        from medflow.sources.discovery_snapshot import Snapshot
+
+        settings = {"filter": filter.model_dump(mode="json"), "mismatched_size": mismatched_size,
+                    "header_facts": _HEADER_MEMO, "item_rules": _ITEM_RULES}
+        snapshot = Snapshot.of_listing(snapshots, root, settings, candidates, skipped)
+        found = snapshot.load(os.fspath(root)) if snapshot is not None else None
+        if found is not None:
+            return Discovery(*found)
     scanned = prescan([path for _, path in candidates], memo, map_chunks, SERIES, _HEADER_MEMO)
     for rel, path in candidates:
         try:
@@ -811,6 +830,8 @@ def discover_dicom(
         if series_uid not in series:
             skipped.extend(files)  # no readable file of that series: the file stands alone
     items.sort(key=lambda item: item.item_id)
+    if snapshot is not None and keep_snapshot:
+        snapshot.save(items, skipped, lambda rel: memo.digest(os.path.join(base, rel)))
     return Discovery(items=items, skipped=skipped)
 
 

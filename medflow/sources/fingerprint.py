@@ -329,6 +329,8 @@ class FingerprintMemo:
         planned): ~0.5 KB a file otherwise held to the build's end. Asked again, a file is
         looked at again.
         """
+        if not self._looked and not self._digests:  # nothing looked up (a discovery snapshot): no path made
+            return
         for path in paths:
             name = os.fspath(path)
             self._looked.pop(name, None)
