@@ -378,18 +378,15 @@ def _notes(meta) -> list[str]:
     """Every note an item's steps and reader recorded (any ``notes`` list in its meta), once each."""
     found: list[str] = []
 
-    def walk(value) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                if key == "notes" and isinstance(sub, list):
-                    found.extend(str(n) for n in sub if str(n) not in found)
-                else:
-                    walk(sub)
-        elif isinstance(value, list):
-            for sub in value:
+    def walk(value) -> None:  # a dict or a list; scalars (most of a record: geometry) are not visited
+        for key, sub in value.items() if isinstance(value, dict) else enumerate(value):
+            if key == "notes" and isinstance(sub, list):
+                found.extend(str(n) for n in sub if str(n) not in found)
+            elif isinstance(sub, dict | list):
                 walk(sub)
 
-    walk(meta)
+    if isinstance(meta, dict | list):
+        walk(meta)
     return found
 
 

@@ -636,9 +636,11 @@ def _walk(root: Path, flt: SeriesFilter, skipped: list[tuple[str, str]]):
         skipped.append((where + "/", f"cannot list folder: {error.strerror or error}"))
 
     every_file = list(flt.include) == ["**"] and not flt.exclude  # the default: no pattern to match
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        prefix = "" if rel_dir == "." else rel_dir + "/"
+    top = os.fspath(root)
+    start = len(top) if top.endswith(os.sep) else len(top) + 1  # the file system's root ends with its separator
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable):
+        # os.walk joins each folder onto ``top``: its relative path without pathlib (~10 us a folder)
+        prefix = "" if dirpath == top else dirpath[start:].replace(os.sep, "/") + "/"
         hidden = sorted(d for d in dirnames if d.startswith("."))
         for name in hidden:
             skipped.append((f"{prefix}{name}/", "hidden folder, not searched"))
