@@ -217,3 +217,15 @@ def test_outputs_get_the_usual_file_mode_and_the_cache_stays_private(project):
     assert len(private) > 3
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # original headers, paths: owner only
+
+
+def test_plan_holds_no_chain_of_an_up_to_date_item(project):
+    """`plan`, `--dry-run` and `preview` only count up-to-date items: their plans let go of the
+    chain and the files' digests as they are made; items to build keep theirs (their reasons)."""
+    _build(project)
+    prepared = prepare(load_recipe(project / "recipe.yaml"), record=False)
+    assert len(prepared.plans) == 3 and all(p.up_to_date and p.links == [] for p in prepared.plans)
+    assert prepared.file_hashes == {}
+    changed = prepare(load_recipe(project / "recipe.yaml", overrides=["steps[0].width=350"]), record=False)
+    assert all(not p.up_to_date and len(p.links) == 3 for p in changed.plans)
+    assert set(changed.file_hashes) == {p.item.item_id for p in changed.plans}
