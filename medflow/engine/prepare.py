@@ -194,16 +194,16 @@ def prepare(
         prepared.facts = plan_facts(loaded, prepared.items, memo, secret)
     if enter_up_to_date is not None:
         prepared.entries = EntrySpool(out_dir, [item.item_id for item in prepared.items])
-    elif not record:
-        enter_up_to_date = _only_counted
+    elif not record:  # plan, --dry-run, preview: an up-to-date item is only counted
+        enter_up_to_date = let_go_of_planned
     plan_all(prepared, verify, None if dataset_stats_missing(prepared) else enter_up_to_date)
     return prepared
 
 
-def _only_counted(prepared: Prepared, plan: ItemPlan) -> None:
-    """``plan``, ``--dry-run`` and ``preview`` show an up-to-date item as such, no more: its plan
-    lets go of its chain and its files' digests as it is made (~1 KB an item; not for an
-    instance item, as in :func:`medflow.engine.record.enter_up_to_date`)."""
+def let_go_of_planned(prepared: Prepared, plan: ItemPlan) -> None:
+    """Let go of what only ``plan``'s manifest entry and task read (its chain, its files' digests:
+    ~1 KB an item), once they are made or not needed. Not for an instance item, which
+    :func:`~medflow.engine.outcomes.resolve_shared_outputs` may run again."""
     if plan.item.kind != "instance":
         prepared.file_hashes.pop(plan.item.item_id, None)
         plan.let_go_of_chain()

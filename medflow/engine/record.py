@@ -15,7 +15,7 @@ from typing import Any
 from medflow.engine import keys
 from medflow.engine.manifest import MANIFEST_VERSION, environment
 from medflow.engine.plan import ItemPlan, _missing_outputs
-from medflow.engine.prepare import Prepared
+from medflow.engine.prepare import Prepared, let_go_of_planned
 from medflow.engine.provenance import recipe_provenance
 from medflow.engine.spool import EntrySpool
 from medflow.engine.task import ItemResult
@@ -60,7 +60,7 @@ def enter_result(prepared: Prepared, plan: ItemPlan, result: ItemResult, entries
     larger part of an entry); the result kept has none.
     """
     entries.put(manifest_item(prepared, plan, result.status, result.outputs, result.meta, result.error))
-    _entered(prepared, plan)
+    let_go_of_planned(prepared, plan)
     return dataclasses.replace(result, meta={})
 
 
@@ -77,15 +77,7 @@ def enter_up_to_date(prepared: Prepared, plan: ItemPlan) -> None:
     status, error = record.get("status", "ok"), record.get("error")
     prepared.entries.put(manifest_item(prepared, plan, status, record["outputs"], record["meta"], error))
     plan.entered = (status, error, record.get("private_tables", {}))
-    _entered(prepared, plan)
-
-
-def _entered(prepared: Prepared, plan: ItemPlan) -> None:
-    """The entry of ``plan`` is made: let go of what only it and the item's task read (not for an
-    instance item, which :func:`~medflow.engine.outcomes.resolve_shared_outputs` may run again)."""
-    if plan.item.kind != "instance":
-        prepared.file_hashes.pop(plan.item.item_id, None)
-        plan.let_go_of_chain()
+    let_go_of_planned(prepared, plan)
 
 
 def input_accounting(prepared: Prepared, statuses: Iterable[tuple[str, str, str | None]]) -> dict[str, Any]:

@@ -57,8 +57,9 @@ class Snapshot:
         from medflow import __version__
 
         head = json.dumps({"format": FORMAT, "medflow": __version__, "root": os.fspath(root), "settings": settings},
-                          sort_keys=True, separators=(",", ":"))
-        key = hashlib.sha256(head.encode("utf-8", "surrogateescape"))
+                          sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogateescape")
+        name = hashlib.sha256(head).hexdigest()[:32]  # one snapshot per folder and settings
+        key = hashlib.sha256(head)
         for rel, path in candidates:
             try:
                 st = os.lstat(path)
@@ -69,7 +70,6 @@ class Snapshot:
             key.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
                        .encode("utf-8", "surrogateescape"))
         key.update(json.dumps(walk_skipped, ensure_ascii=True).encode())
-        name = hashlib.sha256(head.encode("utf-8", "surrogateescape")).hexdigest()[:32]
         return cls(Path(folder) / f"{name}.json", key.hexdigest())
 
     def load(self, root: str) -> tuple[list[ItemRef], list[tuple[str, str]], dict[str, str]] | None:
