@@ -22,8 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv``; without it, this process's own, which ends when this returns.
 
     Start-up runs without the cyclic garbage collector (see :mod:`medflow.startup`); a caller
-    passing ``argv`` gets the collector back as it was.
+    passing ``argv`` gets the collector back as it was. This process's own command line also
+    starts numpy's BLAS without helper threads (:func:`medflow.startup.one_blas_thread`).
     """
+    if argv is None:
+        startup.one_blas_thread()  # before anything imports numpy
     restore_gc = startup.quiet()
     try:
         return _main(argv)

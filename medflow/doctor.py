@@ -130,7 +130,17 @@ def environment_lines() -> list[str]:
         f"  MEDFLOW_SHARED_DATA: {shown}; {'exists' if where.is_dir() else 'no such folder'}",
         f"  MEDFLOW_DEID_KEY: {'set' if os.environ.get('MEDFLOW_DEID_KEY') else 'not set'}",
         f"  MEDFLOW_DEBUG: {'set' if os.environ.get('MEDFLOW_DEBUG') else 'not set'}",
+        _blas_line(),
     ]
+
+
+def _blas_line() -> str:
+    from medflow import startup
+
+    value = os.environ.get("OPENBLAS_NUM_THREADS")
+    if startup.blas_threads_chosen is False:
+        return f"  OPENBLAS_NUM_THREADS: {value} (medflow's default: numpy's BLAS starts no helper thread)"
+    return f"  OPENBLAS_NUM_THREADS: {value if value is not None else 'not set'}"
 
 
 def recipe_lines(loaded: Any) -> list[str]:

@@ -294,3 +294,36 @@ def test_the_parser_of_one_command_parses_and_helps_like_the_whole_parser(argv):
     assert vars(one.parse_args(argv)) == vars(whole.parse_args(argv))
     assert one.format_help() == whole.format_help()
     assert _command_named(["--version"]) is None and _command_named(["nope"]) is None and _command_named([]) is None
+
+
+BLAS_COMMAND = """
+import contextlib, io, os, sys
+sys.argv = ["medflow", "steps"]
+import medflow.cli
+with contextlib.redirect_stdout(io.StringIO()):
+    medflow.cli.main()
+import numpy
+tasks = "/proc/self/task"
+print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir(tasks)) if os.path.isdir(tasks) else -1)
+"""
+
+
+def _blas_threads(env_value: str | None) -> tuple[str, int]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if env_value is not None:
+        env["OPENBLAS_NUM_THREADS"] = env_value
+    done = subprocess.run([sys.executable, "-c", BLAS_COMMAND], capture_output=True, text=True, env=env, check=True)
+    value, threads = done.stdout.split()
+    return value, int(threads)
+
+
+def test_a_medflow_process_starts_numpy_without_blas_helper_threads_unless_its_user_chose():
+    """numpy's OpenBLAS helpers spin ~0.1 s of CPU each after the import (medflow.startup.one_blas_thread)."""
+    value, threads = _blas_threads(None)
+    assert value == "1"
+    chosen, chosen_threads = _blas_threads("2")
+    assert chosen == "2"  # the user's choice stands
+    if chosen_threads > 1:  # this numpy's BLAS starts helper threads (Linux, OpenBLAS): the default starts none
+        assert threads == 1
