@@ -24,8 +24,8 @@ from pathlib import Path
 
 _ITEM_THREADS: ContextVar[int | None] = ContextVar("medflow_item_threads", default=None)
 
-#: Cores a streamed item keeps busy on its own: its reader and its write and hash threads
-#: (measured: ~1.7 cores for a native series, ~1.3 for a JPEG Lossless one, one worker).
+#: Cores a streamed item keeps busy on its own: its reader and its write thread (which also
+#: hashes; measured: ~1.7 cores for a native series, ~1.3 for a JPEG Lossless one, one worker).
 STREAM_CORES = 2
 
 
@@ -111,7 +111,7 @@ def _cores_of(quota: int, period: int) -> int | None:
 def gather_threads(threads: int) -> int:
     """Threads for a streamed item's slab gathers, given its ``threads``: only on cores its own threads leave.
 
-    On 2 cores a gather pool only competed with the write and hash threads: one series with 2
+    On 2 cores a gather pool only competed with the item's write and hash threads: one series with 2
     workers was 3-30% slower than with 1 (bench_variants.py before this rule; benchmarks/NOTES.md).
     """
     return max(1, min(int(threads), usable_cores() - STREAM_CORES + 1))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medflow.engine.build import build
-from medflow.engine.writebehind import BufferPool, WriteBehind
+from medflow.engine.writebehind import BufferPool, WriteAndHash, WriteBehind
 from medflow.recipe.loader import load_recipe
 from medflow.sources.discovery import read_image_header
 from medflow.sources.pixels import LazyHeaders, header_json, read_native
@@ -145,7 +145,7 @@ def test_small_items_are_written_inline_and_large_ones_on_threads_with_the_same_
         report = build(load_recipe(_recipe(tmp_path, name)), show_progress=False)
         assert report.exit_code == 0 and report.computed == 1
         writes = started.count("medflow-write")
-        assert writes == (0 if inline_bytes else 2)  # the write and the hash thread, or neither
+        assert writes == (0 if inline_bytes else 1)  # the write thread (it also hashes), or none
         (npy,) = (tmp_path / f"out-{name}").rglob("*.npy")
         (entry,) = report.manifest["items"]
         outputs[inline_bytes] = (npy.read_bytes(), [o["blake3"] for o in entry["outputs"]])
@@ -190,6 +190,72 @@ def test_write_behind_keeps_order_releases_every_buffer_and_reports_the_first_fa
         writer.finish()
     writer.stop()
     assert "never" not in released and released[:2] == ["a", "b"]
+
+
+def test_write_and_hash_keeps_each_kind_in_order_and_releases_a_slab_after_both():
+    writes, hashes, released = [], [], []
+    lanes = WriteAndHash(depth=1)
+    for k in range(30):
+        lanes.submit(lambda k=k: (time.sleep(0.0005), writes.append(k)),
+                     lambda k=k: hashes.append((k, k in writes or None)),
+                     lambda k=k: released.append((k, k in writes, k in [h for h, _ in hashes])))
+    lanes.finish()
+    assert writes == list(range(30)) and [k for k, _ in hashes] == list(range(30))
+    assert sorted(released) == [(k, True, True) for k in range(30)]
+
+
+def test_write_and_hash_lets_the_producer_hash_while_the_writes_are_behind():
+    """A slow write: the producer, instead of waiting for room, runs the hashes (in order)."""
+    hashed_on = []
+    lanes = WriteAndHash(depth=1)
+    for k in range(8):
+        lanes.submit(lambda: time.sleep(0.02), lambda k=k: hashed_on.append((k, threading.current_thread().name)))
+    lanes.finish()
+    assert [k for k, _ in hashed_on] == list(range(8))
+    assert sum(name == threading.main_thread().name for _, name in hashed_on) >= 6
+
+
+def test_write_and_hash_reports_the_first_failure_and_releases_every_slab():
+    released = []
+    lanes = WriteAndHash(depth=1)
+
+    def boom():
+        raise ValueError("disk")
+
+    lanes.submit(boom, lambda: None, lambda: released.append("a"))
+    lanes.submit(lambda: released.append("never"), lambda: None, lambda: released.append("b"))
+    with pytest.raises(ValueError, match="disk"):
+        for _ in range(5):
+            time.sleep(0.01)
+            lanes.submit(lambda: None, lambda: None, lambda: released.append("c"))
+        lanes.finish()
+    lanes.stop()
+    assert "never" not in released and released[:2] == ["a", "b"]
+    assert lanes._unreleased == 0 and not lanes._thread.is_alive()
+
+
+def test_write_and_hash_stop_skips_what_has_not_started():
+    released, ran = [], []
+    lanes = WriteAndHash(depth=4)
+    gate = threading.Event()
+    lanes.submit(lambda: (gate.wait(2), ran.append(0)), lambda: ran.append("h0"), lambda: released.append(0))
+    for k in range(1, 4):
+        lanes.submit(lambda k=k: ran.append(k), lambda: None, lambda k=k: released.append(k))
+    stopper = threading.Thread(target=lanes.stop)
+    stopper.start()
+    time.sleep(0.05)
+    gate.set()
+    stopper.join(5)
+    assert not stopper.is_alive() and sorted(released) == [0, 1, 2, 3]
+    assert not any(k in ran for k in (1, 2, 3))
+
+
+def test_write_and_hash_inline_runs_each_slab_in_submit():
+    order = []
+    lanes = WriteAndHash(depth=0)
+    lanes.submit(lambda: order.append("w"), lambda: order.append("h"), lambda: order.append("r"))
+    assert order == ["w", "h", "r"]
+    lanes.finish()
 
 
 def test_buffer_pool_makes_at_most_its_limit_and_waits_for_a_release():

@@ -7,9 +7,10 @@ the same as the whole-volume path's (a test compares them).
 The path, as measured fastest (issue 10): the reader places the slices from discovery's facts
 and reads each file's stored values straight into a pooled slab buffer (one open, no second
 header parse, headers built only when a step reads one: :class:`~medflow.sources.pixels.LazyHeaders`);
-the folded tables gather into a pooled output buffer; a write thread and a hash thread
-(:mod:`medflow.engine.writebehind`) write and hash the slab (output and stored-values entry)
-side by side while the next one is gathered (a small item is written and hashed inline: see
+the folded tables gather into a pooled output buffer; a write thread
+(:class:`~medflow.engine.writebehind.WriteAndHash`) writes and hashes the slab (output and
+stored-values entry) while the next one is gathered, this thread taking over the hashes when
+the writes fall behind (a small item is written and hashed inline: see
 :data:`INLINE_BYTES`). Slabs are small (about ``SLAB_BYTES`` of stored
 values, one 512 x 512 slice) so a slab stays in the CPU cache from gather to write, and memory is
 a few slabs, whatever the item. With ``task.threads`` > 1 (items fewer than workers) the gathers
@@ -30,7 +31,7 @@ import numpy as np
 from medflow.engine import fold as folding
 from medflow.engine.cache import Cache
 from medflow.engine.task import ItemResult, ItemTask, apply_step, check_expectation
-from medflow.engine.writebehind import BufferPool, WriteBehind
+from medflow.engine.writebehind import BufferPool, WriteAndHash
 from medflow.errors import CacheError
 from medflow.geometry import SlabGeometry
 from medflow.sample import Sample
@@ -42,17 +43,17 @@ from medflow.writers.registry import get_writer
 #: the gather to the hash and the write, which measured faster than large slabs.
 SLAB_SLICES = 16
 SLAB_BYTES = 1 << 19
-#: Slabs computed and waiting for the write thread (beyond the one it is writing).
+#: Slabs computed and waiting to be written and hashed (beyond the one being written).
 WRITE_DEPTH = 2
 #: An item that writes at most this many bytes (outputs and stored-values entry) is written and
-#: hashed on the thread computing it. Starting and joining the write and hash threads costs
+#: hashed on the thread computing it. Starting and joining a write thread costs
 #: ~0.4 ms on the 2-core VM of the benchmarks, about what writing and hashing 4 MiB on one
 #: thread costs, and what a dataset of one small image per series pays on every item.
 INLINE_BYTES = 4 << 20
 
 
 def write_depth(first_slab_bytes: int, first_slab_slices: int, item_slices: int) -> int:
-    """Slabs the write and hash threads may queue for an item, 0 for no threads (inline).
+    """Slabs an item may queue to be written and hashed, 0 for no write thread (inline).
 
     ``first_slab_bytes``: what the item's first slab writes (outputs and stored values), of
     ``first_slab_slices`` of its ``item_slices`` slices; the item writes about that per slice.
@@ -113,17 +114,16 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     private: dict[str, set[tuple[str, ...]]] = {}
     headers: dict[str, list[str]] = {}
     progress = _Progress()
-    # The writes and the hashes of a slab run on two threads of their own, beside each other and
-    # behind the gather of the next slab (file writes and BLAKE3 release the GIL): a single
-    # thread for both was the critical path of a cold build (in-build -30% when split, gen200).
-    # A small item is written and hashed on this thread: made once its first slab tells its size.
-    writer = hasher = None
+    # A slab is written and hashed behind the gather of the next one (file writes and BLAKE3
+    # release the GIL): on a thread of its own, with this thread taking over the hashes when
+    # the writes fall behind (:class:`~medflow.engine.writebehind.WriteAndHash`). A small item
+    # is written and hashed on this thread: decided once its first slab tells its size.
+    writes = None
     try:
         for out, stored, release, bounds in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
-            if writer is None:
+            if writes is None:
                 stored_bytes = stored.nbytes if stored_writer is not None else 0
-                depth = write_depth(out.pixels.nbytes + stored_bytes, len(stored), len(skeleton.pixels))
-                writer, hasher = WriteBehind(depth), WriteBehind(depth)
+                writes = WriteAndHash(write_depth(out.pixels.nbytes + stored_bytes, len(stored), len(skeleton.pixels)))
             if task.expect:
                 check_expectation(out, task.expect, bounds)
             slab_geometry.add(out)
@@ -138,27 +138,24 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
                     headers.setdefault(path, list(rows[0]))
                     private.setdefault(path, set()).update(tuple(r) for r in rows[1:])
             write, digest = _split_jobs(streams, out, stored_writer, stored)
-            release = _after_both(release)
-            writer.submit(write, release)
-            hasher.submit(digest, release)
-        if writer is not None:
-            writer.finish()
-            hasher.finish()
+            writes.submit(write, digest, release)
+        if writes is not None:
+            writes.finish()
         outputs = []
         for stream in streams:
             outputs.extend(f.record() for f in stream.close())
     except _Fallback:
-        _stop(writer, hasher)
+        _stop(writes)
         _abort(streams, stored_writer)
         return None
     except CacheError:
-        _stop(writer, hasher)
+        _stop(writes)
         _abort(streams, stored_writer)
         if cached is None:
             raise
         return run_streamed(task)  # the corrupt entry is gone: decode the DICOM files instead
     except BaseException:
-        _stop(writer, hasher)
+        _stop(writes)
         _abort(streams, stored_writer)
         raise
     if stored_writer is not None:
@@ -212,20 +209,6 @@ def _split_jobs(streams, out: Sample, stored_writer, stored: np.ndarray):
             target.hash_parts(parts)
 
     return write, digest
-
-
-def _after_both(release):
-    """``release`` run by the second of two callers."""
-    lock, calls = threading.Lock(), []
-
-    def once() -> None:
-        with lock:
-            calls.append(1)
-            last = len(calls) == 2
-        if last and release is not None:
-            release()
-
-    return once
 
 
 def _stop(*writers) -> None:
