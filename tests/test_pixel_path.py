@@ -192,6 +192,38 @@ def test_write_behind_keeps_order_releases_every_buffer_and_reports_the_first_fa
     assert "never" not in released and released[:2] == ["a", "b"]
 
 
+@pytest.mark.parametrize("failing", ["write", "hash"])
+def test_a_write_or_hash_failing_on_the_write_thread_fails_its_item_alone_and_leaves_no_temp_file(
+        tmp_path, monkeypatch, failing):
+    import errno
+
+    import medflow.engine.stream as stream_module
+    from medflow.writers.tensors import NpyStream
+
+    monkeypatch.setattr(stream_module, "INLINE_BYTES", 0)  # every item on the write thread
+    monkeypatch.setattr(stream_module, "SLAB_SLICES", 1)
+    for series in (1, 2, 3):
+        write_ct_series(tmp_path / "data", series, n_slices=6, size=16)
+    calls = {"n": 0}
+    method = "write_parts" if failing == "write" else "hash_parts"
+    original = getattr(NpyStream, method)
+
+    def third_call_fails(self, parts):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third slab of the first item built
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, parts)
+
+    monkeypatch.setattr(NpyStream, method, third_call_fails)
+    report = build(load_recipe(_recipe(tmp_path, "f")), show_progress=False)
+    statuses = sorted(item["status"] for item in report.manifest["items"])
+    assert statuses == ["failed", "ok", "ok"]
+    (failed,) = [item for item in report.manifest["items"] if item["status"] == "failed"]
+    assert "No space left on device" in failed["error"]
+    assert not list(tmp_path.rglob(".medflow-tmp-*"))
+    assert len(list((tmp_path / "out-f").rglob("*.npy"))) == 2
+
+
 def test_write_and_hash_keeps_each_kind_in_order_and_releases_a_slab_after_both():
     writes, hashes, released = [], [], []
     lanes = WriteAndHash(depth=1)
