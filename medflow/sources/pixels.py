@@ -182,7 +182,7 @@ def read_native(path: Path, ds: Dataset | dict[str, Any], out: np.ndarray) -> by
         # every value already lies in BitsStored's range are the raw bytes its answer
         signed = dtype.kind == "i"
         lo, hi = (-(1 << (stored_bits - 1)), (1 << (stored_bits - 1)) - 1) if signed else (0, (1 << stored_bits) - 1)
-        if int(out.min()) < lo or int(out.max()) > hi:
+        if int(out.max()) > hi or (signed and int(out.min()) < lo):  # unsigned values are never below 0
             return None
     return header
 
