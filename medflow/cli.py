@@ -23,10 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Start-up runs without the cyclic garbage collector (see :mod:`medflow.startup`); a caller
     passing ``argv`` gets the collector back as it was. This process's own command line also
-    starts numpy's BLAS without helper threads (:func:`medflow.startup.one_blas_thread`).
+    starts numpy's BLAS without helper threads (:func:`medflow.startup.one_blas_thread`) and keeps
+    freed memory for the next item (:func:`medflow.startup.steady_heap`).
     """
     if argv is None:
         startup.one_blas_thread()  # before anything imports numpy
+        startup.steady_heap()
     restore_gc = startup.quiet()
     try:
         return _main(argv)

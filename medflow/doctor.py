@@ -131,6 +131,7 @@ def environment_lines() -> list[str]:
         f"  MEDFLOW_DEID_KEY: {'set' if os.environ.get('MEDFLOW_DEID_KEY') else 'not set'}",
         f"  MEDFLOW_DEBUG: {'set' if os.environ.get('MEDFLOW_DEBUG') else 'not set'}",
         _blas_line(),
+        _heap_line(),
     ]
 
 
@@ -141,6 +142,15 @@ def _blas_line() -> str:
     if startup.blas_threads_chosen is False:
         return f"  OPENBLAS_NUM_THREADS: {value} (medflow's default: numpy's BLAS starts no helper thread)"
     return f"  OPENBLAS_NUM_THREADS: {value if value is not None else 'not set'}"
+
+
+def _heap_line() -> str:
+    from medflow import startup
+
+    names = ", ".join(f"{name}={os.environ.get(name, 'not set')}" for name in startup.HEAP_SETTINGS)
+    why = {"set": " (medflow's default: freed memory stays in the heap for the next item)",
+           "chosen": " (yours: medflow's default is not applied)", "not glibc": " (not glibc: nothing to set)"}
+    return f"  {names}{why.get(startup.heap_settings, '')}"
 
 
 def recipe_lines(loaded: Any) -> list[str]:

@@ -327,3 +327,75 @@ def test_a_medflow_process_starts_numpy_without_blas_helper_threads_unless_its_u
     assert chosen == "2"  # the user's choice stands
     if chosen_threads > 1:  # this numpy's BLAS starts helper threads (Linux, OpenBLAS): the default starts none
         assert threads == 1
+
+
+HEAP_COMMAND = """
+import contextlib, io, os, resource, sys
+import numpy as np
+if sys.argv[1] == "medflow":
+    sys.argv = ["medflow", "steps"]
+    import medflow.cli
+    from medflow import startup
+    with contextlib.redirect_stdout(io.StringIO()):
+        medflow.cli.main()
+    state = startup.heap_settings
+else:
+    state = "plain"
+
+def items(n):  # what items do to the heap: a few slice-sized arrays each, all freed when the item ends
+    for _ in range(n):
+        arrays = [np.ones((512, 512, 3), np.float32) for _ in range(4)]
+        del arrays
+
+items(3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+items(20)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(state, faults, os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+"""
+
+
+def _heap_run(kind: str, **env_values: str) -> tuple[str, int, str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env.update(env_values)
+    done = subprocess.run([sys.executable, "-c", HEAP_COMMAND, kind], capture_output=True, text=True, env=env, check=True)
+    state, faults, mmap_threshold, trim_threshold = done.stdout.split()
+    return state, int(faults), mmap_threshold, trim_threshold
+
+
+def _glibc() -> bool:
+    import os
+
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the heap settings are glibc's (medflow.startup.steady_heap sets nothing elsewhere)")
+def test_a_medflow_process_keeps_freed_memory_for_the_next_item():
+    """An item's arrays freed together went back to the OS and the next item faulted them in again."""
+    from medflow.startup import HEAP_SETTINGS
+
+    plain = _heap_run("plain")
+    state, faults, mmap_threshold, trim_threshold = _heap_run("medflow")
+    assert state == "set"
+    # the workers the process starts read the same settings from the environment
+    assert (mmap_threshold, trim_threshold) == tuple(str(HEAP_SETTINGS[k]) for k in
+                                                     ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+    # 20 items x 12 MiB: ~61,000 page faults when each item's memory comes from the OS again
+    assert plain[1] > 20 * 1000
+    assert faults < plain[1] / 10
+
+
+@pytest.mark.skipif(not _glibc(), reason="the heap settings are glibc's (medflow.startup.steady_heap sets nothing elsewhere)")
+@pytest.mark.parametrize("chosen", [{"MALLOC_TRIM_THRESHOLD_": "131072"},
+                                    {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}], ids=["variable", "tunable"])
+def test_a_users_own_malloc_settings_stand(chosen):
+    state, faults, mmap_threshold, trim_threshold = _heap_run("medflow", **chosen)
+    assert state == "chosen"
+    assert mmap_threshold == "None"
+    assert trim_threshold == chosen.get("MALLOC_TRIM_THRESHOLD_", "None")
+    assert faults > 20 * 1000  # glibc trims as the user asked: the memory goes back and comes again
