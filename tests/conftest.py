@@ -40,3 +40,5 @@ def _full_range_tables_for_small_series(monkeypatch):
     import medflow.engine.fold
 
     monkeypatch.setattr(medflow.engine.fold, "FULL_RANGE_MIN_FRACTION", 0.0)
+    # each test's builds start with none of the tables an earlier test's items left in this process
+    medflow.engine.fold.PROCESS_TABLES.clear()

@@ -488,3 +488,115 @@ def test_kept_tables_stay_under_their_byte_budget():
     assert kept <= fold_module.MAX_TABLE_BYTES and list(memo) == list(range(40 - len(memo), 40))
     fold_module._remember(memo, "huge", fold_module._Table(np.zeros((1 << 23, 1), np.float32)), lock)
     assert list(memo) == ["huge"]  # one table over the budget is still kept: the slab needs it
+
+
+def _one_slice_series(folder: Path, count: int, size: int = 64, intercept: float = -1024.0) -> None:
+    """``count`` series of one slice each (each its own item, as 2-D images are), one rescale."""
+    from tests.dicom_factory import write_ct_slice
+
+    for series in range(count):
+        write_ct_slice(folder / f"s{series:02d}" / "slice000.dcm", series=series, index=0, z=0.0, size=size,
+                       intercept=intercept)
+
+
+def _count_builds(monkeypatch) -> tuple[list, list]:
+    built, ranged = [], []
+    original_build, original_ranged = fold_module.Folder._build, fold_module.Folder._apply_ranged
+    monkeypatch.setattr(fold_module.Folder, "_build", lambda self, *a: built.append(1) or original_build(self, *a))
+    monkeypatch.setattr(fold_module.Folder, "_apply_ranged",
+                        lambda self, *a: ranged.append(1) or original_ranged(self, *a))
+    return built, ranged
+
+
+@pytest.mark.parametrize("steps", [SEED_STEPS, _CHAINS["sigmoid_window_nhwc_uint8"]], ids=["seed", "sigmoid-nhwc"])
+def test_items_too_small_for_a_table_of_their_own_share_one_once_they_served_enough_pixels(tmp_path, monkeypatch,
+                                                                                         steps):
+    """12 one-slice items of 64 x 64 with one rescale: the first go through tables of the values they
+    hold; once the process's items served 8 slices' pixels, one full-range table serves the rest."""
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.5)  # 32,768 pixels: 8 slices of 64 x 64
+    built, ranged = _count_builds(monkeypatch)
+    _one_slice_series(tmp_path / "data", 12)
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+    assert built == [1]  # one table for the 12 items (the whole-volume and plain builds fold per item)
+    assert len(ranged) >= 7
+
+
+def test_items_with_one_rescale_build_their_full_range_table_once_per_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.0)  # every item would build its own table
+    built, ranged = _count_builds(monkeypatch)
+    _one_slice_series(tmp_path / "data", 6)
+    _build_both_ways(tmp_path, "  dicom: data", SEED_STEPS, monkeypatch, expect_stream=True)
+    streamed_builds = len(built) - 6  # the whole-volume build's items build a table each
+    assert streamed_builds == 1 and not ranged
+    assert len(fold_module.PROCESS_TABLES.tables) == 1
+
+
+def test_a_chain_reading_more_of_a_header_than_its_pixel_description_keeps_its_tables_per_item(tmp_path, monkeypatch):
+    """window from_header reads an enhanced image's functional groups too: no sharing between items."""
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.0)
+    built, _ = _count_builds(monkeypatch)
+    from tests.dicom_factory import write_ct_slice
+
+    for series in range(4):
+        path = write_ct_slice(tmp_path / "data" / f"s{series}" / "slice000.dcm", series=series, index=0, z=0.0, size=32)
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.save_as(path)
+    steps = "steps:\n  - step: window\n    from_header: true\n  - step: layout\n    layout: NCHW\n"
+    _build_both_ways(tmp_path, "  dicom: data", steps, monkeypatch, expect_stream=True)
+    assert len(built) == 2 * 4  # streamed and whole-volume builds: a table per item each
+    assert not fold_module.PROCESS_TABLES.tables
+
+
+def test_an_edited_lut_file_is_not_served_from_an_earlier_builds_tables(tmp_path, monkeypatch):
+    """Two builds in one process, the user's LUT file edited between them: the second follows the file."""
+    monkeypatch.setattr(fold_module, "FULL_RANGE_MIN_FRACTION", 0.0)
+    lut = tmp_path / "mine.csv"
+    _one_slice_series(tmp_path / "data", 3, size=16)
+    steps = _CHAINS["user_lut_file"].replace("LUTPATH", str(lut))
+
+    def run(name: str) -> dict[str, bytes]:
+        recipe = _recipe(tmp_path, "  dicom: data", steps, name)
+        result = build(load_recipe(recipe, overrides=[f"engine.cache_dir={tmp_path / ('cache-' + name)}"]),
+                       show_progress=False)
+        assert result.exit_code == 0
+        return _outputs(tmp_path / f"out-{name}")
+
+    lut.write_text("".join(f"{i},{i},{i}\n" for i in range(256)))
+    first = run("first")
+    lut.write_text("".join(f"{255 - i},{i},{(i * 7) % 256}\n" for i in range(256)))
+    second = run("second")
+    fold_module.PROCESS_TABLES.clear()
+    fresh = run("fresh")  # the edited file, nothing shared before it
+    assert second == fresh and second != first
+
+
+def test_a_chain_that_fails_on_the_full_range_is_not_built_again_for_the_next_item():
+    """One item's chain overflowed on a value it never holds: the process's next item, same chain,
+    goes straight to tables over its held values (same result) instead of failing a build again."""
+    from medflow.errors import StepError
+    from medflow.sample import Sample
+
+    attempts = []
+
+    def apply_step(params, sample):
+        if np.abs(sample.pixels).max() > 5000:
+            attempts.append(sample.pixels.size)
+            raise StepError("probe", sample.item_id, "overflow")
+        return sample.replace(pixels=(sample.pixels * 2).astype(np.float32))
+
+    class Step:
+        def reads_only_pixel_description(self):
+            return True
+
+    stored = np.arange(-100, 100, dtype=np.int16).reshape(2, 10, 10)
+    meta = {"stored_rescale": [[1.0, 0.0], [1.0, 0.0]]}
+    for item in ("a", "b"):
+        folder = fold_module.Folder([Step()], apply_step, chain_key="probe-chain")
+        slab = Sample(item, stored, "zyx", meta=meta)
+        found = folder.tables(slab)
+        out = folder.apply(slab, None, found)
+        assert np.array_equal(out.pixels, (stored * 2).astype(np.float32))
+    assert attempts == [65_536]  # item a tried the full range once; item b did not

@@ -13,7 +13,9 @@ One table serves every slice with the same rescale (slope, intercept) and the sa
 pixel-description attributes (group 0028: photometric interpretation, VOI window and
 LUT, Modality LUT, palette, PS3.3 C.7.6.3, C.11): these are all a pointwise step's pixel
 output may depend on besides the value. A series with one rescale folds into one table,
-built once per item (:class:`Folder` keeps them across slabs). Everything but the pixels
+built once per item (:class:`Folder` keeps them across slabs), and once per process when every
+step of the chain reads of a slice only its pixels and pixel description: the items of a
+dataset then share their tables and slab descriptions (:class:`ProcessTables`). Everything but the pixels
 (meta, de-identified headers, private tables, axes, channels) comes from running the
 chain on the slab's own headers with one value per slice, so it is what the plain path
 records; a streamed slab reuses an earlier slab's description when no step can read what
@@ -160,6 +162,12 @@ def fold(stored: Sample, steps: list[Any], apply_step, out: np.ndarray | None = 
     return Folder(steps, apply_step).apply(stored, out)
 
 
+def chain_key(links: list[Any]) -> str:
+    """The identity of the folded steps' chain apart from any item: their links' names, versions and
+    canonical params (a file a step reads is there by its digest), as canonical JSON."""
+    return keys.canonical_json([[link.name, link.version, link.params] for link in links]).decode()
+
+
 def channels_first_next(rest: list[Any]) -> bool:
     """Whether the step after the folded chain puts channels before y, x (e.g. an NCHW layout).
 
@@ -227,7 +235,7 @@ class Folder:
     """
 
     def __init__(self, steps: list[Any], apply_step, planar: bool = True, item_slices: int | None = None,
-                 item_rescales: list | None = None):
+                 item_rescales: list | None = None, chain_key: str | None = None):
         self.steps = list(steps)
         self.apply_step = apply_step
         self.planar = planar
@@ -243,18 +251,39 @@ class Folder:
         self._memo = bool(self.steps) and all(_reads_only_pixel_description(p) for p in self.steps)
         self._described: dict[tuple, tuple[dict[str, Any], Sample]] = {}
         self._lock = threading.Lock()  # the two memos above: inserts and evictions from gather threads
+        # the chain's identity beyond this item: its tables and descriptions are the process's
+        self._chain_key = chain_key if self._memo else None
 
     def tables(self, slab: Sample) -> SlabTables:
         """The slab's table keys and full-range tables (built on first need); pass it on to the other methods."""
         dtype = slab.pixels.dtype
         if not self._full_range or dtype not in _INDEX_VIEW:
             return SlabTables((), None)
-        # rescales whose slices hold few pixels (a tiny item, a rescale per slice) run the chain
-        # on fewer values: through tables over the values each slab holds
-        if self._served_pixels(slab) < FULL_RANGE_MIN_FRACTION * (1 << (8 * dtype.itemsize)):
+        scope = self._scope(slab)
+        if scope is not None and PROCESS_TABLES.failed(scope):
+            self._full_range = False  # another item's chain failed on the full range: this one would too
             return SlabTables((), None)
+        # rescales whose slices hold few pixels (a tiny item, a rescale per slice) run the chain
+        # on fewer values: through tables over the values each slab holds, unless the process's
+        # items served enough pixels through the same tables
+        minimum = FULL_RANGE_MIN_FRACTION * (1 << (8 * dtype.itemsize))
         keys = _slice_keys(slab)
-        return SlabTables(keys, self._slab_tables(slab, keys))
+        if self._served_pixels(slab) < minimum and (
+                scope is None or not PROCESS_TABLES.worth_building(scope, keys, slab.pixels[0].size, minimum)):
+            return SlabTables((), None)
+        return SlabTables(keys, self._slab_tables(slab, keys, scope))
+
+    def _scope(self, slab: Sample) -> tuple | None:
+        """What a table and a slab description depend on besides the slices' keys, when they are the
+        process's (:class:`ProcessTables`); ``None`` when they are this item's own."""
+        if self._chain_key is None:
+            return None
+        meta = {k: v for k, v in slab.meta.items() if k != "stored_rescale"}
+        try:
+            meta_text = json.dumps(meta, sort_keys=True, allow_nan=True)
+        except (TypeError, ValueError):  # e.g. an array in a plugin's meta: not comparable as text
+            return None
+        return (self._chain_key, self.apply_step, slab.pixels.dtype.str, meta_text, slab.axes, slab.channels)
 
     def _served_pixels(self, slab: Sample) -> int:
         """The fewest pixels of the item that one of the slab's rescales serves (its slices' pixels)."""
@@ -310,7 +339,7 @@ class Folder:
             described = self._describe(slab, meta, pairs, None)
             found = self.tables(slab)
         else:
-            described = self._describe(slab, meta, pairs, found)
+            described = self._describe(slab, meta, pairs, found, self._scope(slab))
         tables = found.tables
         if tables is None:
             return self._apply_ranged(slab, meta, pairs, described)
@@ -335,18 +364,23 @@ class Folder:
         return described.replace(pixels=out[..., 0] if described.pixels.ndim == 3 else out)
 
     # --- tables ---------------------------------------------------------------------------
-    def _slab_tables(self, slab: Sample, keys) -> list[_Table] | None:
-        """Per slice, its full-range table (shared between equal slices); ``None`` when the chain fails on one."""
+    def _slab_tables(self, slab: Sample, keys, scope: tuple | None = None) -> list[_Table] | None:
+        """Per slice, its full-range table (shared between equal slices, and with the process's other
+        items when ``scope`` is given); ``None`` when the chain fails on one."""
         pairs = slab.meta["stored_rescale"]
+        memo, lock = (PROCESS_TABLES.tables, PROCESS_TABLES.lock) if scope is not None else (self._tables, self._lock)
         rows = []
         for z, key in enumerate(keys):
-            table = self._tables.get(key)
+            memo_key = (scope, key) if scope is not None else key
+            table = memo.get(memo_key)
             if table is None:
                 slope, intercept = pairs[z]
                 table = self._build(slab, z, slope, intercept)
                 if table is None:
+                    if scope is not None:
+                        PROCESS_TABLES.fail(scope)
                     return None
-                _remember(self._tables, key, table, self._lock)
+                _remember(memo, memo_key, table, lock)
             rows.append(table)
         return rows
 
@@ -367,17 +401,20 @@ class Folder:
         return _Table(table.pixels[0, 0])  # (values,) or (values, channels)
 
     # --- everything but the pixels --------------------------------------------------------
-    def _describe(self, slab: Sample, meta: dict[str, Any], pairs, found: SlabTables | None) -> Sample:
+    def _describe(self, slab: Sample, meta: dict[str, Any], pairs, found: SlabTables | None,
+                  scope: tuple | None = None) -> Sample:
         """The chain on one stored value per slice with the slab's headers: meta, headers, axes...
 
-        Reused from an earlier slab when the chain can read nothing that differs (see the class).
-        Only with full-range tables: every value of every key then went through the chain without
-        error, so the run it replaces could not have raised either.
+        Reused from an earlier slab (of this item, or of the process's items when ``scope`` is
+        given) when the chain can read nothing that differs (see the class). Only with full-range
+        tables: every value of every key then went through the chain without error, so the run it
+        replaces could not have raised either.
         """
         memo_key = None
+        memo, lock = (PROCESS_TABLES.described, PROCESS_TABLES.lock) if scope is not None else (self._described, self._lock)
         if self._memo and found is not None and found.tables is not None and len(slab.headers) in (0, len(pairs)):
-            memo_key = (slab.axes, slab.channels, found.keys)
-            seen = self._described.get(memo_key)
+            memo_key = (scope, slab.axes, slab.channels, found.keys)
+            seen = memo.get(memo_key)
             if seen is not None and seen[0] == meta:
                 template = seen[1]
                 return dataclasses.replace(slab, pixels=template.pixels, axes=template.axes,
@@ -391,7 +428,7 @@ class Folder:
         for params in self.steps:
             described = self.apply_step(params, described)
         if memo_key is not None and _kept_slab_fields(slab, described):
-            _remember(self._described, memo_key, (dict(meta), described), self._lock)
+            _remember(memo, memo_key, (dict(meta), described), lock)
         return described
 
     @staticmethod
@@ -432,6 +469,65 @@ class Folder:
                 row = lut[z, 0] if lut.ndim == 3 else np.ascontiguousarray(lut[z, 0, :, c])
                 np.take(row, index, out=planar[z, c])
         return self._finish(described, planar)
+
+
+class ProcessTables:
+    """The full-range tables and slab descriptions of one process, shared by the items it builds.
+
+    A chain whose every step reads of a slice only its pixels and pixel description (the
+    contract of :meth:`~medflow.steps.registry.StepParams.reads_only_pixel_description`) gives
+    the same table for the same stored dtype, rescale, pixel description, meta, axes and
+    channels in every item: a :class:`Folder` given the chain's identity (its links' names,
+    versions and canonical params, which hold the digests of the files they read) looks its
+    tables up here under that *scope*. So a dataset of many items with one rescale (2-D images,
+    short series) builds its table once per process instead of once per item, and its items,
+    each too small to pay for a 65,536-entry table alone, gather through the shared one once
+    the process's items served as many pixels as one large item would.
+
+    Bounded like a Folder's own memos (:data:`MAX_TABLES`, :data:`MAX_TABLE_BYTES`). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tables: dict[tuple, _Table] = {}
+        self.described: dict[tuple, tuple[dict[str, Any], Sample]] = {}
+        self._served: dict[tuple, int] = {}  # pixels gathered through tables over held values, per (scope, key)
+        self._failed: dict[tuple, None] = {}  # scopes whose chain failed on the full range
+
+    def worth_building(self, scope: tuple, keys, slice_pixels: int, minimum: float) -> bool:
+        """Gather this slab through full-range tables? Yes when each of its slices' tables exists, or
+        the process's slabs served ``minimum`` pixels through it; otherwise its pixels are counted."""
+        with self.lock:
+            if all((scope, key) in self.tables for key in keys):
+                return True
+            counts = Counter(keys)
+            if all(self._served.get((scope, key), 0) + n * slice_pixels >= minimum for key, n in counts.items()):
+                return True
+            for key, n in counts.items():
+                self._served[(scope, key)] = self._served.get((scope, key), 0) + n * slice_pixels
+            while len(self._served) > 16 * MAX_TABLES:  # counts of keys met once (a rescale per slice)
+                self._served.pop(next(iter(self._served)))
+            return False
+
+    def fail(self, scope: tuple) -> None:
+        with self.lock:
+            self._failed[scope] = None
+            while len(self._failed) > MAX_TABLES:
+                self._failed.pop(next(iter(self._failed)))
+
+    def failed(self, scope: tuple) -> bool:
+        return scope in self._failed
+
+    def clear(self) -> None:
+        with self.lock:
+            self.tables.clear()
+            self.described.clear()
+            self._served.clear()
+            self._failed.clear()
+
+
+#: This process's shared tables (see :class:`ProcessTables`).
+PROCESS_TABLES = ProcessTables()
 
 
 def gathered_bounds(pixels: np.ndarray, region: np.ndarray | None, bounds: tuple[Any, Any] | None):

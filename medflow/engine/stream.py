@@ -254,7 +254,8 @@ def _slab_outputs(task: ItemTask, skeleton: Sample, slabs, n_fold: int, progress
     """
     rest = task.steps[n_fold:]
     folder = folding.Folder(task.steps[:n_fold], apply_step, planar=folding.channels_first_next(rest),
-                            item_slices=len(skeleton.pixels), item_rescales=skeleton.meta.get("stored_rescale"))
+                            item_slices=len(skeleton.pixels), item_rescales=skeleton.meta.get("stored_rescale"),
+                            chain_key=folding.chain_key(task.links[1 : n_fold + 1]))
     pools: dict[tuple, BufferPool] = {}
     pools_lock = threading.Lock()
 
