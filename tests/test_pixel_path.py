@@ -192,15 +192,20 @@ def test_write_behind_keeps_order_releases_every_buffer_and_reports_the_first_fa
     assert "never" not in released and released[:2] == ["a", "b"]
 
 
+@pytest.mark.parametrize("lane", ["write-thread", "beside"])
 @pytest.mark.parametrize("failing", ["write", "hash"])
 def test_a_write_or_hash_failing_on_the_write_thread_fails_its_item_alone_and_leaves_no_temp_file(
-        tmp_path, monkeypatch, failing):
+        tmp_path, monkeypatch, failing, lane):
     import errno
 
     import medflow.engine.stream as stream_module
     from medflow.writers.tensors import NpyStream
 
-    monkeypatch.setattr(stream_module, "INLINE_BYTES", 0)  # every item on the write thread
+    if lane == "write-thread":
+        monkeypatch.setattr(stream_module, "INLINE_BYTES", 0)  # every item on the write thread
+    else:  # every item written on its own thread, hashed on the process's helper thread meanwhile
+        monkeypatch.setattr(stream_module, "INLINE_BYTES", 1 << 30)
+        monkeypatch.setattr(stream_module, "HASH_BESIDE_BYTES", 0)
     monkeypatch.setattr(stream_module, "SLAB_SLICES", 1)
     for series in (1, 2, 3):
         write_ct_series(tmp_path / "data", series, n_slices=6, size=16)
@@ -288,6 +293,53 @@ def test_write_and_hash_inline_runs_each_slab_in_submit():
     lanes.submit(lambda: order.append("w"), lambda: order.append("h"), lambda: order.append("r"))
     assert order == ["w", "h", "r"]
     lanes.finish()
+
+
+def test_a_small_items_hash_runs_beside_its_write_with_the_same_bytes_and_digests(tmp_path, monkeypatch):
+    import medflow.engine.stream as stream_module
+    from medflow.writers.tensors import NpyStream
+
+    monkeypatch.setattr(stream_module, "INLINE_BYTES", 1 << 30)  # no write thread of the item's own
+    write_ct_series(tmp_path / "data", 1, n_slices=5, size=16)
+    hashed_on = []
+    original = NpyStream.hash_parts
+
+    def hash_parts(self, parts):
+        hashed_on.append(threading.current_thread().name)
+        return original(self, parts)
+
+    monkeypatch.setattr(NpyStream, "hash_parts", hash_parts)
+    outputs = {}
+    for beside_bytes in (1 << 30, 0):
+        monkeypatch.setattr(stream_module, "HASH_BESIDE_BYTES", beside_bytes)
+        hashed_on.clear()
+        name = f"b{beside_bytes}"
+        report = build(load_recipe(_recipe(tmp_path, name)), show_progress=False)
+        assert report.exit_code == 0
+        assert set(hashed_on) == ({"medflow-beside"} if beside_bytes == 0 else {threading.current_thread().name})
+        (npy,) = (tmp_path / f"out-{name}").rglob("*.npy")
+        (entry,) = report.manifest["items"]
+        outputs[beside_bytes] = (npy.read_bytes(), [o["blake3"] for o in entry["outputs"]])
+        shutil.rmtree(tmp_path / ".medflow")
+    assert outputs[0] == outputs[1 << 30]
+
+
+def test_beside_runs_the_job_on_its_thread_and_returns_only_when_both_are_done():
+    from medflow.engine.writebehind import BESIDE
+
+    ran = []
+    BESIDE.run(lambda: (time.sleep(0.02), ran.append(("job", threading.current_thread().name))),
+               lambda: ran.append(("other", threading.current_thread().name)))
+    assert sorted(ran) == [("job", "medflow-beside"), ("other", threading.current_thread().name)]
+
+    finished = []
+    with pytest.raises(ValueError, match="other"):  # the calling thread's failure first...
+        BESIDE.run(lambda: (time.sleep(0.05), finished.append(1)), lambda: (_ for _ in ()).throw(ValueError("other")))
+    assert finished == [1]  # ...raised only once the job (which may read the same buffers) ended
+    with pytest.raises(OSError, match="job"):
+        BESIDE.run(lambda: (_ for _ in ()).throw(OSError("job")), lambda: None)
+    BESIDE.run(lambda: finished.append(2), lambda: None)  # a failure does not end the thread
+    assert finished == [1, 2]
 
 
 def test_buffer_pool_makes_at_most_its_limit_and_waits_for_a_release():

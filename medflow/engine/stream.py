@@ -50,6 +50,9 @@ WRITE_DEPTH = 2
 #: ~0.4 ms on the 2-core VM of the benchmarks, about what writing and hashing 4 MiB on one
 #: thread costs, and what a dataset of one small image per series pays on every item.
 INLINE_BYTES = 4 << 20
+#: ... and, when one slab writes at least this many bytes, hashed on the process's helper thread
+#: while this one writes (:class:`~medflow.engine.writebehind.Beside`).
+HASH_BESIDE_BYTES = 512 << 10
 
 
 def write_depth(first_slab_bytes: int, first_slab_slices: int, item_slices: int) -> int:
@@ -122,8 +125,9 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
     try:
         for out, stored, release, bounds in _slab_outputs(task, skeleton, slabs, n_fold, progress, threads):
             if writes is None:
-                stored_bytes = stored.nbytes if stored_writer is not None else 0
-                writes = WriteAndHash(write_depth(out.pixels.nbytes + stored_bytes, len(stored), len(skeleton.pixels)))
+                slab_bytes = out.pixels.nbytes + (stored.nbytes if stored_writer is not None else 0)
+                depth = write_depth(slab_bytes, len(stored), len(skeleton.pixels))
+                writes = WriteAndHash(depth, hash_beside=depth <= 0 and slab_bytes >= HASH_BESIDE_BYTES)
             if task.expect:
                 check_expectation(out, task.expect, bounds)
             slab_geometry.add(out)
