@@ -2,19 +2,22 @@
 
     python benchmarks/bench_variants.py [--rounds 2] [--variants NAME ...] [--no-handwritten]
 
-Each variant is made from ``gen200`` (1 x 200 slices of 512 x 512, generated under ``--work``):
+Each variant but one is made from ``gen200`` (1 x 200 slices of 512 x 512, generated under ``--work``):
 by dcmtk (transfer syntaxes: ``jpeg-lossless`` SV1, ``rle``, ``deflated``, ``big-endian``,
 ``jpeg-ls`` lossless), by GDCM (``jpeg-2000``: JPEG 2000 Lossless Only), by pydicom (``rescale-per-slice``: every slice its own slope and intercept, as PET; ``small128``:
 128 x 128 slices, a rescale per slice; ``signed``: int16 values with intercept 0;
 ``big1024``: 50 slices of 1024 x 1024) and by highdicom (``enhanced``: the 200 slices as one
-Legacy Converted Enhanced CT Image, frames in z order). Round by round: medflow with 1 worker
-(cold), the hand-written script (``handwritten_seed.py``), medflow with 2 workers. Printed:
-whole-process wall time and peak RSS (the process tree, :mod:`measure`), medflow's in-build
-seconds, medians, and the same-round ratio hand-written / medflow. ``--markdown FILE`` writes
-the table (``benchmarks/RESULTS-variants.md``).
+Legacy Converted Enhanced CT Image, frames in z order). ``one-slice-series`` is generated
+apart: 200 series of one 512 x 512 slice each (each its own item, as a dataset of 2-D images).
+Round by round: medflow with 1 worker (cold), the hand-written script (``handwritten_seed.py``),
+the fused-table script (``fused_seed.py``, native little-endian 16-bit files only), medflow with
+2 workers. Printed: whole-process wall time and peak RSS (the process tree, :mod:`measure`),
+medflow's in-build seconds, medians, and the same-round ratios hand-written / medflow and fused /
+medflow (how many times faster medflow is). ``--markdown FILE`` writes the table
+(``benchmarks/RESULTS-variants.md``).
 
 The hand-written script reads single-frame files only: on ``enhanced`` it finds no series and
-its time is only its start-up (marked n/a).
+its time is only its start-up (marked n/a); the fused script runs on the native variants only.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from run import PY, REPO, _clean, _manifest_seconds, _medflow_command, _warm  # 
 
 BENCH = Path(__file__).resolve().parent
 VARIANTS = ("jpeg-lossless", "rle", "deflated", "big-endian", "jpeg-ls", "jpeg-2000", "rescale-per-slice", "small128",
-            "signed", "big1024", "enhanced")
+            "signed", "big1024", "enhanced", "one-slice-series")
+#: The variants the fused-table script reads (native little-endian 16-bit single-frame files).
+FUSED_READS = ("rescale-per-slice", "small128", "signed", "big1024", "one-slice-series")
 DCMTK = {"jpeg-lossless": ["dcmcjpeg", "--encode-lossless-sv1"], "rle": ["dcmcrle"], "deflated": ["dcmconv", "+td"],
          "big-endian": ["dcmconv", "+tb"], "jpeg-ls": ["dcmcjpls", "--encode-lossless"]}
 
@@ -47,7 +52,10 @@ def _make(source: Path, target: Path, name: str) -> None:
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     files = sorted(source.rglob("*.dcm"))
-    if name in DCMTK:
+    if name == "one-slice-series":
+        subprocess.run([PY, BENCH / "generate.py", target, "--series", "200", "--slices", "1"], check=True, cwd=REPO,
+                       capture_output=True)
+    elif name in DCMTK:
         for path in files:
             subprocess.run([*DCMTK[name], str(path), str(target / path.name)], check=True, capture_output=True)
     else:
@@ -137,6 +145,13 @@ def _median(runs: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _ratio(others: list[dict], medflow: list[dict]) -> float | None:
+    """Median over rounds of the other contender's wall time / medflow's (same round), None without both."""
+    ratios = [o["wall_s"] / m["wall_s"] for o, m in zip(others, medflow, strict=False)
+              if o["returncode"] == 0 and m["returncode"] == 0]
+    return statistics.median(ratios) if ratios else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=BENCH / "_work")
@@ -157,34 +172,37 @@ def main(argv: list[str] | None = None) -> int:
         _make(gen200, data, name)
         _warm(data)
         print(f"{name}:", flush=True)
-        runs: dict[str, list[dict]] = {"1w": [], "hw": [], "2w": []}
+        runs: dict[str, list[dict]] = {"1w": [], "hw": [], "fused": [], "2w": []}
         for _ in range(args.rounds):
             runs["1w"].append(_medflow(f"{name} medflow 1w", data, work / "out" / "variant", 1, work, counter))
             if not args.no_handwritten:
                 runs["hw"].append(_run(f"{name} hand-written", [PY, BENCH / "handwritten_seed.py", data,
                                                                  work / "out" / "variant-hw"], work, counter))
                 shutil.rmtree(work / "out" / "variant-hw", ignore_errors=True)
+            if name in FUSED_READS:
+                runs["fused"].append(_run(f"{name} fused-table", [PY, BENCH / "fused_seed.py", data,
+                                                                   work / "out" / "variant-fused"], work, counter))
+                shutil.rmtree(work / "out" / "variant-fused", ignore_errors=True)
             runs["2w"].append(_medflow(f"{name} medflow 2w", data, work / "out" / "variant", 2, work, counter))
-        ratios = [h["wall_s"] / m["wall_s"] for h, m in zip(runs["hw"], runs["1w"], strict=False)
-                  if h["returncode"] == 0 and m["returncode"] == 0]
-        rows.append((name, runs, statistics.median(ratios) if ratios and name != "enhanced" else None))
+        ratios = {other: _ratio(runs[other], runs["1w"]) for other in ("hw", "fused")}
+        rows.append((name, runs, None if name == "enhanced" else ratios["hw"], ratios["fused"]))
     lines = [
         "| variant | medflow 1w wall s | in-build s | peak RSS MiB | hand-written wall s | hand-written RSS MiB"
-        " | hand-written / medflow | medflow 2w wall s | 2w RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | hand-written / medflow | fused-table wall s | fused / medflow | medflow 2w wall s | 2w RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
     def cell(value, fmt="{:.2f}"):
         return "n/a" if value is None else fmt.format(value)
 
-    for name, runs, ratio in rows:
+    for name, runs, ratio, fused_ratio in rows:
         hand = None if name == "enhanced" else _median(runs["hw"], "wall_s")
         hand_rss = None if name == "enhanced" else _median(runs["hw"], "peak_mb")
         lines.append(
             f"| {name} | {cell(_median(runs['1w'], 'wall_s'))} | {cell(_median(runs['1w'], 'build_s'))}"
             f" | {cell(_median(runs['1w'], 'peak_mb'), '{:.0f}')} | {cell(hand)} | {cell(hand_rss, '{:.0f}')}"
-            f" | {cell(ratio, '{:.2f}x')} | {cell(_median(runs['2w'], 'wall_s'))}"
-            f" | {cell(_median(runs['2w'], 'peak_mb'), '{:.0f}')} |")
+            f" | {cell(ratio, '{:.2f}x')} | {cell(_median(runs['fused'], 'wall_s'))} | {cell(fused_ratio, '{:.2f}x')}"
+            f" | {cell(_median(runs['2w'], 'wall_s'))} | {cell(_median(runs['2w'], 'peak_mb'), '{:.0f}')} |")
     table = "\n".join(lines)
     print(table)
     if args.markdown:
