@@ -446,8 +446,17 @@ def supervise_worker(run_id: str, parent_pid: int) -> None:
     orphaned (the build was killed) it removes its live temp files and exits at once, so
     nothing keeps writing into a folder whose build is gone. Calling it again is cheap.
     """
-    global _watched_parent
     set_run_id(run_id)
+    watch_parent(parent_pid)
+
+
+def watch_parent(parent_pid: int) -> None:
+    """In a worker process: exit at once (removing its live temp files) when ``parent_pid`` dies.
+
+    Also the initializer of medflow's worker processes, so a worker still starting when its
+    parent is killed does not outlive it. Calling it again is cheap.
+    """
+    global _watched_parent
     if os.getpid() == parent_pid or _watched_parent == parent_pid:
         return
     _watched_parent = parent_pid

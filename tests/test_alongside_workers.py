@@ -53,8 +53,14 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 def _loky_workers() -> list:
     import psutil
 
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and "popen_loky_posix" in " ".join(p.cmdline())]  # not the resource trackers
+    workers = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and "popen_loky_posix" in " ".join(process.cmdline()):
+                workers.append(process)  # not loky's resource trackers
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):  # ended meanwhile
+            continue
+    return workers
 
 
 def _slow_here(monkeypatch, seconds: float, fail_at: int | None = None) -> list[str]:

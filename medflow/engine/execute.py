@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -89,10 +90,7 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
     0.31 s). An interrupt, a failure or the caller closing the results kills the worker processes
     before it propagates: the build's workspace then removes this run's temp files.
     """
-    import threading
-    import time
 
-    _fresh_workers_if_environment_changed()
     helpers = min(workers - 1, len(units) - 1)
     run_id, parent = current_run_id(), os.getpid()
     executor = None
@@ -100,28 +98,31 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
     def submit(unit: list[ItemTask] | None):
         nonlocal executor
         if executor is None:
-            from joblib.externals.loky import get_reusable_executor
-
-            executor = get_reusable_executor(max_workers=helpers)
-        if unit is None:
-            return executor.submit(_worker_ready)
+            executor = worker_processes(helpers)
+        if unit is None:  # the ready call: supervised too (the worker exits if this process dies)
+            return executor.submit(supervised_call, _worker_ready, None, run_id, parent)
         if len(unit) == 1:
             return executor.submit(_supervised_run_item, unit[0], run_id, parent, progress_dir)
         return executor.submit(_supervised_run_items, unit, run_id, parent, progress_dir)
 
-    worth_it = threading.Event()
-    feeder = _Feeder(units, submit, helpers, helpers * (1 + WORKER_QUEUE), worth_it)
-    started, ran = time.perf_counter(), 0
+    started, ran = time.perf_counter(), [0]
+
+    def worth_starting(left: int) -> bool:
+        """Would the ``left`` units take over WORKER_START_SECONDS at this process's pace so far?
+
+        Judged over at least PACE_SECONDS (a first unit pays one-time costs: tables, imports); a
+        unit still running counts as taking at least as long as it has so far.
+        """
+        elapsed = time.perf_counter() - started
+        return elapsed >= PACE_SECONDS and elapsed / max(1, ran[0]) * left > WORKER_START_SECONDS
+
+    feeder = _Feeder(units, submit, helpers, helpers * (1 + WORKER_QUEUE), worth_starting)
     try:
         with _slab_progress(progress_dir), _fewer_collections():
             while (unit := feeder.take_last()) is not None:
                 for task in unit:
                     yield run_item(task)
-                ran += 1
-                elapsed = time.perf_counter() - started
-                # the pace of one unit includes one-time costs (tables, imports): judge it over a while
-                if not worth_it.is_set() and elapsed >= PACE_SECONDS and elapsed / ran * feeder.left() > WORKER_START_SECONDS:
-                    worth_it.set()
+                ran[0] += 1
                 yield from feeder.finished(block=False)
         yield from feeder.finished(block=True)
     except BaseException:
@@ -135,11 +136,13 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
 
 #: Below this much work left (by this process's own pace) a build does not start worker processes...
 WORKER_START_SECONDS = 1.0
-#: ... the pace measured over at least this long (or one unit, when it takes longer).
+#: ... the pace measured over at least this long.
 PACE_SECONDS = 0.1
+#: How often the feeder thread looks at the pace, and at the workers starting.
+POLL_SECONDS = 0.02
 
 
-def _worker_ready() -> int:
+def _worker_ready(_: Any = None) -> int:
     """Run on a worker process once it has started and imported what items need (this module)."""
     return os.getpid()
 
@@ -155,11 +158,12 @@ class _Feeder:
 
     _DONE = object()
 
-    def __init__(self, units: list, submit: Callable[[Any], Any], workers: int, in_flight: int, start):
+    def __init__(self, units: list, submit: Callable[[Any], Any], workers: int, in_flight: int,
+                 worth_starting: Callable[[int], bool]):
         import queue
         import threading
 
-        self._start = start  # set when the workers are worth starting
+        self._worth_starting = worth_starting  # asked with the units left every POLL_SECONDS until it says yes
         self.fed = False  # did a worker get a unit?
         self._units = deque(units)
         self._submit = submit
@@ -176,9 +180,6 @@ class _Feeder:
     def take_last(self):
         with self._lock:
             return self._units.pop() if self._units else None
-
-    def left(self) -> int:
-        return len(self._units)
 
     def finished(self, block: bool) -> Iterator[ItemResult]:
         """Results of the units the workers finished; with ``block``, of every unit, waiting for them."""
@@ -220,13 +221,17 @@ class _Feeder:
         """Until the workers are worth starting and one answered (True), or no unit is left for them (False)."""
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        while not self._start.wait(0.02):
+        while True:
             with self._lock:
                 if self._stopped or not self._units:
                     return False
+                left = len(self._units)
+            if self._worth_starting(left):
+                break
+            time.sleep(POLL_SECONDS)
         ready = {self._submit(None) for _ in range(self._workers)}
         while True:
-            done, ready = wait(ready, timeout=0.02, return_when=FIRST_COMPLETED)
+            done, ready = wait(ready, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()  # a worker that could not start is raised here
             if done:
@@ -253,19 +258,48 @@ class _Feeder:
                 self._results.put(future)
 
 
+def worker_processes(max_workers: int):
+    """loky's reusable executor of ``max_workers`` worker processes, as every part of a build asks for it.
+
+    The same arguments everywhere (discovery's prescan, the items, a series' decoders), so the
+    workers one part woke serve the next (loky starts new ones when the arguments differ). Each
+    worker watches this process from its start and exits when it dies.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    from medflow.workspace import watch_parent
+
+    _fresh_workers_if_environment_changed()
+    return get_reusable_executor(max_workers=max_workers, initializer=watch_parent, initargs=(os.getpid(),))
+
+
 def map_on_workers(function: Callable[[Any], Any], args: Iterable[Any], workers: int) -> Iterator[Any]:
     """``function(arg)`` for every one of ``args`` on loky's worker processes, results in any order.
 
     The same reusable workers (and supervision: they stop when this process dies) as the
     items' of a build with ``workers`` workers: discovery's prescan wakes them, the items then
-    run on them warm. ``function`` must be importable by name in a worker.
+    run on them warm. ``function`` must be importable by name in a worker. A failure (a worker
+    dying) kills the workers before it propagates.
     """
-    from joblib import Parallel, delayed
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    _fresh_workers_if_environment_changed()
-    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered", pre_dispatch="2*n_jobs")
+    executor = worker_processes(workers)
     run_id, parent = current_run_id(), os.getpid()
-    yield from parallel(delayed(supervised_call)(function, arg, run_id, parent) for arg in args)
+    pending: set = set()
+    try:
+        for arg in args:
+            pending.add(executor.submit(supervised_call, function, arg, run_id, parent))
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True, kill_workers=True)
+        raise
 
 
 class WorkerSubmit:
@@ -276,11 +310,8 @@ class WorkerSubmit:
     """
 
     def __init__(self, workers: int):
-        from joblib.externals.loky import get_reusable_executor
-
-        _fresh_workers_if_environment_changed()
         self.workers = workers
-        self._executor = get_reusable_executor(max_workers=workers)
+        self._executor = worker_processes(workers)
         self._run_id, self._parent = current_run_id(), os.getpid()
 
     def __call__(self, function: Callable[[Any], Any], argument: Any):

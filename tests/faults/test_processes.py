@@ -29,6 +29,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _is_loky_worker(pid: int) -> bool:
+    """Not loky's resource trackers, also children of the build."""
+    try:
+        return b"popen_loky_posix" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -106,7 +114,11 @@ def test_killed_parent_takes_its_workers_and_a_rerun_matches(project, reference)
     _slow_project(project)
     proc = start_medflow(project, "run", "recipe.yaml", "-q")
     _wait_mid_build(proc, project)
-    workers = _children(proc.pid)
+    # the build starts its worker process once its own pace says the items left are worth it
+    deadline = time.monotonic() + 30
+    while not (workers := [pid for pid in _children(proc.pid) if _is_loky_worker(pid)]) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
     assert workers, "a 2-worker build has worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
