@@ -95,17 +95,24 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
     run_id, parent = current_run_id(), os.getpid()
     executor = None
 
-    def submit(unit: list[ItemTask] | None):
+    def submit(batch: list[list[ItemTask]] | None):
         nonlocal executor
         if executor is None:
             executor = worker_processes(helpers)
-        if unit is None:  # the ready call: supervised too (the worker exits if this process dies)
+        if batch is None:  # the ready call: supervised too (the worker exits if this process dies)
             return executor.submit(supervised_call, _worker_ready, None, run_id, parent)
-        if len(unit) == 1:
-            return executor.submit(_supervised_run_item, unit[0], run_id, parent, progress_dir)
-        return executor.submit(_supervised_run_items, unit, run_id, parent, progress_dir)
+        batch_tasks = [task for unit in batch for task in unit]
+        if len(batch_tasks) == 1:
+            return executor.submit(_supervised_run_item, batch_tasks[0], run_id, parent, progress_dir)
+        return executor.submit(_supervised_run_items, batch_tasks, run_id, parent, progress_dir)
 
     started, ran = time.perf_counter(), [0]
+
+    def batch_size() -> int:
+        """Units per submission: about BATCH_SECONDS of work at this process's pace (a submission costs
+        ~1 ms of pickling and IPC, and the feeder waits for the GIL while this process computes)."""
+        per_unit = (time.perf_counter() - started) / max(1, ran[0])
+        return max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_unit, 1e-6))))
 
     def worth_starting(left: int) -> bool:
         """Would the ``left`` units take over WORKER_START_SECONDS at this process's pace so far?
@@ -116,7 +123,7 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
         elapsed = time.perf_counter() - started
         return elapsed >= PACE_SECONDS and elapsed / max(1, ran[0]) * left > WORKER_START_SECONDS
 
-    feeder = _Feeder(units, submit, helpers, helpers * (1 + WORKER_QUEUE), worth_starting)
+    feeder = _Feeder(units, submit, helpers, helpers * (1 + WORKER_QUEUE), worth_starting, batch_size)
     try:
         with _slab_progress(progress_dir), _fewer_collections():
             while (unit := feeder.take_last()) is not None:
@@ -140,6 +147,9 @@ WORKER_START_SECONDS = 1.0
 PACE_SECONDS = 0.1
 #: How often the feeder thread looks at the pace, and at the workers starting.
 POLL_SECONDS = 0.02
+#: A worker process gets units in batches of about this much work (at most MAX_BATCH units).
+BATCH_SECONDS = 0.05
+MAX_BATCH = 64
 
 
 def _worker_ready(_: Any = None) -> int:
@@ -152,18 +162,19 @@ class _Feeder:
 
     It first asks each worker for :func:`_worker_ready`; until one answers, every unit is left to
     this process (:meth:`take_last`, from the back), so a build shorter than a worker's start
-    never waits for it. Then it keeps ``in_flight`` units submitted. What the workers return
-    comes out of :meth:`finished`, in the order it finished.
+    never waits for it. Then it keeps ``in_flight`` submissions of ``batch_size()`` units each
+    in flight. What the workers return comes out of :meth:`finished`, in the order it finished.
     """
 
     _DONE = object()
 
     def __init__(self, units: list, submit: Callable[[Any], Any], workers: int, in_flight: int,
-                 worth_starting: Callable[[int], bool]):
+                 worth_starting: Callable[[int], bool], batch_size: Callable[[], int] = lambda: 1):
         import queue
         import threading
 
         self._worth_starting = worth_starting  # asked with the units left every POLL_SECONDS until it says yes
+        self._batch_size = batch_size  # units per submission
         self.fed = False  # did a worker get a unit?
         self._units = deque(units)
         self._submit = submit
@@ -246,7 +257,8 @@ class _Feeder:
                 if self._stopped:
                     return
                 while self._units and len(self._futures) < self._limit:
-                    self._futures.add(self._submit(self._units.popleft()))
+                    batch = [self._units.popleft() for _ in range(min(self._batch_size(), len(self._units)))]
+                    self._futures.add(self._submit(batch))
                     self.fed = True
                 if not self._futures:
                     return
