@@ -93,13 +93,36 @@ def test_a_short_build_with_two_workers_starts_no_worker_process(project, monkey
     assert _outputs(project / "out-two") == _outputs(project / "out-one")
 
 
-def test_a_long_build_shares_its_items_with_a_worker_process_and_gives_the_bytes_of_one_worker(project, monkeypatch):
+@pytest.mark.parametrize("batch_seconds", [0.0, 10.0], ids=["one-unit-a-submission", "batches"])
+def test_a_long_build_shares_its_items_with_a_worker_process_and_gives_the_bytes_of_one_worker(project, monkeypatch,
+                                                                                                 batch_seconds):
     monkeypatch.setattr(execute_module, "WORKER_START_SECONDS", 0.0)
     monkeypatch.setattr(execute_module, "PACE_SECONDS", 0.0)
+    monkeypatch.setattr(execute_module, "BATCH_SECONDS", batch_seconds)  # 10 s: every unit left in one batch
+    submitted = []  # items per submission to the worker process
+    original_pool = execute_module.worker_processes
+
+    class Spy:
+        def __init__(self, executor):
+            self.executor = executor
+
+        def submit(self, function, *args):
+            if function is execute_module._supervised_run_items:
+                submitted.append(len(args[0]))
+            elif function is execute_module._supervised_run_item:
+                submitted.append(1)
+            return self.executor.submit(function, *args)
+
+        def shutdown(self, *args, **kwargs):
+            return self.executor.shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(execute_module, "worker_processes", lambda n: Spy(original_pool(n)))
     ran_here = _slow_here(monkeypatch, 0.3)  # this process is slow: the worker, once started, takes items
     two = _build(project, "two", workers=2)
     assert two.exit_code == 0 and two.ok == 8
     assert 1 <= len(ran_here) < 8  # this process ran some (from the end), the worker process the others
+    assert sum(submitted) == 8 - len(ran_here)
+    assert (max(submitted) > 1) == (batch_seconds > 0)
     ran_here.clear()
     one = _build(project, "one", workers=1)
     assert len(ran_here) == 8
