@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -73,7 +75,7 @@ def execute(
     yield from _alongside_workers(chunks if chunks is not None else [[task] for task in tasks], workers, progress_dir)
 
 
-#: Units (items, or chunks of instance items) queued per worker process beyond the one it runs.
+#: Submissions (batches of units) queued per worker process beyond the one it runs.
 WORKER_QUEUE = 2
 
 
@@ -90,7 +92,6 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
     0.31 s). An interrupt, a failure or the caller closing the results kills the worker processes
     before it propagates: the build's workspace then removes this run's temp files.
     """
-
     helpers = min(workers - 1, len(units) - 1)
     run_id, parent = current_run_id(), os.getpid()
     executor = None
@@ -169,10 +170,7 @@ class _Feeder:
     _DONE = object()
 
     def __init__(self, units: list, submit: Callable[[Any], Any], workers: int, in_flight: int,
-                 worth_starting: Callable[[int], bool], batch_size: Callable[[], int] = lambda: 1):
-        import queue
-        import threading
-
+                 worth_starting: Callable[[int], bool], batch_size: Callable[[], int]):
         self._worth_starting = worth_starting  # asked with the units left every POLL_SECONDS until it says yes
         self._batch_size = batch_size  # units per submission
         self.fed = False  # did a worker get a unit?
@@ -194,8 +192,6 @@ class _Feeder:
 
     def finished(self, block: bool) -> Iterator[ItemResult]:
         """Results of the units the workers finished; with ``block``, of every unit, waiting for them."""
-        import queue
-
         while not self._done:
             try:
                 future = self._results.get(block=block)
@@ -215,14 +211,12 @@ class _Feeder:
                 future.cancel()
 
     def _run(self) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures import Future  # the worker path only: not on a 1-worker build's start-up
 
         try:
             if self._wait_until_ready():
-                self._feed(wait, FIRST_COMPLETED)
+                self._feed()
         except BaseException as exc:  # noqa: BLE001 - e.g. a broken executor: raised by finished()
-            from concurrent.futures import Future
-
             failed: Future = Future()
             failed.set_exception(exc)
             self._results.put(failed)
@@ -251,7 +245,9 @@ class _Feeder:
                 if self._stopped or not self._units:
                     return False
 
-    def _feed(self, wait, first_completed) -> None:
+    def _feed(self) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
         while True:
             with self._lock:
                 if self._stopped:
@@ -263,7 +259,7 @@ class _Feeder:
                 if not self._futures:
                     return
                 futures = set(self._futures)
-            done, _ = wait(futures, timeout=0.5, return_when=first_completed)
+            done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             with self._lock:
                 self._futures -= done
             for future in done:

@@ -219,6 +219,7 @@ class SlabTables:
 
     keys: tuple[tuple[float, float, str], ...]  # (slope, intercept, pixel description) per slice; () without tables
     tables: list[_Table] | None
+    scope: tuple | None = None  # where the slab's tables and description are the process's (ProcessTables)
 
 
 class Folder:
@@ -271,7 +272,7 @@ class Folder:
         if self._served_pixels(slab) < minimum and (
                 scope is None or not PROCESS_TABLES.worth_building(scope, keys, slab.pixels[0].size, minimum)):
             return SlabTables((), None)
-        return SlabTables(keys, self._slab_tables(slab, keys, scope))
+        return SlabTables(keys, self._slab_tables(slab, keys, scope), scope)
 
     def _scope(self, slab: Sample) -> tuple | None:
         """What a table and a slab description depend on besides the slices' keys, when they are the
@@ -339,7 +340,7 @@ class Folder:
             described = self._describe(slab, meta, pairs, None)
             found = self.tables(slab)
         else:
-            described = self._describe(slab, meta, pairs, found, self._scope(slab))
+            described = self._describe(slab, meta, pairs, found, found.scope)
         tables = found.tables
         if tables is None:
             return self._apply_ranged(slab, meta, pairs, described)
