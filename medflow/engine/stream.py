@@ -103,7 +103,7 @@ def run_streamed(task: ItemTask) -> ItemResult | None:
             # stored slabs in flight: being gathered (threads), waiting to be written, being read
             skeleton, slabs = open_stored_slabs(
                 task.item, task.reader_params.get("duplicates", "first"), slab_slices, buffers=threads + WRITE_DEPTH + 2,
-                read_facts=task.read_facts, decode_pool=_decode_pool(task),
+                read_facts=task.read_facts, decode_workers=_decode_workers(task),
             )
         except NotStoredValues:
             return None
@@ -228,18 +228,20 @@ class _Progress:
     shape: tuple[int, ...] | None = None
 
 
-def _decode_pool(task: ItemTask):
-    """Makes the ``submit`` of the worker processes decoding this item's compressed slices (None: none)."""
+def _decode_workers(task: ItemTask):
+    """The worker processes that may decode this item's compressed slices beside it (None: none)."""
+    from medflow.sources.decode_ahead import DecodeWorkers
+
     workers = int(getattr(task, "decode_workers", 0) or 0)
     if workers < 1:
         return None
 
-    def pool():
+    def start():
         from medflow.engine.execute import WorkerSubmit
 
         return WorkerSubmit(workers)
 
-    return pool
+    return DecodeWorkers(workers, start)
 
 
 def _threads(task: ItemTask) -> int:

@@ -44,7 +44,7 @@ from medflow.errors import InputError
 from medflow.ops.intensity import rescale
 from medflow.sample import Geometry, Sample
 from medflow.sources.base import ItemRef
-from medflow.sources.decode_ahead import DecodeAhead, Submit
+from medflow.sources.decode_ahead import DecodeAhead, DecodeWorkers
 from medflow.sources.decoders import transfer_syntax_of
 from medflow.sources.discovery import (
     ORIENTATION_TOLERANCE,
@@ -644,7 +644,7 @@ def _decode_series(item: ItemRef, opened: _Opened):
 
 def open_stored_slabs(
     item: ItemRef, duplicates: Literal["first", "error"], slab, buffers: int = 4, read_facts=None,
-    decode_pool: Callable[[], Submit] | None = None,
+    decode_workers: DecodeWorkers | None = None,
 ) -> tuple[Sample, Iterator[tuple[np.ndarray, Callable[[], None]]]]:
     """A series' stored values slab by slab (z order), for streaming.
 
@@ -654,10 +654,9 @@ def open_stored_slabs(
     most ``buffers`` reused buffers, and the caller calls ``release()`` once done with one
     (the iterator waits for a free buffer). ``slab``: slices per slab, or a function of the
     slice shape and the stored values' itemsize giving it. ``read_facts``: discovery's, one per
-    file (:func:`read_facts`): then only the first file's header is parsed. ``decode_pool``: makes
-    a ``submit`` for worker processes; a series of compressed (not native little endian)
-    files is then decoded on them and here at once (:mod:`medflow.sources.decode_ahead`), same
-    values. Raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
+    file (:func:`read_facts`): then only the first file's header is parsed. ``decode_workers``:
+    worker processes a series of compressed (not native little endian) files may also be decoded
+    on, when it is long enough (:mod:`medflow.sources.decode_ahead`), same values. Raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
     """
     usable = _usable_facts(item, read_facts)
     opened = _open(item, duplicates, usable)
@@ -704,7 +703,7 @@ def open_stored_slabs(
 
     def slabs() -> Iterator[tuple[np.ndarray, Callable[[], None]]]:
         pool = BufferPool((slab, rows, cols), dtype, buffers)
-        ahead = _decode_ahead(item, opened, decode_here, decode_pool, facts)
+        ahead = _decode_ahead(item, opened, decode_here, decode_workers, facts)
         try:
             for first in range(0, len(kept), slab):
                 buffer = pool.get()
@@ -800,13 +799,13 @@ def decode_stored_slice(argument: tuple[str, str, int, int, str]) -> np.ndarray:
 DECODE_AHEAD_PER_WORKER = 8
 
 
-def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, decode_pool, facts) -> DecodeAhead | None:
+def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, workers: DecodeWorkers | None, facts) -> DecodeAhead | None:
     """Decoding on worker processes beside this one, for a series of compressed files (else None).
 
     ``facts``: discovery's, by file, for the slices placed from them (else None).
     """
     by_slice = opened.headers_by_slice
-    if decode_pool is None or len(opened.kept) < 2 or by_slice is None:
+    if workers is None or workers.count < 1 or len(opened.kept) < 2 or by_slice is None:
         return None
 
     def syntax(s: _Slice) -> str:
@@ -816,15 +815,12 @@ def _decode_ahead(item: ItemRef, opened: _Opened, decode_here, decode_pool, fact
     syntaxes = [syntax(s) for s in opened.kept]
     if any(not ts or ts in NATIVE_LITTLE_ENDIAN for ts in syntaxes):
         return None
-    submit = decode_pool()
-    if submit is None:
-        return None
     rows, cols = opened.shape[1:3]
     dtype = opened.stored_dtype.str
     slices = [(os.fspath(Path(item.root) / s.rel), ts) for s, ts in zip(opened.kept, syntaxes, strict=True)]
-    workers = max(1, getattr(submit, "workers", 1))
-    return DecodeAhead(len(slices), decode_here, submit, decode_stored_slice,
-                       lambda index: (*slices[index], rows, cols, dtype), window=DECODE_AHEAD_PER_WORKER * workers)
+    return DecodeAhead(len(slices), decode_here, workers.start, decode_stored_slice,
+                       lambda index: (*slices[index], rows, cols, dtype), window=DECODE_AHEAD_PER_WORKER * workers.count,
+                       workers=workers.count)
 
 
 def _checked(arr: np.ndarray, slice_path: Path, rows: int, cols: int) -> np.ndarray:
