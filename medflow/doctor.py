@@ -149,7 +149,8 @@ def _heap_line() -> str:
 
     names = ", ".join(f"{name}={os.environ.get(name, 'not set')}" for name in startup.HEAP_SETTINGS)
     why = {"set": " (medflow's default: freed memory stays in the heap for the next item)",
-           "chosen": " (yours: medflow's default is not applied)", "not glibc": " (not glibc: nothing to set)"}
+           "chosen": " (yours: medflow's default is not applied)", "not glibc": " (not glibc: nothing to set)",
+           "refused": " (glibc's mallopt refused them: not applied)"}
     return f"  {names}{why.get(startup.heap_settings, '')}"
 
 

@@ -43,7 +43,7 @@ HEAP_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 6
 # mallopt(3) parameters of those variables (malloc.h: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
 _MALLOPT = {"MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_THRESHOLD_": -1}
 #: What :func:`steady_heap` found: "set" (medflow's settings), "chosen" (the user tuned malloc),
-#: "not glibc" (nothing to set), None (not asked).
+#: "not glibc" (nothing to set), "refused" (glibc's mallopt refused a setting), None (not asked).
 heap_settings: str | None = None
 
 
@@ -128,7 +128,7 @@ def steady_heap() -> None:
     mallopt = ctypes.CDLL(None).mallopt
     for name, value in HEAP_SETTINGS.items():
         if not mallopt(_MALLOPT[name], value):
-            heap_settings = "not glibc"  # refused: leave the children as they are too
+            heap_settings = "refused"  # leave the children as they are too
             return
     for name, value in HEAP_SETTINGS.items():
         os.environ[name] = str(value)

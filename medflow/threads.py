@@ -108,6 +108,27 @@ def _cores_of(quota: int, period: int) -> int | None:
     return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
 
 
+#: Worker processes are woken only when the work left, at this process's own pace, would take longer
+#: than this: waking one costs ~0.3 s of CPU and 0.35-0.9 s of wall time on the 2-core benchmark VM
+#: (the interpreter, numpy, medflow, a decoder), so a shorter build is done before one would help ...
+WORKER_START_SECONDS = 1.0
+#: ... the pace judged from at least this much work (a first unit pays one-time costs: tables, imports).
+PACE_SECONDS = 0.1
+
+
+def worth_waking_workers(seconds: float, done: int, left: int, start_seconds: float | None = None) -> bool:
+    """Would ``left`` more units take longer than ``start_seconds`` (:data:`WORKER_START_SECONDS`) at the
+    pace of ``done`` units in ``seconds``?
+
+    Judged after :data:`PACE_SECONDS` of work (or ``start_seconds``, when shorter); with no unit
+    done yet, the one running counts as taking at least ``seconds``. ``start_seconds`` <= 0: always.
+    """
+    limit = WORKER_START_SECONDS if start_seconds is None else start_seconds
+    if limit <= 0:
+        return True
+    return seconds >= min(PACE_SECONDS, limit) and seconds / max(1, done) * left > limit
+
+
 def gather_threads(threads: int) -> int:
     """Threads for a streamed item's slab gathers, given its ``threads``: only on cores its own threads leave.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import medflow.engine.execute as execute_module
+import medflow.threads as threads_module
 from medflow.engine.build import build
 from medflow.recipe.loader import load_recipe
 from tests.dicom_factory import write_ct_series
@@ -96,8 +97,7 @@ def test_a_short_build_with_two_workers_starts_no_worker_process(project, monkey
 @pytest.mark.parametrize("batch_seconds", [0.0, 10.0], ids=["one-unit-a-submission", "batches"])
 def test_a_long_build_shares_its_items_with_a_worker_process_and_gives_the_bytes_of_one_worker(project, monkeypatch,
                                                                                                  batch_seconds):
-    monkeypatch.setattr(execute_module, "WORKER_START_SECONDS", 0.0)
-    monkeypatch.setattr(execute_module, "PACE_SECONDS", 0.0)
+    monkeypatch.setattr(threads_module, "WORKER_START_SECONDS", 0.0)
     monkeypatch.setattr(execute_module, "BATCH_SECONDS", batch_seconds)  # 10 s: every unit left in one batch
     submitted = []  # items per submission to the worker process
     original_pool = execute_module.worker_processes
@@ -132,10 +132,21 @@ def test_a_long_build_shares_its_items_with_a_worker_process_and_gives_the_bytes
 
 
 def test_a_failure_in_this_process_kills_the_worker_processes_before_it_propagates(project, monkeypatch):
-    monkeypatch.setattr(execute_module, "WORKER_START_SECONDS", 0.0)
-    monkeypatch.setattr(execute_module, "PACE_SECONDS", 0.0)
+    monkeypatch.setattr(threads_module, "WORKER_START_SECONDS", 0.0)
     _slow_here(monkeypatch, 0.6, fail_at=1)  # while the worker process starts or runs items
     with pytest.raises(RuntimeError, match="this process failed"):
         _build(project, "two", workers=2)
     assert not _loky_workers()
     assert not list(project.rglob(".medflow-tmp-*"))
+
+
+def test_workers_are_worth_waking_only_for_work_left_beyond_their_start_at_the_pace_so_far():
+    from medflow.threads import PACE_SECONDS, WORKER_START_SECONDS, worth_waking_workers
+
+    per_unit = 0.01
+    enough = int(WORKER_START_SECONDS / per_unit) + 1
+    assert worth_waking_workers(PACE_SECONDS, int(PACE_SECONDS / per_unit), enough)
+    assert not worth_waking_workers(PACE_SECONDS, int(PACE_SECONDS / per_unit), enough - 2)
+    assert not worth_waking_workers(PACE_SECONDS / 2, 0, 10**6)  # not judged before PACE_SECONDS of work
+    assert worth_waking_workers(PACE_SECONDS, 0, 11)  # the unit still running counts as the whole pace so far
+    assert worth_waking_workers(0.0, 0, 1, start_seconds=0)  # a limit of 0: always

@@ -18,9 +18,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from medflow import threads
 from medflow.engine.build import build
 from medflow.recipe.loader import load_recipe
-from medflow.sources import decode_ahead
 from medflow.sources.decode_ahead import DecodeAhead
 from medflow.sources.series import decode_stored_slice
 from tests.dicom_factory import write_ct_series
@@ -234,7 +234,7 @@ def test_one_compressed_series_builds_to_the_same_bytes_with_one_and_two_workers
     original = series._decode_ahead
     monkeypatch.setattr(series, "_decode_ahead", lambda *a: made.append(a[3] is not None) or original(*a))
     # the slices take 50 ms each here, so a worker is worth waking (and, warm, answers before the end)
-    monkeypatch.setattr(decode_ahead, "WORKER_START_SECONDS", 0.2)
+    monkeypatch.setattr(threads, "WORKER_START_SECONDS", 0.2)
     slow_here = series._decoded_from_facts
     monkeypatch.setattr(series, "_decoded_from_facts", lambda *a: threading.Event().wait(0.05) or slow_here(*a))
     used = []

@@ -18,7 +18,7 @@ from typing import Any
 
 from medflow.engine.run import run_item
 from medflow.engine.task import ItemResult, ItemTask
-from medflow.threads import STREAM_CORES, usable_cores
+from medflow.threads import STREAM_CORES, usable_cores, worth_waking_workers
 from medflow.workspace import current_run_id, supervise_worker, supervised_call
 
 
@@ -86,7 +86,7 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
 
     This process is one of the workers: it takes units from the end of the list, and a thread of
     it (:class:`_Feeder`) starts the worker processes once this process's own pace says the units
-    left would take longer than :data:`WORKER_START_SECONDS`, then feeds them from the front once
+    left are worth them (:func:`medflow.threads.worth_waking_workers`), then feeds them from the front once
     they are ready. A worker process takes ~0.3 s of CPU to start (the interpreter, numpy,
     medflow): with this process waiting for them, 2 workers were slower than 1 on builds of under
     a few hundred small items (200 one-slice series: 1.20 s against 0.88 s; 20: 0.76 against
@@ -117,13 +117,8 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
         return max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_unit, 1e-6))))
 
     def worth_starting(left: int) -> bool:
-        """Would the ``left`` units take over WORKER_START_SECONDS at this process's pace so far?
-
-        Judged over at least PACE_SECONDS (a first unit pays one-time costs: tables, imports); a
-        unit still running counts as taking at least as long as it has so far.
-        """
-        elapsed = time.perf_counter() - started
-        return elapsed >= PACE_SECONDS and elapsed / max(1, ran[0]) * left > WORKER_START_SECONDS
+        """Are the ``left`` units worth waking the workers for, at this process's pace so far?"""
+        return worth_waking_workers(time.perf_counter() - started, ran[0], left)
 
     feeder = _Feeder(units, submit, helpers, helpers * (1 + WORKER_QUEUE), worth_starting, batch_size)
     try:
@@ -143,10 +138,6 @@ def _alongside_workers(units: list[list[ItemTask]], workers: int, progress_dir: 
         executor.shutdown(wait=False, kill_workers=True)  # still starting when this process ran out of units
 
 
-#: Below this much work left (by this process's own pace) a build does not start worker processes...
-WORKER_START_SECONDS = 1.0
-#: ... the pace measured over at least this long.
-PACE_SECONDS = 0.1
 #: How often the feeder thread looks at the pace, and at the workers starting.
 POLL_SECONDS = 0.02
 #: A worker process gets units in batches of about this much work (at most MAX_BATCH units).
@@ -270,9 +261,10 @@ class _Feeder:
 def worker_processes(max_workers: int):
     """loky's reusable executor of ``max_workers`` worker processes, as every part of a build asks for it.
 
-    The same arguments everywhere (discovery's prescan, the items, a series' decoders), so the
-    workers one part woke serve the next (loky starts new ones when the arguments differ). Each
-    worker watches this process from its start and exits when it dies.
+    The same initializer everywhere (discovery's prescan, the items, a series' decoders), so the
+    workers one part woke serve the next (loky resizes its pool for another ``max_workers``, and
+    starts new workers only when the initializer differs). Each worker watches this process from
+    its start and exits when it dies.
     """
     from joblib.externals.loky import get_reusable_executor
 
@@ -319,7 +311,6 @@ class WorkerSubmit:
     """
 
     def __init__(self, workers: int):
-        self.workers = workers
         self._executor = worker_processes(workers)
         self._run_id, self._parent = current_run_id(), os.getpid()
 

@@ -9,6 +9,7 @@ megabytes from the first slab to the last (no fresh pages, a flat peak memory).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -274,8 +275,6 @@ class Beside:
             raise failure[0]
 
     def _queue(self) -> queue.SimpleQueue:
-        import os
-
         with self._lock:
             if self._jobs is None or self._pid != os.getpid():
                 self._jobs, self._pid = queue.SimpleQueue(), os.getpid()

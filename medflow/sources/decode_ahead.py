@@ -4,8 +4,8 @@ Decoders hold the GIL (GDCM, libjpeg, pylibjpeg-rle: two threads decode no faste
 so a build of one compressed series with several workers decodes on worker processes too.
 
 The reader decodes every slice itself until its own pace says the slices left would take longer
-than :data:`WORKER_START_SECONDS` to decode here (waking a worker costs ~0.3 s of CPU and
-0.5-0.9 s of wall time: a short series is done before one would help). It then wakes the
+than :data:`~medflow.threads.WORKER_START_SECONDS` to decode here (waking a worker costs ~0.3 s
+of CPU and 0.5-0.9 s of wall time: a short series is done before one would help). It then wakes the
 workers with a probe, the decoding of the series' last slices (so a worker's first call also
 imports the decoder this series needs, and its result is used at the end). Until a probe
 answered, the reader keeps decoding every slice itself and submits nothing more: loky marks
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medflow.threads import worth_waking_workers
+
 if TYPE_CHECKING:  # importing concurrent.futures pulls in logging: start-up of every build
     from concurrent.futures import Future
 
@@ -47,11 +49,6 @@ class DecodeWorkers:
     start: Callable[[], Submit | None]
 
 
-#: Workers are woken only when the slices left would take longer than this to decode here ...
-WORKER_START_SECONDS = 1.0
-#: ... judged from at least this much decoding here (a first slice pays one-time costs: imports).
-PACE_SECONDS = 0.1
-
 
 class DecodeAhead:
     """Slices ``0 .. count - 1`` decoded, taken in increasing order with :meth:`take`.
@@ -59,8 +56,8 @@ class DecodeAhead:
     ``decode_here(index)``: the slice decoded in this process (raises the file's error).
     ``start_workers()``: wakes the worker processes and returns their ``submit`` (None: none);
     called once, when the reader's pace says they are worth it (``start_after``: seconds of
-    decoding left that are, :data:`WORKER_START_SECONDS` by default; 0 wakes them at the first
-    slice taken).
+    decoding left that are, :data:`~medflow.threads.WORKER_START_SECONDS` by default; 0 wakes them
+    at the first slice taken).
     ``remote``: a picklable function of ``argument(index)`` giving the same array on a worker.
     ``window``: slices submitted ahead of the one taken (their arrays are held until taken).
     """
@@ -76,7 +73,7 @@ class DecodeAhead:
         self._argument = argument
         self._window = window
         self._workers = max(1, workers)
-        self._start_after = WORKER_START_SECONDS if start_after is None else start_after
+        self._start_after = start_after
         self._futures: dict[int, Future] = {}
         self._here: dict[int, tuple[np.ndarray | None, BaseException | None]] = {}
         self._probes: list[Future] = []
@@ -122,7 +119,8 @@ class DecodeAhead:
     def _wake_or_fill(self, index: int) -> None:
         """Wake the workers when they are worth it; once one answered, submit the slices up to ``index + window``."""
         if not self._workers_up:
-            if self._start_workers is not None and self._worth_waking(index):
+            if self._start_workers is not None and worth_waking_workers(
+                    self._seconds_here, self._decoded_here, self._count - index, self._start_after):
                 self._wake(index)
             if not any(probe.done() for probe in self._probes):
                 return
@@ -133,12 +131,6 @@ class DecodeAhead:
             self._next_submit += 1
             if at not in self._futures and at not in self._here and not self._submit_one(at):
                 return
-
-    def _worth_waking(self, index: int) -> bool:
-        if self._seconds_here < min(PACE_SECONDS, self._start_after) or self._decoded_here == 0:
-            return self._start_after <= 0
-        left = self._count - index
-        return self._seconds_here / self._decoded_here * left > self._start_after
 
     def _wake(self, index: int) -> None:
         """Start the workers with probes: the last slices, one per worker (not those about to be taken)."""

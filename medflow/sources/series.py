@@ -656,7 +656,8 @@ def open_stored_slabs(
     slice shape and the stored values' itemsize giving it. ``read_facts``: discovery's, one per
     file (:func:`read_facts`): then only the first file's header is parsed. ``decode_workers``:
     worker processes a series of compressed (not native little endian) files may also be decoded
-    on, when it is long enough (:mod:`medflow.sources.decode_ahead`), same values. Raises :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
+    on, when it is long enough (:mod:`medflow.sources.decode_ahead`), same values. Raises
+    :class:`NotStoredValues` for color or Modality-LUT-Sequence items.
     """
     usable = _usable_facts(item, read_facts)
     opened = _open(item, duplicates, usable)

@@ -33,7 +33,7 @@ engine:
 """
 
 # ~1 s per item on one core: long enough to land a signal mid-build, and for a 2-worker build to
-# start its worker process (medflow.engine.execute.WORKER_START_SECONDS)
+# start its worker process (medflow.threads.WORKER_START_SECONDS)
 SLOW = QUICK.replace("name: faults-quick", "name: faults-slow").replace(
     "steps:\n", "steps:\n  - {step: denoise, method: curvature_flow, iterations: 8}\n"
 )
